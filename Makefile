@@ -1,0 +1,35 @@
+# Vigil: `make run` starts everything on embedded defaults; `make test` runs the suite.
+# Both set up what is missing first: a virtualenv with the pinned packages, and a Redis server.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat setup.cfg constraints.txt 2>/dev/null | cksum | cut -d' ' -f1)
+
+.PHONY: run test bench install redis migrate clean lint
+
+$(STAMP):
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+redis: install
+	@VENV=$(VENV) scripts/ensure-redis >/dev/null
+
+migrate: install
+	$(BIN)/vigil migrate
+
+run: install
+	@VENV=$(VENV) scripts/run
+
+test: install redis
+	VIGIL_REDIS_SERVER=$$(VENV=$(VENV) scripts/ensure-redis) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install redis
+	VIGIL_REDIS_SERVER=$$(VENV=$(VENV) scripts/ensure-redis) $(BIN)/python -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

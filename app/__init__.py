@@ -1,0 +1,23 @@
+"""Vigil: the Flask API, the models and the domain services the workers share."""
+from __future__ import annotations
+
+from flask import Flask
+
+from app.settings import Settings, get_settings
+
+__version__ = "0.1.0"
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the API. `settings` defaults to the environment's (tests pass their own)."""
+    from app import api
+    from app.logging_config import configure_logging
+
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, "api")
+    flask_app = Flask(__name__)
+    flask_app.config.update(VIGIL_SETTINGS=settings, VIGIL_VERSION=__version__, JSON_SORT_KEYS=False,
+                            MAX_CONTENT_LENGTH=10 * 1024 * 1024)
+    flask_app.json.sort_keys = False
+    api.register(flask_app)
+    return flask_app

@@ -1,0 +1,403 @@
+"""The job registry: a durable record of every Celery job, listable by queue and state.
+
+Celery itself only knows a job while a worker holds it (and Flower only remembers what it saw since
+it started). Vigil records every job from Celery's signals:
+
+    publish  -> waiting      (before_task_publish, in whichever process sends the task)
+    prerun   -> active       (attempts + 1, worker name, started_at)
+    success  -> completed    (result, finished_at)
+    failure  -> failed       (error message and traceback)
+    retry    -> waiting again when Celery re-publishes it; the retry reason is kept
+    revoked  -> revoked
+
+Storage (see docs/architecture.md, "Job registry"):
+
+* Redis, next to the broker, is the live index: a hash per job and one sorted set per
+  (queue, state) scored by the time the job entered that state. Each transition is one Lua call, so
+  a task pays two round trips (start, finish) and listings are O(log n) with exact totals.
+  Redis runs with AOF, so the registry is exactly as durable as the broker messages it describes.
+* SQL (`jobs` table) is the history: finished jobs are queued on `vigil:jobs:archive` by the same
+  Lua call and flushed in batches by `RegistryArchiver` threads in the workers, never on a task's
+  hot path. Finished jobs leave the Redis index after their retention; `get` falls back to SQL.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+import redis
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from app.redis_client import KEY_PREFIX
+
+log = logging.getLogger(__name__)
+
+STATES = ("waiting", "active", "completed", "failed", "revoked")
+TERMINAL = frozenset({"completed", "failed", "revoked"})
+MAX_RESULT_BYTES = 64 * 1024
+MAX_TRACEBACK_BYTES = 64 * 1024
+
+JOB_KEY = KEY_PREFIX + "job:"
+INDEX_KEY = KEY_PREFIX + "jobs:"          # + "{queue}:{state}"
+ARCHIVE_KEY = KEY_PREFIX + "jobs:archive"
+ARCHIVE_LOCK = KEY_PREFIX + "lock:archive"
+
+# KEYS[1] job hash, KEYS[2] archive list. ARGV: index prefix, event, now, job id, [field, value]...
+# Returns the new state, or false when the event does not apply (revoking a finished job).
+_TRANSITION = """
+local h, archive = KEYS[1], KEYS[2]
+local prefix, event, now, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local cur = redis.call('HGET', h, 'state')
+local old_queue = redis.call('HGET', h, 'queue')
+local new
+if event == 'publish' then new = 'waiting'
+elseif event == 'start' then new = 'active'
+elseif event == 'success' then new = 'completed'
+elseif event == 'failure' then new = 'failed'
+elseif event == 'revoke' then
+  if cur == 'completed' or cur == 'failed' or cur == 'revoked' then return false end
+  new = 'revoked'
+elseif event == 'note' then
+  if not cur then return false end
+  new = cur
+end
+for i = 5, #ARGV, 2 do
+  local f, v = ARGV[i], ARGV[i + 1]
+  if f == 'reset_attempts' then
+    redis.call('HSET', h, 'attempts', 0)
+    redis.call('HDEL', h, 'error', 'traceback', 'result', 'finished_at', 'started_at', 'worker', 'progress')
+  elseif (f == 'task' or f == 'args' or f == 'kwargs') and cur and event ~= 'publish' then
+    -- a worker's view of these never overrides what the publisher recorded
+  else
+    redis.call('HSET', h, f, v)
+  end
+end
+if not cur then
+  redis.call('HSET', h, 'id', id, 'created_at', now)
+  redis.call('HSETNX', h, 'attempts', 0)
+end
+if event == 'start' then
+  redis.call('HINCRBY', h, 'attempts', 1)
+  redis.call('HSET', h, 'started_at', now)
+  redis.call('HDEL', h, 'finished_at')
+elseif event == 'publish' then
+  redis.call('HDEL', h, 'finished_at')
+elseif new ~= cur and (new == 'completed' or new == 'failed' or new == 'revoked') then
+  redis.call('HSET', h, 'finished_at', now)
+  redis.call('RPUSH', archive, id)
+end
+redis.call('HSET', h, 'state', new, 'updated_at', now)
+local queue = redis.call('HGET', h, 'queue') or ''
+if cur and old_queue and (cur ~= new or old_queue ~= queue) then
+  redis.call('ZREM', prefix .. old_queue .. ':' .. cur, id)
+end
+if new ~= cur or old_queue ~= queue or event == 'publish' or event == 'start' then
+  redis.call('ZADD', prefix .. queue .. ':' .. new, now, id)
+end
+return new
+"""
+
+
+def _now() -> float:
+    return time.time()
+
+
+def to_iso(ts: float | str | None) -> str | None:
+    """Epoch seconds (as stored in Redis) to an ISO 8601 UTC string."""
+    if ts in (None, ""):
+        return None
+    return datetime.fromtimestamp(float(ts), tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _dump(value: Any, limit: int) -> str:
+    text = json.dumps(value, default=repr, separators=(",", ":"))
+    if len(text) > limit:
+        text = json.dumps({"truncated": True, "preview": text[: limit - 100]})
+    return text
+
+
+def _clip(text: str | None, limit: int) -> str:
+    text = text or ""
+    return text if len(text) <= limit else text[: limit - 20] + "\n...[truncated]"
+
+
+class JobRegistry:
+    """Reads and writes the registry; one instance per Redis client is enough."""
+
+    def __init__(self, client: redis.Redis):
+        self.r = client
+        self._transition = client.register_script(_TRANSITION)
+
+    # ---- writes (called from Celery signals and the operations services) ------------------
+    def _apply(self, job_id: str, event: str, fields: dict[str, Any], *, pipe=None) -> str | None:
+        argv: list[Any] = [INDEX_KEY, event, repr(_now()), job_id]
+        for key, value in fields.items():
+            if value is None:
+                continue
+            argv.extend((key, value))
+        result = self._transition(keys=[JOB_KEY + job_id, ARCHIVE_KEY], args=argv, client=pipe)
+        return result if pipe is None else None
+
+    def record_published(self, job_id: str, *, task: str, queue: str, args: Iterable[Any] = (),
+                         kwargs: dict[str, Any] | None = None, eta: str | None = None,
+                         request_id: str | None = None, idempotency_key: str | None = None,
+                         reset_attempts: bool = False, pipe=None) -> None:
+        fields = {"task": task, "queue": queue, "args": _dump(list(args), MAX_RESULT_BYTES),
+                  "kwargs": _dump(kwargs or {}, MAX_RESULT_BYTES), "eta": eta, "request_id": request_id,
+                  "idempotency_key": idempotency_key}
+        if reset_attempts:
+            fields["reset_attempts"] = 1
+        self._apply(job_id, "publish", fields, pipe=pipe)
+
+    def record_started(self, job_id: str, *, worker: str | None, task: str | None = None,
+                       queue: str | None = None, args: Iterable[Any] | None = None,
+                       kwargs: dict[str, Any] | None = None) -> None:
+        fields: dict[str, Any] = {"worker": worker, "task": task, "queue": queue or None}
+        if args is not None:
+            fields["args"] = _dump(list(args), MAX_RESULT_BYTES)
+        if kwargs is not None:
+            fields["kwargs"] = _dump(kwargs, MAX_RESULT_BYTES)
+        self._apply(job_id, "start", fields)
+
+    def record_succeeded(self, job_id: str, result: Any) -> None:
+        self._apply(job_id, "success", {"result": _dump(result, MAX_RESULT_BYTES)})
+
+    def record_failed(self, job_id: str, error: str, traceback: str | None) -> None:
+        self._apply(job_id, "failure", {"error": _clip(error, 4096),
+                                        "traceback": _clip(traceback, MAX_TRACEBACK_BYTES)})
+
+    def record_retry(self, job_id: str, reason: str) -> None:
+        # State is set by the re-publish that Celery's retry performs; only the reason is noted.
+        self._apply(job_id, "note", {"error": _clip(reason, 4096)})
+
+    def record_revoked(self, job_id: str, reason: str) -> str | None:
+        return self._apply(job_id, "revoke", {"error": _clip(reason, 4096)})
+
+    def record_progress(self, job_id: str, progress: dict[str, Any]) -> None:
+        self._apply(job_id, "note", {"progress": _dump(progress, 8192)})
+
+    def forget(self, job_id: str) -> bool:
+        """Remove a job's record from the live index (not from SQL history)."""
+        data = self.r.hmget(JOB_KEY + job_id, "queue", "state")
+        if data[0] is None and data[1] is None:
+            return False
+        with self.r.pipeline() as pipe:
+            if data[0] and data[1]:
+                pipe.zrem(f"{INDEX_KEY}{data[0]}:{data[1]}", job_id)
+            pipe.delete(JOB_KEY + job_id)
+            pipe.execute()
+        return True
+
+    # ---- reads ------------------------------------------------------------------------------
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        raw = self.r.hgetall(JOB_KEY + job_id)
+        return self._decode(job_id, raw) if raw else None
+
+    def count(self, queue: str, state: str) -> int:
+        return int(self.r.zcard(f"{INDEX_KEY}{queue}:{state}"))
+
+    def count_since(self, queue: str, state: str, since: float) -> int:
+        return int(self.r.zcount(f"{INDEX_KEY}{queue}:{state}", since, "+inf"))
+
+    def list(self, queue: str, state: str, *, offset: int = 0, limit: int = 50,
+             newest_first: bool = True) -> tuple[int, list[dict[str, Any]]]:
+        """One page of a (queue, state) index with its exact total."""
+        key = f"{INDEX_KEY}{queue}:{state}"
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.zcard(key)
+            if newest_first:
+                pipe.zrevrange(key, offset, offset + limit - 1)
+            else:
+                pipe.zrange(key, offset, offset + limit - 1)
+            total, ids = pipe.execute()
+        return int(total), self.get_many(ids)
+
+    def get_many(self, ids: list[str]) -> list[dict[str, Any]]:
+        if not ids:
+            return []
+        with self.r.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hgetall(JOB_KEY + job_id)
+            rows = pipe.execute()
+        return [self._decode(job_id, raw) for job_id, raw in zip(ids, rows) if raw]
+
+    @staticmethod
+    def _decode(job_id: str, raw: dict[str, str]) -> dict[str, Any]:
+        def loads(name: str, default: Any) -> Any:
+            value = raw.get(name)
+            if value in (None, ""):
+                return default
+            try:
+                return json.loads(value)
+            except ValueError:
+                return value
+
+        return {
+            "id": job_id,
+            "task": raw.get("task"),
+            "queue": raw.get("queue"),
+            "state": raw.get("state"),
+            "args": loads("args", []),
+            "kwargs": loads("kwargs", {}),
+            "attempts": int(raw.get("attempts") or 0),
+            "worker": raw.get("worker"),
+            "error": raw.get("error"),
+            "traceback": raw.get("traceback"),
+            "result": loads("result", None),
+            "progress": loads("progress", None),
+            "eta": raw.get("eta"),
+            "request_id": raw.get("request_id"),
+            "idempotency_key": raw.get("idempotency_key"),
+            "created_at": to_iso(raw.get("created_at")),
+            "started_at": to_iso(raw.get("started_at")),
+            "finished_at": to_iso(raw.get("finished_at")),
+            "updated_at": to_iso(raw.get("updated_at")),
+        }
+
+    # ---- archive: Redis -> SQL ----------------------------------------------------------------
+    def archive_backlog(self) -> int:
+        return int(self.r.llen(ARCHIVE_KEY))
+
+    def flush_archive(self, session_factory, batch: int = 500) -> int:
+        """Copy finished jobs queued for archiving into the SQL `jobs` table; returns rows written.
+
+        One flusher at a time (a short Redis lock); the list is trimmed only after the SQL commit,
+        so a crash in between re-writes the same rows, which the upsert makes harmless.
+        """
+        token = repr(_now())
+        if not self.r.set(ARCHIVE_LOCK, token, nx=True, px=30_000):
+            return 0
+        written = 0
+        try:
+            while True:
+                ids = self.r.lrange(ARCHIVE_KEY, 0, batch - 1)
+                if not ids:
+                    break
+                jobs = self.get_many(list(dict.fromkeys(ids)))
+                if jobs:
+                    with session_factory() as session:
+                        upsert_jobs(session, jobs)
+                        session.commit()
+                self.r.ltrim(ARCHIVE_KEY, len(ids), -1)
+                written += len(jobs)
+                if len(ids) < batch:
+                    break
+        finally:
+            if self.r.get(ARCHIVE_LOCK) == token:
+                self.r.delete(ARCHIVE_LOCK)
+        return written
+
+    def trim(self, queue: str, state: str, older_than: float, session_factory) -> int:
+        """Drop finished jobs older than `older_than` from the live index, after archiving them."""
+        self.flush_archive(session_factory)
+        key = f"{INDEX_KEY}{queue}:{state}"
+        removed = 0
+        while True:
+            ids = self.r.zrangebyscore(key, "-inf", older_than, start=0, num=1000)
+            if not ids:
+                return removed
+            with self.r.pipeline() as pipe:
+                for job_id in ids:
+                    pipe.delete(JOB_KEY + job_id)
+                pipe.zrem(key, *ids)
+                pipe.execute()
+            removed += len(ids)
+
+
+def _parse_iso(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def upsert_jobs(session: Session, jobs: list[dict[str, Any]]) -> None:
+    """Insert or update job rows, on PostgreSQL and SQLite alike."""
+    from app.models import Job
+
+    now = datetime.now(timezone.utc)
+    rows = [{
+        "id": j["id"], "task_name": j["task"] or "", "queue": j["queue"] or "", "state": j["state"] or "",
+        "args": j["args"], "kwargs": j["kwargs"], "attempts": j["attempts"], "error_message": j["error"],
+        "traceback": j["traceback"], "result": j["result"], "worker": j["worker"],
+        "idempotency_key": j["idempotency_key"], "request_id": j["request_id"],
+        "created_at": _parse_iso(j["created_at"]) or now, "started_at": _parse_iso(j["started_at"]),
+        "finished_at": _parse_iso(j["finished_at"]), "updated_at": _parse_iso(j["updated_at"]) or now,
+    } for j in jobs]
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(Job).values(rows)
+    updatable = {c: stmt.excluded[c] for c in rows[0] if c not in ("id", "created_at")}
+    session.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=updatable))
+
+
+def job_from_sql(session: Session, job_id: str) -> dict[str, Any] | None:
+    """A finished job that has left the Redis index, in the registry's shape."""
+    from app.models import Job
+
+    row = session.execute(select(Job).where(Job.id == job_id)).scalar_one_or_none()
+    if row is None:
+        return None
+
+    def iso(dt: datetime | None) -> str | None:
+        return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if dt else None
+
+    return {
+        "id": row.id, "task": row.task_name, "queue": row.queue, "state": row.state, "args": row.args,
+        "kwargs": row.kwargs, "attempts": row.attempts, "worker": row.worker, "error": row.error_message,
+        "traceback": row.traceback, "result": row.result, "progress": None, "eta": None,
+        "request_id": row.request_id, "idempotency_key": row.idempotency_key,
+        "created_at": iso(row.created_at), "started_at": iso(row.started_at),
+        "finished_at": iso(row.finished_at), "updated_at": iso(row.updated_at),
+    }
+
+
+class RegistryArchiver:
+    """Background thread that flushes finished jobs into SQL every `interval` seconds."""
+
+    def __init__(self, registry: JobRegistry, session_factory, interval: float = 1.0):
+        self.registry = registry
+        self.session_factory = session_factory
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="vigil-registry-archiver", daemon=True)
+        self._thread.start()
+
+    def stop(self, flush: bool = True) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        if flush:
+            self._flush()
+
+    def _flush(self) -> None:
+        try:
+            self.registry.flush_archive(self.session_factory)
+        except Exception:  # a database outage must not kill the worker; the backlog waits in Redis
+            log.warning("job archive flush failed; will retry", exc_info=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._flush()
+
+
+_registries: dict[int, JobRegistry] = {}
+
+
+def get_registry(settings=None) -> JobRegistry:
+    """The registry on the configured Redis (one per client, shared across threads)."""
+    from app.redis_client import get_redis
+
+    client = get_redis(settings)
+    reg = _registries.get(id(client))
+    if reg is None:
+        reg = _registries[id(client)] = JobRegistry(client)
+    return reg

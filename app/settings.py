@@ -1,0 +1,187 @@
+"""Every setting Vigil reads, in one place.
+
+Each field names its environment variable, its default and what it is for; `docs/configuration.md`
+is checked against this module by a test, so the two cannot drift. Defaults are the embedded ones:
+SQLite and a local Redis under `var/`, which is what `make run` starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _env(name: str, default: Any, doc: str, *, secret: bool = False) -> Any:
+    return field(default=default, metadata={"env": name, "doc": doc, "secret": secret})
+
+
+class SettingsError(ValueError):
+    """A setting's value cannot be parsed; raised at start-up so a typo fails loudly."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- where things live -------------------------------------------------------------------
+    var_dir: Path = _env("VIGIL_VAR_DIR", "var",
+                         "Directory for embedded state: SQLite file, Redis data, local API key, beat schedule.")
+    database_url: str = _env("DATABASE_URL", "sqlite:///{var_dir}/vigil.db",
+                             "SQLAlchemy URL. PostgreSQL (`postgresql+psycopg2://...`) in production; "
+                             "SQLite file under `var/` by default.")
+    redis_url: str = _env("REDIS_URL", "redis://localhost:6379/0",
+                          "Redis used for the job registry, heartbeats, paused queues and batches.")
+    broker_url: str = _env("CELERY_BROKER_URL", "{redis_url}",
+                           "Celery broker. Defaults to REDIS_URL: the registry and the queues it describes "
+                           "then share one durability story.")
+    result_backend: str = _env("CELERY_RESULT_BACKEND", "{redis_url}", "Celery result backend (Redis).")
+    camera_root: Path = _env("VIGIL_CAMERA_ROOT", "{var_dir}/cameras",
+                             "Root the file watcher watches; one sub-folder per camera.")
+    thumbnail_dir: Path = _env("VIGIL_THUMBNAIL_DIR", "{var_dir}/thumbnails", "Where detection thumbnails are written.")
+    clips_dir: Path = _env("VIGIL_CLIPS_DIR", "{var_dir}/clips", "Where event clips are written.")
+    export_dir: Path = _env("VIGIL_EXPORT_DIR", "{var_dir}/exports", "Where log exports are written.")
+
+    # --- network -------------------------------------------------------------------------------
+    host: str = _env("VIGIL_HOST", "127.0.0.1", "Interface the API binds to (`0.0.0.0` in containers).")
+    port: int = _env("VIGIL_PORT", 8000, "API port.")
+    flower_port: int = _env("FLOWER_PORT", 5555, "Flower (Celery UI) port.")
+    public_url: str = _env("VIGIL_PUBLIC_URL", "", "Base URL used in links the API hands out (empty: relative links).")
+
+    # --- auth ----------------------------------------------------------------------------------
+    api_key: str | None = _env("VIGIL_API_KEY", None,
+                               "API key accepted in `X-API-Key` for mutating endpoints (role admin). "
+                               "`make run` creates one under `var/` when unset.", secret=True)
+    jwt_secret: str | None = _env("VIGIL_JWT_SECRET", None,
+                                  "HS256 secret for Bearer JWTs carrying `roles`. Unset: JWTs are refused.",
+                                  secret=True)
+    jwt_audience: str | None = _env("VIGIL_JWT_AUDIENCE", None, "Expected `aud` claim of Bearer JWTs, if any.")
+    jwt_issuer: str | None = _env("VIGIL_JWT_ISSUER", None, "Expected `iss` claim of Bearer JWTs, if any.")
+    auth_reads: bool = _env("VIGIL_AUTH_READS", False,
+                            "Require credentials for read-only endpoints too (probes stay open).")
+
+    # --- Celery --------------------------------------------------------------------------------
+    visibility_timeout: int = _env("VIGIL_VISIBILITY_TIMEOUT", 1800,
+                                   "Seconds before an unacknowledged broker message is redelivered. Must exceed "
+                                   "the longest hard time limit plus a reserved message's wait "
+                                   "(see docs/architecture.md).")
+    unacked_restore_interval: int = _env("VIGIL_UNACKED_RESTORE_INTERVAL", 10,
+                                         "Seconds between a worker's sweeps for messages past the visibility "
+                                         "timeout.")
+    result_expires: int = _env("VIGIL_RESULT_EXPIRES", 86400, "Seconds Celery keeps task results in Redis.")
+    task_events: bool = _env("VIGIL_TASK_EVENTS", True,
+                             "Workers send task events (Flower shows tasks only with them on).")
+
+    # --- job registry --------------------------------------------------------------------------
+    completed_retention_hours: int = _env("VIGIL_COMPLETED_RETENTION_HOURS", 24,
+                                          "Hours completed/revoked jobs stay in the Redis index (SQL keeps them).")
+    failed_retention_hours: int = _env("VIGIL_FAILED_RETENTION_HOURS", 168,
+                                       "Hours failed jobs stay in the Redis index, retryable.")
+    archive_interval: float = _env("VIGIL_ARCHIVE_INTERVAL", 1.0,
+                                   "Seconds between flushes of finished jobs from Redis into the SQL jobs table.")
+
+    # --- liveness ------------------------------------------------------------------------------
+    heartbeat_interval: float = _env("VIGIL_HEARTBEAT_INTERVAL", 2.0,
+                                     "Seconds between heartbeats of workers, beat and services.")
+    heartbeat_grace: float = _env("VIGIL_HEARTBEAT_GRACE", 3.0,
+                                  "A process is seen as gone after this many missed heartbeat intervals.")
+    health_timeout: float = _env("VIGIL_HEALTH_TIMEOUT", 1.0, "Per-check timeout of the health probes, seconds.")
+
+    # --- pipeline defaults (runtime config overrides them; see PATCH /api/system/config) --------
+    app_name: str = _env("VIGIL_APP_NAME", "Vigil", "Name reported by /api/system/config.")
+    retention_days: int = _env("VIGIL_RETENTION_DAYS", 30, "Default data retention (1-365 days).")
+    batch_window_seconds: int = _env("VIGIL_BATCH_WINDOW_SECONDS", 90, "Default detection batch window.")
+    batch_idle_timeout_seconds: int = _env("VIGIL_BATCH_IDLE_TIMEOUT_SECONDS", 30, "Default batch idle timeout.")
+    detection_confidence_threshold: float = _env("VIGIL_DETECTION_CONFIDENCE_THRESHOLD", 0.5,
+                                                  "Default minimum detection confidence (0-1).")
+    cleanup_time: str = _env("VIGIL_CLEANUP_TIME", "03:00", "Daily cleanup time (HH:MM, server local time).")
+    delete_images: bool = _env("VIGIL_DELETE_IMAGES", False, "Cleanup also deletes original images.")
+
+    # --- logging / database --------------------------------------------------------------------
+    log_level: str = _env("VIGIL_LOG_LEVEL", "INFO", "Python log level for API and workers.")
+    db_pool_size: int = _env("VIGIL_DB_POOL_SIZE", 10, "SQLAlchemy pool size (PostgreSQL).")
+    db_echo: bool = _env("VIGIL_DB_ECHO", False, "Log every SQL statement (debugging only).")
+
+    # -------------------------------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Build settings from an environment mapping; keyword overrides win (tests use them)."""
+        environ = os.environ if environ is None else environ
+        hints = typing.get_type_hints(cls)
+        raw: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name in overrides:
+                raw[f.name] = overrides[f.name]
+                continue
+            value = environ.get(f.metadata["env"])
+            raw[f.name] = f.default if value is None else value
+        # Templates such as "{var_dir}/vigil.db" refer to other settings; resolve in field order.
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            value = raw[f.name]
+            if isinstance(value, str) and "{" in value and f.name not in overrides:
+                value = value.format(**{k: v for k, v in values.items()})
+            values[f.name] = _convert(f.metadata["env"], value, hints[f.name])
+        return cls(**values)
+
+    def public(self) -> dict[str, Any]:
+        """Settings safe to show (secrets masked), for `vigil settings` and debugging."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("secret") and value:
+                value = "***"
+            out[f.metadata["env"]] = str(value) if isinstance(value, Path) else value
+        return out
+
+    @property
+    def heartbeat_ttl(self) -> float:
+        """Age after which a heartbeat no longer counts."""
+        return self.heartbeat_interval * self.heartbeat_grace + 1.0
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def _convert(name: str, value: Any, typ: Any) -> Any:
+    optional = False
+    if typing.get_origin(typ) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        optional, typ = True, args[0]
+    if value is None:
+        if optional:
+            return None
+        raise SettingsError(f"{name} is required")
+    if optional and isinstance(value, str) and value == "":
+        return None
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError(f"not a boolean: {value!r}")
+        if typ is Path:
+            return Path(value).expanduser().absolute()
+        return typ(value)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"{name}: {exc}") from exc
+
+
+def settings_fields() -> list[dataclasses.Field]:
+    """The documented settings, in declaration order."""
+    return list(dataclasses.fields(Settings))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings from the environment, read once."""
+    return Settings.from_env()

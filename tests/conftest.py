@@ -1,0 +1,179 @@
+"""Test session set-up: a real Redis (AOF on) and, on demand, a real PostgreSQL, both on free ports.
+
+The session's environment is written before any test module imports the Celery app, so the app,
+the API and every worker subprocess agree on where Redis and the database are.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.servers import CeleryWorker, PostgresServer, RedisServer, wait_for
+
+API_KEY = "test-api-key-0123456789"
+JWT_SECRET = "test-jwt-secret-0123456789-abcdefghijklmnop"
+
+_servers: dict[str, object] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    redis_server = RedisServer().start()
+    var_dir = tempfile.mkdtemp(prefix="vigil-var-")
+    _servers["redis"] = redis_server
+    _servers["var"] = var_dir
+    os.environ.update({
+        "REDIS_URL": redis_server.url,
+        "VIGIL_VAR_DIR": var_dir,
+        "DATABASE_URL": f"sqlite:///{var_dir}/vigil.db",
+        "VIGIL_API_KEY": API_KEY,
+        "VIGIL_JWT_SECRET": JWT_SECRET,
+        "VIGIL_HEARTBEAT_INTERVAL": "0.5",
+        "VIGIL_ARCHIVE_INTERVAL": "0.2",
+        "VIGIL_LOG_LEVEL": "WARNING",
+    })
+    for key in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "VIGIL_AUTH_READS"):
+        os.environ.pop(key, None)
+    from app.migrate import upgrade
+
+    upgrade(os.environ["DATABASE_URL"])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for name in ("workers",):
+        for worker in _servers.pop(name, []) or []:
+            worker.stop()
+    if "pg" in _servers:
+        _servers.pop("pg").cleanup()
+    if "redis" in _servers:
+        _servers.pop("redis").cleanup()
+    if "var" in _servers:
+        shutil.rmtree(_servers.pop("var"), ignore_errors=True)
+
+
+# --- servers ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def redis_server() -> RedisServer:
+    return _servers["redis"]
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def pg() -> PostgresServer:
+    if "pg" not in _servers:
+        _servers["pg"] = PostgresServer().start()
+    return _servers["pg"]
+
+
+def _db_name(nodeid: str) -> str:
+    return ("t_" + re.sub(r"[^a-z0-9]+", "_", nodeid.lower()))[:40] + "_" + uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    """A freshly migrated database on each backend; every model test runs on both."""
+    from app.migrate import upgrade
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/test.db"
+    else:
+        url = request.getfixturevalue("pg").create_database(_db_name(request.node.nodeid))
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def session_factory(db_url):
+    from app.db import make_engine
+    from sqlalchemy.orm import sessionmaker
+
+    engine = make_engine(db_url)
+    yield sessionmaker(engine, expire_on_commit=False)
+    engine.dispose()
+
+
+# --- app -----------------------------------------------------------------------------------------------
+@pytest.fixture
+def settings():
+    from app.settings import Settings
+
+    return Settings.from_env()
+
+
+@pytest.fixture
+def app(settings):
+    from app import create_app
+
+    flask_app = create_app(settings)
+    flask_app.testing = True
+    return flask_app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def api_headers():
+    return {"X-API-Key": API_KEY}
+
+
+def make_jwt(roles, *, sub="tester", expires_in=300, secret=JWT_SECRET, **claims) -> str:
+    import jwt
+
+    payload = {"sub": sub, "roles": roles, "exp": int(time.time()) + expires_in, **claims}
+    return jwt.encode(payload, secret, algorithm="HS256")
+
+
+# --- workers ---------------------------------------------------------------------------------------------
+def worker_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"PYTHONUNBUFFERED": "1", **extra})
+    return env
+
+
+@pytest.fixture(scope="session")
+def celery_workers() -> dict[str, CeleryWorker]:
+    """The pipeline workers every readiness check wants, started once for the session.
+
+    `analysis_worker` runs with concurrency 1, so a second job queued behind a slow one is
+    observably `waiting` until the first finishes.
+    """
+    env = worker_env()
+    workers = {
+        "detection_worker": CeleryWorker(env, "detection_worker", ["detection:high", "detection"], concurrency=1),
+        "analysis_worker": CeleryWorker(env, "analysis_worker", ["analysis"], concurrency=1),
+    }
+    for w in workers.values():
+        w.start(wait=False)
+    for w in workers.values():
+        w.wait_ready()
+    _servers.setdefault("workers", []).extend(workers.values())
+    return workers
+
+
+@pytest.fixture
+def wait():
+    return wait_for
+
+
+@pytest.fixture
+def tmp_dir():
+    d = Path(tempfile.mkdtemp(prefix="vigil-t-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Celery app, tasks, the file watcher and the monitors."""

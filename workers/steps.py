@@ -1,0 +1,141 @@
+"""Bootsteps and lifecycle hooks that make every Celery process report to Vigil.
+
+* `VigilConsumer` (consumer blueprint): publishes the worker's heartbeat from the worker's own
+  event loop and converges the queues it consumes on the persisted pause/stop state.
+* `VigilWorker` (worker blueprint): runs the registry archiver thread (Redis -> SQL).
+* beat publishes a heartbeat from a thread.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import time
+from typing import Any
+
+from celery import bootsteps, signals
+from celery.worker import state as worker_state
+
+from app.db import dispose_engines, get_sessionmaker
+from app.queues import group_of
+from app.redis_client import get_redis
+from app.services import heartbeats
+from app.services.queues import desired_queues
+from app.services.registry import RegistryArchiver, get_registry
+from app.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+class VigilConsumer(bootsteps.StartStopStep):
+    requires = {"celery.worker.consumer.tasks:Tasks"}
+    label = "VigilConsumer"
+
+    def __init__(self, c: Any, **kwargs: Any) -> None:
+        super().__init__(c, **kwargs)
+        self.tref = None
+        self.assigned: list[str] = []
+        self.started_at = time.time()
+
+    def start(self, c: Any) -> None:
+        settings = get_settings()
+        if not self.assigned:  # first start: remember what -Q gave us, before any pause applies
+            self.assigned = [q.name for q in c.task_consumer.queues]
+        # Runs before the event loop fetches anything, so a paused queue is never read here.
+        self.tick(c)
+        self.tref = c.timer.call_repeatedly(settings.heartbeat_interval, self.tick, (c,), priority=10)
+
+    def stop(self, c: Any) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+        try:
+            heartbeats.remove(get_redis(), c.hostname)
+        except Exception:
+            log.debug("could not remove heartbeat", exc_info=True)
+
+    shutdown = stop
+
+    def tick(self, c: Any) -> None:
+        try:
+            self.converge(c)
+            self.beat(c)
+        except Exception:
+            log.warning("heartbeat/queue sync failed", exc_info=True)
+
+    def converge(self, c: Any) -> None:
+        if c.task_consumer is None:
+            return
+        want = desired_queues(get_redis(), group_of(c.hostname), self.assigned)
+        have = [q.name for q in c.task_consumer.queues]
+        for name in have:
+            if name not in want:
+                c.cancel_task_queue(name)
+        for name in want:
+            if name not in have:
+                c.add_task_queue(name)
+
+    def beat(self, c: Any) -> None:
+        settings = get_settings()
+        pool = getattr(c, "pool", None)
+        heartbeats.publish(get_redis(), c.hostname, {
+            "kind": "celery",
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "queues": [q.name for q in c.task_consumer.queues] if c.task_consumer else [],
+            "assigned_queues": self.assigned,
+            "concurrency": getattr(pool, "num_processes", None) or getattr(c, "initial_prefetch_count", None),
+            "pool_pids": _pool_pids(pool),
+            "active": len(worker_state.active_requests),
+            "reserved": len(worker_state.reserved_requests),
+            "active_ids": [r.id for r in list(worker_state.active_requests)][:100],
+            "processed": sum(worker_state.total_count.values()),
+        }, settings.heartbeat_ttl)
+
+
+def _pool_pids(pool: Any) -> list[int]:
+    try:
+        return [int(p.pid) for p in pool._pool._pool]  # prefork pool processes
+    except Exception:
+        return []
+
+
+class VigilWorker(bootsteps.StartStopStep):
+    label = "VigilWorker"
+
+    def __init__(self, w: Any, **kwargs: Any) -> None:
+        super().__init__(w, **kwargs)
+        self.archiver: RegistryArchiver | None = None
+
+    def start(self, w: Any) -> None:
+        settings = get_settings()
+        self.archiver = RegistryArchiver(get_registry(), get_sessionmaker(), settings.archive_interval)
+        self.archiver.start()
+
+    def stop(self, w: Any) -> None:
+        if self.archiver is not None:
+            self.archiver.stop(flush=True)
+            self.archiver = None
+
+    shutdown = stop
+
+
+def install(app: Any) -> None:
+    app.steps["consumer"].add(VigilConsumer)
+    app.steps["worker"].add(VigilWorker)
+
+
+@signals.worker_process_init.connect(weak=False)
+def _child_init(**_: Any) -> None:
+    dispose_engines()  # never share the parent's database sockets with a forked child
+
+
+@signals.beat_init.connect(weak=False)
+def _beat_init(sender: Any = None, **_: Any) -> None:
+    settings = get_settings()
+    hb = heartbeats.HeartbeatThread(get_redis(), heartbeats.node_name("beat"), settings.heartbeat_interval,
+                                    settings.heartbeat_ttl, lambda: {"kind": "beat"}).start()
+    atexit.register(hb.stop)
+
+
+import workers.signals  # noqa: E402,F401  (connect the registry receivers wherever the app loads)

@@ -1,0 +1,22 @@
+"""Operational tasks that belong to no pipeline stage."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from workers.celery_app import celery
+
+
+class CanaryFailure(RuntimeError):
+    """Raised by a canary asked to fail, so the failure path can be exercised on demand."""
+
+
+@celery.task(name="vigil.system.canary", soft_time_limit=60, time_limit=90)
+def canary(sleep: float = 0.0, fail: str | None = None, result: Any = None) -> Any:
+    """A job ops send through any queue (`queue=...`) to prove the path end to end: publish,
+    consume, registry, result. It sleeps `sleep` seconds, then fails with `fail` if given."""
+    if sleep:
+        time.sleep(float(sleep))
+    if fail:
+        raise CanaryFailure(fail)
+    return {"ok": True} if result is None else result
