@@ -77,10 +77,24 @@ def cmd_redis_conf(_args: argparse.Namespace) -> int:
         f"appendfsync {os.environ.get('VIGIL_REDIS_APPENDFSYNC', 'everysec')}",
         'save ""',
         "daemonize no",
+        f"pidfile {data / 'redis.pid'}",
         "protected-mode yes",
         "loglevel notice",
     ]) + "\n")
     print(conf)
+    return 0
+
+
+def cmd_docs(_args: argparse.Namespace) -> int:
+    """Rewrite the generated settings table in docs/configuration.md."""
+    from app.settings import settings_table
+
+    doc = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+    text = doc.read_text()
+    start, end = "<!-- settings:start -->", "<!-- settings:end -->"
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    doc.write_text(f"{head}{start}\n{settings_table()}\n{end}{tail}")
     return 0
 
 
@@ -92,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("api-key", help="print (creating if needed) the local API key").set_defaults(fn=cmd_api_key)
     sub.add_parser("redis-conf", help="write the local Redis config; exit 2 if REDIS_URL is remote"
                    ).set_defaults(fn=cmd_redis_conf)
+    sub.add_parser("docs", help="regenerate the settings table in docs/configuration.md").set_defaults(fn=cmd_docs)
     sub.add_parser("redis-ping", help="exit 0 when REDIS_URL answers").set_defaults(fn=cmd_redis_ping)
     args = parser.parse_args(argv)
     return args.fn(args)

@@ -98,8 +98,20 @@ class Settings:
     batch_idle_timeout_seconds: int = _env("VIGIL_BATCH_IDLE_TIMEOUT_SECONDS", 30, "Default batch idle timeout.")
     detection_confidence_threshold: float = _env("VIGIL_DETECTION_CONFIDENCE_THRESHOLD", 0.5,
                                                   "Default minimum detection confidence (0-1).")
-    cleanup_time: str = _env("VIGIL_CLEANUP_TIME", "03:00", "Daily cleanup time (HH:MM, server local time).")
+    cleanup_time: str = _env("VIGIL_CLEANUP_TIME", "03:00", "Daily cleanup time (HH:MM, UTC; beat runs on UTC).")
     delete_images: bool = _env("VIGIL_DELETE_IMAGES", False, "Cleanup also deletes original images.")
+
+    # --- file watcher ---------------------------------------------------------------------------
+    watcher_observer: str = _env("VIGIL_WATCHER_OBSERVER", "auto",
+                                 "`native` (inotify), `polling`, or `auto` (native, polling if native fails).")
+    watcher_poll_interval: float = _env("VIGIL_WATCHER_POLL_INTERVAL", 1.0, "Polling observer interval, seconds.")
+    watcher_settle_seconds: float = _env("VIGIL_WATCHER_SETTLE_SECONDS", 1.0,
+                                         "A file with no close event counts as complete once its size and mtime "
+                                         "have not changed for this long.")
+    watcher_dedup_seconds: int = _env("VIGIL_WATCHER_DEDUP_SECONDS", 300,
+                                      "Identical content (same hash) seen again within this window is dropped.")
+    idempotency_ttl: int = _env("VIGIL_IDEMPOTENCY_TTL", 86400,
+                                "Seconds an enqueue idempotency key keeps pointing at its job.")
 
     # --- logging / database --------------------------------------------------------------------
     log_level: str = _env("VIGIL_LOG_LEVEL", "INFO", "Python log level for API and workers.")
@@ -179,6 +191,16 @@ def _convert(name: str, value: Any, typ: Any) -> Any:
 def settings_fields() -> list[dataclasses.Field]:
     """The documented settings, in declaration order."""
     return list(dataclasses.fields(Settings))
+
+
+def settings_table() -> str:
+    """The Markdown table of settings that docs/configuration.md embeds (checked by a test)."""
+    rows = ["| Variable | Default | What it is for |", "| --- | --- | --- |"]
+    for f in settings_fields():
+        default = f.default
+        shown = "*(unset)*" if default is None else ("*(empty)*" if default == "" else f"`{default}`")
+        rows.append(f"| `{f.metadata['env']}` | {shown} | {f.metadata['doc']} |")
+    return "\n".join(rows)
 
 
 @lru_cache(maxsize=1)

@@ -43,3 +43,11 @@ def test_every_setting_is_documented():
     doc = (ROOT / "docs" / "configuration.md").read_text()
     missing = [f.metadata["env"] for f in settings_fields() if f"`{f.metadata['env']}`" not in doc]
     assert not missing, f"undocumented settings: {missing}"
+
+
+def test_configuration_doc_table_is_current():
+    from app.settings import settings_table
+
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    block = doc.split("<!-- settings:start -->", 1)[1].split("<!-- settings:end -->", 1)[0].strip()
+    assert block == settings_table(), "docs/configuration.md is stale: run `vigil docs`"

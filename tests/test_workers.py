@@ -14,18 +14,21 @@ def _send(queue: str, **kwargs) -> str:
     return job_id
 
 
-def _states(registry, job_id, wait, final: set[str], timeout: float = 30) -> list[str]:
-    """Poll a job until it reaches a final state; return the distinct states seen, in order."""
-    seen: list[str] = []
+def _states(registry, job_ids, wait, final: set[str], timeout: float = 30) -> dict[str, list[str]]:
+    """Poll jobs together until each reaches a final state; the distinct states seen, in order."""
+    if isinstance(job_ids, str):
+        return _states(registry, [job_ids], wait, final, timeout)[job_ids]
+    seen: dict[str, list[str]] = {j: [] for j in job_ids}
 
     def step():
-        job = registry.get(job_id)
-        state = job["state"] if job else None
-        if state and (not seen or seen[-1] != state):
-            seen.append(state)
-        return state in final
+        for job_id, states in seen.items():
+            job = registry.get(job_id)
+            state = job["state"] if job else None
+            if state and (not states or states[-1] != state):
+                states.append(state)
+        return all(states and states[-1] in final for states in seen.values())
 
-    wait(step, timeout, interval=0.01, what=f"job {job_id} to finish")
+    wait(step, timeout, interval=0.01, what=f"jobs {job_ids} to finish")
     return seen
 
 
@@ -35,10 +38,9 @@ def test_registry_follows_success_and_failure(celery_workers, wait):
     blocker = _send("analysis", sleep=1.5)          # concurrency 1: the next jobs must wait
     ok = _send("analysis", sleep=0.3, result={"n": 7})
     bad = _send("analysis", sleep=0.3, fail="deliberate failure")
-    assert registry.get(ok)["state"] == "waiting"
-    assert _states(registry, ok, wait, {"completed"}) == ["waiting", "active", "completed"]
-    seen_bad = _states(registry, bad, wait, {"failed"})
-    assert seen_bad[-2:] == ["active", "failed"] and seen_bad[0] == "waiting"
+    seen = _states(registry, [ok, bad], wait, {"completed", "failed"})
+    assert seen[ok] == ["waiting", "active", "completed"]
+    assert seen[bad] == ["waiting", "active", "failed"]
     job = registry.get(ok)
     assert job["result"] == {"n": 7} and job["attempts"] == 1
     assert job["worker"] == celery_workers["analysis_worker"].node and job["queue"] == "analysis"
@@ -61,8 +63,7 @@ def test_high_priority_queue_is_served_first(celery_workers, wait):
     wait(lambda: registry.get(blocker)["state"] == "active", 10)
     normal = [_send("detection", sleep=0) for _ in range(3)]
     high = _send("detection:high", sleep=0)
-    for jid in normal + [high]:
-        _states(registry, jid, wait, {"completed"})
+    _states(registry, normal + [high], wait, {"completed"})
     started = {jid: registry.get(jid)["started_at"] for jid in normal + [high]}
     assert started[high] < min(started[j] for j in normal)
 

@@ -15,6 +15,8 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from app.services.errors import ServiceError
+
 log = logging.getLogger(__name__)
 
 PLATFORM_PREFIX = "/api/v1/platform/"
@@ -90,6 +92,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(err: ApiError) -> Response:
         return render_error(err)
+
+    @app.errorhandler(ServiceError)
+    def _service_error(err: ServiceError) -> Response:
+        return render_error(ApiError(err.status, err.message, code=err.code, errors=err.errors, extra=err.extra))
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException) -> Response:

@@ -1,0 +1,185 @@
+"""Enqueueing work: payload schemas per task family, priority routing and idempotency.
+
+The API's `POST /jobs`, the file watcher and the pipeline stages all enqueue through `enqueue`, so
+every job is validated the same way and lands in the registry the same way.
+"""
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from app.queues import queue_for
+from app.redis_client import KEY_PREFIX, get_redis
+from app.services.errors import InvalidInput
+from app.settings import Settings, get_settings
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
+CAMERA_ID = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+IDEMPOTENCY_KEY = KEY_PREFIX + "idem:"
+
+
+def normalize_camera_id(name: str) -> str:
+    """Folder name -> camera id: lower case, runs of other characters become `_`."""
+    cid = re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
+    return cid[:64] or "camera"
+
+
+def resolve_in_root(path: str | Path, root: Path) -> Path:
+    """The real path of `path` (absolute, or relative to `root`), refusing anything outside `root`.
+
+    Symlinks are resolved first, so a link inside the root that points elsewhere is refused too.
+    """
+    root = Path(root).resolve()
+    candidate = Path(path)
+    if not candidate.is_absolute():
+        candidate = root / candidate
+    real = candidate.resolve()
+    if real != root and root not in real.parents:
+        raise ValueError(f"path is outside the camera root {root}")
+    return real
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DetectionPayload(_Payload):
+    camera_id: str = Field(description="Camera id (normalised folder name)")
+    path: str = Field(description="Image path, absolute or relative to the camera root; must be inside it")
+    file_hash: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the file")
+    seen_at: float | None = Field(None, description="Epoch seconds the watcher saw the file complete")
+
+    @field_validator("camera_id")
+    @classmethod
+    def _camera(cls, v: str) -> str:
+        if not CAMERA_ID.match(v):
+            raise ValueError("must be lower-case letters, digits, '_' or '-' (at most 64)")
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str, info: ValidationInfo) -> str:
+        root = (info.context or {}).get("camera_root")
+        if root is None:
+            return v
+        real = resolve_in_root(v, root)
+        if real.suffix.lower() not in IMAGE_SUFFIXES:
+            raise ValueError(f"not an image ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        if not real.is_file():
+            raise ValueError("no such file")
+        return str(real)
+
+
+class AnalysisPayload(_Payload):
+    batch_id: str = Field(min_length=1, max_length=64)
+    camera_id: str | None = None
+
+
+class NotificationPayload(_Payload):
+    channel: Literal["email", "webhook"]
+    recipients: list[str] = Field(default_factory=list, description="E-mail addresses (email channel)")
+    url: str | None = Field(None, description="Webhook URL (webhook channel)")
+    subject: str = Field("Vigil alert", max_length=200)
+    message: str = Field(min_length=1, max_length=10000)
+    event_id: int | None = None
+    alert_id: str | None = None
+
+
+class CleanupPayload(_Payload):
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    family: str
+    task: str
+    payload: type[BaseModel]
+
+
+TASKS: dict[str, TaskSpec] = {
+    "detection": TaskSpec("detection", "vigil.detection.detect", DetectionPayload),
+    "analysis": TaskSpec("analysis", "vigil.analysis.analyze", AnalysisPayload),
+    "notification": TaskSpec("notification", "vigil.notification.send", NotificationPayload),
+    "cleanup": TaskSpec("cleanup", "vigil.cleanup.run", CleanupPayload),
+}
+TASK_NAMES = {spec.task: spec for spec in TASKS.values()}
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    job_id: str
+    task: str
+    queue: str
+    created: bool  # False when an idempotency key returned an earlier job
+
+
+def validate_payload(family: str, payload: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
+    settings = settings or get_settings()
+    spec = TASKS.get(family)
+    if spec is None:
+        raise InvalidInput(f"Unknown task '{family}'; expected one of {', '.join(TASKS)}",
+                           errors=[{"location": "body", "field": "task", "message": "unknown task"}])
+    try:
+        model = spec.payload.model_validate(payload, context={"camera_root": settings.camera_root})
+    except ValidationError as exc:
+        errors = [{"location": "body", "field": "payload." + ".".join(str(p) for p in e["loc"]),
+                   "message": e["msg"], "type": e["type"]} for e in exc.errors(include_url=False)]
+        first = errors[0]
+        raise InvalidInput(f"Invalid payload for task '{family}': field '{first['field']}': {first['message']}",
+                           errors=errors) from None
+    return model.model_dump(mode="json", exclude_none=True)
+
+
+def enqueue(family: str, payload: dict[str, Any], *, priority: str = "normal", idempotency_key: str | None = None,
+            idempotency_ttl: int | None = None, settings: Settings | None = None,
+            validated: bool = False) -> Enqueued:
+    """Validate, route and publish one job; return once the broker holds the message.
+
+    With an idempotency key, the first caller's job id is stored (SET NX) before publishing, so a
+    concurrent or repeated call with the same key gets that job back and publishes nothing.
+    """
+    from workers.celery_app import celery
+
+    settings = settings or get_settings()
+    spec = TASKS[family] if family in TASKS else None
+    kwargs = payload if validated else validate_payload(family, payload, settings)
+    assert spec is not None
+    queue = queue_for(family, priority)
+    job_id = str(uuid.uuid4())
+    headers: dict[str, Any] = {}
+    if idempotency_key:
+        client = get_redis(settings)
+        key = IDEMPOTENCY_KEY + idempotency_key
+        ttl = idempotency_ttl or settings.idempotency_ttl
+        if not client.set(key, job_id, nx=True, ex=ttl):
+            existing = client.get(key)
+            if existing:
+                return Enqueued(existing, spec.task, queue, created=False)
+            client.set(key, job_id, ex=ttl)  # expired between the two calls
+        headers["vigil_idempotency_key"] = idempotency_key
+    try:
+        celery.send_task(spec.task, kwargs=kwargs, queue=queue, task_id=job_id, headers=headers)
+    except Exception:
+        if idempotency_key:
+            get_redis(settings).delete(IDEMPOTENCY_KEY + idempotency_key)
+        from app.services.registry import get_registry
+
+        get_registry(settings).forget(job_id)  # the publish hook recorded it; nothing was queued
+        raise
+    return Enqueued(job_id, spec.task, queue, created=True)
+
+
+def declare_queues() -> None:
+    """Declare every queue and its binding on the broker once, so a publish can never be dropped
+    for want of a binding (kombu's Redis transport discards unroutable messages silently)."""
+    from workers.celery_app import celery
+
+    with celery.connection_for_write() as conn:
+        channel = conn.default_channel
+        for queue in celery.conf.task_queues:
+            queue(channel).declare()
