@@ -113,6 +113,12 @@ class Settings:
     idempotency_ttl: int = _env("VIGIL_IDEMPOTENCY_TTL", 86400,
                                 "Seconds an enqueue idempotency key keeps pointing at its job.")
 
+    # --- pipeline: detectors, batches, analysers, breakers (issue 4) ---------------------------
+
+    # --- worker operations: supervisor, GPU, performance, cleanup (issue 5) --------------------
+
+    # --- observability: logs, exports, metrics, monitoring (issue 6) ---------------------------
+
     # --- logging / database --------------------------------------------------------------------
     log_level: str = _env("VIGIL_LOG_LEVEL", "INFO", "Python log level for API and workers.")
     db_pool_size: int = _env("VIGIL_DB_POOL_SIZE", 10, "SQLAlchemy pool size (PostgreSQL).")

@@ -174,8 +174,10 @@ class CeleryWorker:
     """A real `celery worker` subprocess for one worker group."""
 
     def __init__(self, env: dict[str, str], group: str, queues: list[str], concurrency: int = 1,
-                 node: str | None = None, extra: list[str] | None = None, log_path: str | None = None):
+                 node: str | None = None, extra: list[str] | None = None, log_path: str | None = None,
+                 app: str = "workers.celery_app"):
         self.env = env
+        self.app = app
         self.group = group
         self.node = node or f"{group}@test-{os.getpid()}-{free_port()}"
         self.queues = queues
@@ -185,7 +187,7 @@ class CeleryWorker:
         self.proc: subprocess.Popen | None = None
 
     def start(self, wait: bool = True, timeout: float = 40) -> "CeleryWorker":
-        cmd = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-n", self.node,
+        cmd = [sys.executable, "-m", "celery", "-A", self.app, "worker", "-n", self.node,
                "-Q", ",".join(self.queues), "-c", str(self.concurrency), "-P", "prefork",
                "--without-gossip", "-l", "INFO", *self.extra]
         self._log = open(self.log_path, "ab")
@@ -196,11 +198,14 @@ class CeleryWorker:
         return self
 
     def wait_ready(self, timeout: float = 40) -> None:
+        """Vigil workers: until their heartbeat appears. Other apps: until Celery logs 'ready'."""
         client = redis.Redis.from_url(self.env["REDIS_URL"], decode_responses=True)
 
         def ready():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker {self.node} exited:\n{self.log()}")
+            if self.app != "workers.celery_app":
+                return f"{self.node} ready." in self.log()
             return client.exists(f"vigil:hb:{self.node}")
 
         wait_for(ready, timeout, what=f"heartbeat of {self.node}")

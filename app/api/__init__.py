@@ -3,12 +3,19 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.api import health, openapi
+from app.api import (breakers, cleanup, gpu, health, infrastructure, logs, metrics, monitoring, openapi,
+                     performance, pipeline, queues, services, storage, supervisor, system_config)
 from app.api.auth import init_auth
 from app.api.errors import register_error_handlers
 from app.api.request_ids import init_request_ids
 
-BLUEPRINTS = (health.bp, openapi.bp)
+BLUEPRINTS = (
+    health.bp, openapi.bp,
+    queues.bp, infrastructure.bp,                                       # 000 queue operations
+    pipeline.bp, system_config.bp, breakers.bp,                         # pipeline
+    supervisor.bp, services.bp, gpu.bp, performance.bp, cleanup.bp, storage.bp,  # worker operations
+    logs.bp, metrics.bp, monitoring.bp,                                 # observability
+)
 
 
 def register(app: Flask) -> None:

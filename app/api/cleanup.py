@@ -1,0 +1,6 @@
+"""Data cleanup (003/004)."""
+from __future__ import annotations
+
+from flask import Blueprint
+
+bp = Blueprint("cleanup", __name__)

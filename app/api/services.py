@@ -1,0 +1,6 @@
+"""Managed services (004)."""
+from __future__ import annotations
+
+from flask import Blueprint
+
+bp = Blueprint("services", __name__)

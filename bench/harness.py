@@ -1,0 +1,133 @@
+"""What every benchmark needs: real servers on free ports, real workers, timing helpers.
+
+A benchmark measures Vigil against a baseline *in the same run on the same machine* and reports
+the ratio, so results do not depend on how fast the machine happens to be.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.servers import ROOT, CeleryWorker, RedisServer, free_port, wait_for
+
+
+@dataclass
+class Result:
+    benchmark: str                 # "P1"
+    metric: str                    # what was measured
+    value: float
+    unit: str
+    baseline: str | None = None    # what it was compared with
+    baseline_value: float | None = None
+    ratio: float | None = None     # value / baseline_value (see `better`)
+    goal: str = ""
+    met: bool | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * pct / 100.0
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def summary_ms(samples_s: list[float]) -> dict[str, float]:
+    ms = [s * 1000 for s in samples_s]
+    return {"n": len(ms), "p50_ms": round(percentile(ms, 50), 3), "p95_ms": round(percentile(ms, 95), 3),
+            "p99_ms": round(percentile(ms, 99), 3), "mean_ms": round(statistics.fmean(ms), 3) if ms else None,
+            "max_ms": round(max(ms), 3) if ms else None}
+
+
+class Context:
+    """Servers and processes for one benchmark run; everything is torn down in `close`."""
+
+    def __init__(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="vigil-bench-"))
+        self._redis: RedisServer | None = None
+        self._procs: list[Any] = []
+
+    # ---- servers ----------------------------------------------------------------------------------
+    def redis(self) -> RedisServer:
+        if self._redis is None:
+            self._redis = RedisServer().start()
+        return self._redis
+
+    def env(self, **extra: str) -> dict[str, str]:
+        var = self.dir / "var"
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("VIGIL_", "DATABASE_URL", "REDIS_URL", "CELERY_"))}
+        env.update({"REDIS_URL": self.redis().url, "VIGIL_VAR_DIR": str(var),
+                    "DATABASE_URL": f"sqlite:///{var}/vigil.db", "VIGIL_API_KEY": "bench-key",
+                    "VIGIL_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"})
+        env.update(extra)
+        return env
+
+    def migrate(self, env: dict[str, str]) -> None:
+        subprocess.run([sys.executable, "-m", "app.cli", "migrate"], cwd=ROOT, env=env, check=True,
+                       capture_output=True)
+
+    def worker(self, group: str, queues: list[str], concurrency: int = 1, env: dict[str, str] | None = None,
+               app: str = "workers.celery_app", extra: list[str] | None = None) -> CeleryWorker:
+        w = CeleryWorker(env or self.env(), group, queues, concurrency=concurrency, extra=extra,
+                         log_path=str(self.dir / f"{group}-{len(self._procs)}.log"), app=app)
+        w.start()
+        self._procs.append(w)
+        return w
+
+    def api(self, env: dict[str, str] | None = None, workers: int = 2, threads: int = 8) -> str:
+        """gunicorn serving the API as `make run` does; returns its base URL."""
+        port = free_port()
+        env = dict(env or self.env(), VIGIL_PORT=str(port), WEB_CONCURRENCY=str(workers),
+                   VIGIL_API_THREADS=str(threads))
+        log = open(self.dir / f"api-{port}.log", "wb")
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
+                                 "--access-logfile", "/dev/null", "app.wsgi:app"],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._procs.append(proc)
+        import requests
+
+        wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok, 30, what="API")
+        return f"http://127.0.0.1:{port}"
+
+    def close(self) -> None:
+        for p in reversed(self._procs):
+            try:
+                if isinstance(p, CeleryWorker):
+                    p.kill()
+                else:
+                    os.killpg(p.pid, 9)
+                    p.wait(5)
+            except Exception:
+                pass
+        if self._redis:
+            self._redis.cleanup()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def machine() -> dict[str, Any]:
+    import psutil
+
+    return {"cpus": os.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(), "platform": platform.platform(terse=True),
+            "when": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def write_results(results: list[Result], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"machine": machine(), "results": [asdict(r) for r in results]}
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for path in (out / "latest.json", out / f"{stamp}.json"):
+        path.write_text(json.dumps(payload, indent=2))

@@ -1,0 +1,26 @@
+"""worker operations tables (issue 5)
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-22
+
+Reserved slot in the revision chain so the pipeline, worker-operations and observability work can
+land independently; filled in by that work.
+"""
+from __future__ import annotations
+
+import sqlalchemy as sa  # noqa: F401
+from alembic import op  # noqa: F401
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
