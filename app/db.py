@@ -1,10 +1,11 @@
 """Database engines and sessions, shared by the API, the workers and the migrations.
 
 One engine per URL per process: gunicorn and Celery fork, so engines are created lazily in the
-process that uses them and disposed in a child after fork (see `dispose_engines`).
+process that uses them and dropped in a child after fork (see `_after_fork_in_child`).
 """
 from __future__ import annotations
 
+import os
 import threading
 from contextlib import contextmanager
 from typing import Iterator
@@ -17,6 +18,19 @@ from app.settings import Settings, get_settings
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
 _sessionmakers: dict[str, sessionmaker[Session]] = {}
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (Celery pool process, gunicorn worker) gets a fresh lock, since another
+    thread may have held ours at fork time, and drops the parent's pooled connections without
+    closing them (closing would end the parent's database sessions)."""
+    global _lock
+    _lock = threading.Lock()
+    for engine in _engines.values():
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # pragma: no cover - exercised through every SQLite test
@@ -72,10 +86,3 @@ def session_scope(settings: Settings | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
-
-
-def dispose_engines() -> None:
-    """Drop pooled connections inherited across fork; the child opens its own."""
-    with _lock:
-        for engine in _engines.values():
-            engine.dispose(close=False)

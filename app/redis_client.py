@@ -5,6 +5,7 @@ queues behind a blocking BRPOP. redis-py pools are fork-aware (they reset when t
 """
 from __future__ import annotations
 
+import os
 import threading
 
 import redis
@@ -15,6 +16,19 @@ KEY_PREFIX = "vigil:"
 
 _lock = threading.Lock()
 _clients: dict[str, redis.Redis] = {}
+
+
+def _after_fork_in_child() -> None:
+    """Celery's prefork pool forks while other threads (heartbeats, the registry archiver) may be
+    inside a client's connection pool, holding its lock; a child that reused that pool would wait
+    on the copy of that lock forever. Children start with a fresh lock and fresh clients instead
+    (redis-py closes inherited sockets without shutting them down, so the parent is unaffected)."""
+    global _lock
+    _lock = threading.Lock()
+    _clients.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def get_redis(settings: Settings | None = None) -> redis.Redis:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.servers import ROOT, CeleryWorker, RedisServer, free_port, wait_for
+from tests.servers import ROOT, ApiServer, CeleryWorker, RedisServer
 
 
 @dataclass
@@ -89,18 +89,10 @@ class Context:
 
     def api(self, env: dict[str, str] | None = None, workers: int = 2, threads: int = 8) -> str:
         """gunicorn serving the API as `make run` does; returns its base URL."""
-        port = free_port()
-        env = dict(env or self.env(), VIGIL_PORT=str(port), WEB_CONCURRENCY=str(workers),
-                   VIGIL_API_THREADS=str(threads))
-        log = open(self.dir / f"api-{port}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
-                                 "--access-logfile", "/dev/null", "app.wsgi:app"],
-                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self._procs.append(proc)
-        import requests
-
-        wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok, 30, what="API")
-        return f"http://127.0.0.1:{port}"
+        api = ApiServer(env or self.env(), workers=workers, threads=threads,
+                        log_path=str(self.dir / f"api-{len(self._procs)}.log")).start()
+        self._procs.append(api)
+        return api.url
 
     def close(self) -> None:
         for p in reversed(self._procs):
@@ -108,8 +100,7 @@ class Context:
                 if isinstance(p, CeleryWorker):
                     p.kill()
                 else:
-                    os.killpg(p.pid, 9)
-                    p.wait(5)
+                    p.stop()
             except Exception:
                 pass
         if self._redis:

@@ -236,3 +236,46 @@ class CeleryWorker:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
         self.proc = None
+
+
+# --- the API ---------------------------------------------------------------------------------------
+class ApiServer:
+    """The API under gunicorn, as `make run` serves it, on a free port."""
+
+    def __init__(self, env: dict[str, str], workers: int = 2, threads: int = 8, log_path: str | None = None):
+        self.port = free_port()
+        self.env = dict(env, VIGIL_PORT=str(self.port), WEB_CONCURRENCY=str(workers),
+                        VIGIL_API_THREADS=str(threads))
+        self.log_path = log_path or tempfile.mktemp(prefix="vigil-api-", suffix=".log")
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "ApiServer":
+        import requests
+
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
+                                      "--access-logfile", "/dev/null", "app.wsgi:app"],
+                                     cwd=str(ROOT), env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+        def up():
+            if self.proc.poll() is not None:
+                raise RuntimeError(Path(self.log_path).read_text()[-4000:])
+            return requests.get(f"{self.url}/health", timeout=1).ok
+
+        wait_for(up, 30, what="API")
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.proc = None

@@ -48,7 +48,8 @@ def _cleanup_schedule(settings: Settings) -> crontab:
 def build_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.broker_url,
-        "result_backend": settings.result_backend,
+        # Class path + URL (Celery's `<backend>+<url>` form): see workers/result_backend.py.
+        "result_backend": f"workers.result_backend:RedisBackend+{settings.result_backend}",
         # --- serialisation: JSON only, nothing executable on the wire -------------------------
         "task_serializer": "json",
         "result_serializer": "json",

@@ -16,15 +16,19 @@ from typing import Any
 from celery import bootsteps, signals
 from celery.worker import state as worker_state
 
-from app.db import dispose_engines, get_sessionmaker
+from app.db import get_sessionmaker
 from app.queues import group_of
-from app.redis_client import get_redis
+from app.redis_client import get_broker_redis, get_redis
 from app.services import heartbeats
+from app.services.broker import Broker
+from app.services.recovery import restore_orphans
 from app.services.queues import desired_queues
 from app.services.registry import RegistryArchiver, get_registry
 from app.settings import get_settings
 
 log = logging.getLogger(__name__)
+
+HELD_LIMIT = 1000
 
 
 class VigilConsumer(bootsteps.StartStopStep):
@@ -60,8 +64,15 @@ class VigilConsumer(bootsteps.StartStopStep):
         try:
             self.converge(c)
             self.beat(c)
+            self.rescue(c)
         except Exception:
             log.warning("heartbeat/queue sync failed", exc_info=True)
+
+    def rescue(self, c: Any) -> None:
+        """Give a dead worker's unacknowledged jobs back to the queue (app/services/recovery.py)."""
+        settings = get_settings()
+        restore_orphans(c.connection.default_channel, Broker(get_broker_redis(settings)), get_redis(settings),
+                        get_registry(), settings.heartbeat_ttl)
 
     def converge(self, c: Any) -> None:
         if c.task_consumer is None:
@@ -78,6 +89,9 @@ class VigilConsumer(bootsteps.StartStopStep):
     def beat(self, c: Any) -> None:
         settings = get_settings()
         pool = getattr(c, "pool", None)
+        # Every message this worker holds unacknowledged (running, prefetched, ETA-scheduled):
+        # what the dead-worker sweep must not touch.
+        held = list({r.id for r in list(worker_state.reserved_requests) + list(worker_state.active_requests)})
         heartbeats.publish(get_redis(), c.hostname, {
             "kind": "celery",
             "pid": os.getpid(),
@@ -89,6 +103,8 @@ class VigilConsumer(bootsteps.StartStopStep):
             "active": len(worker_state.active_requests),
             "reserved": len(worker_state.reserved_requests),
             "active_ids": [r.id for r in list(worker_state.active_requests)][:100],
+            "held_ids": held[:HELD_LIMIT],
+            "held_truncated": len(held) > HELD_LIMIT,
             "processed": sum(worker_state.total_count.values()),
         }, settings.heartbeat_ttl)
 
@@ -123,11 +139,6 @@ class VigilWorker(bootsteps.StartStopStep):
 def install(app: Any) -> None:
     app.steps["consumer"].add(VigilConsumer)
     app.steps["worker"].add(VigilWorker)
-
-
-@signals.worker_process_init.connect(weak=False)
-def _child_init(**_: Any) -> None:
-    dispose_engines()  # never share the parent's database sockets with a forked child
 
 
 @signals.beat_init.connect(weak=False)

@@ -50,7 +50,11 @@ def remove(client: redis.Redis, node: str) -> None:
 
 def alive(client: redis.Redis, ttl: float) -> list[dict[str, Any]]:
     """Heartbeats of every node seen within `ttl` seconds."""
-    nodes = client.zrangebyscore(HB_INDEX, time.time() - ttl, "+inf")
+    return load(client, client.zrangebyscore(HB_INDEX, time.time() - ttl, "+inf"))
+
+
+def load(client: redis.Redis, nodes: list[str]) -> list[dict[str, Any]]:
+    """The heartbeat bodies of `nodes` (those whose key has not expired)."""
     if not nodes:
         return []
     out = []

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import redis
+from kombu.exceptions import OperationalError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from app.queues import queue_for
 from app.redis_client import KEY_PREFIX, get_redis
-from app.services.errors import InvalidInput
+from app.services.errors import InvalidInput, Unavailable
 from app.settings import Settings, get_settings
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
@@ -156,22 +158,36 @@ def enqueue(family: str, payload: dict[str, Any], *, priority: str = "normal", i
         client = get_redis(settings)
         key = IDEMPOTENCY_KEY + idempotency_key
         ttl = idempotency_ttl or settings.idempotency_ttl
-        if not client.set(key, job_id, nx=True, ex=ttl):
-            existing = client.get(key)
-            if existing:
-                return Enqueued(existing, spec.task, queue, created=False)
-            client.set(key, job_id, ex=ttl)  # expired between the two calls
+        try:
+            if not client.set(key, job_id, nx=True, ex=ttl):
+                existing = client.get(key)
+                if existing:
+                    return Enqueued(existing, spec.task, queue, created=False)
+                client.set(key, job_id, ex=ttl)  # expired between the two calls
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis is unavailable: {exc}", code="broker_unavailable") from None
         headers["vigil_idempotency_key"] = idempotency_key
     try:
         celery.send_task(spec.task, kwargs=kwargs, queue=queue, task_id=job_id, headers=headers)
-    except Exception:
-        if idempotency_key:
-            get_redis(settings).delete(IDEMPOTENCY_KEY + idempotency_key)
-        from app.services.registry import get_registry
-
-        get_registry(settings).forget(job_id)  # the publish hook recorded it; nothing was queued
+    except Exception as exc:
+        _undo(job_id, idempotency_key, settings)
+        if isinstance(exc, (OperationalError, redis.RedisError, OSError)):
+            raise Unavailable(f"The broker did not accept the job: {exc}", code="broker_unavailable") from None
         raise
     return Enqueued(job_id, spec.task, queue, created=True)
+
+
+def _undo(job_id: str, idempotency_key: str | None, settings: Settings) -> None:
+    """A publish failed: the registry (and the idempotency key) must not claim a job that is not
+    queued. Best effort: Redis may be what failed."""
+    from app.services.registry import get_registry
+
+    try:
+        if idempotency_key:
+            get_redis(settings).delete(IDEMPOTENCY_KEY + idempotency_key)
+        get_registry(settings).forget(job_id)
+    except redis.RedisError:
+        pass
 
 
 def declare_queues() -> None:

@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
+import uuid
+from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import redis
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -56,6 +59,9 @@ local prefix, event, now, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local cur = redis.call('HGET', h, 'state')
 local old_queue = redis.call('HGET', h, 'queue')
 local new
+-- Only a publish or a start creates a record: an outcome for a job whose record was deleted
+-- (DELETE /jobs/{id} while it ran) must not bring it back.
+if not cur and event ~= 'publish' and event ~= 'start' then return false end
 if event == 'publish' then new = 'waiting'
 elseif event == 'start' then new = 'active'
 elseif event == 'success' then new = 'completed'
@@ -63,9 +69,7 @@ elseif event == 'failure' then new = 'failed'
 elseif event == 'revoke' then
   if cur == 'completed' or cur == 'failed' or cur == 'revoked' then return false end
   new = 'revoked'
-elseif event == 'note' then
-  if not cur then return false end
-  new = cur
+elseif event == 'note' then new = cur
 end
 for i = 5, #ARGV, 2 do
   local f, v = ARGV[i], ARGV[i + 1]
@@ -104,6 +108,12 @@ return new
 """
 
 
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 def _now() -> float:
     return time.time()
 
@@ -133,6 +143,7 @@ class JobRegistry:
     def __init__(self, client: redis.Redis):
         self.r = client
         self._transition = client.register_script(_TRANSITION)
+        self._release = client.register_script(_RELEASE)
 
     # ---- writes (called from Celery signals and the operations services) ------------------
     def _apply(self, job_id: str, event: str, fields: dict[str, Any], *, pipe=None) -> str | None:
@@ -178,6 +189,10 @@ class JobRegistry:
 
     def record_revoked(self, job_id: str, reason: str) -> str | None:
         return self._apply(job_id, "revoke", {"error": _clip(reason, 4096)})
+
+    def record_requeued(self, job_id: str, reason: str) -> None:
+        """The broker handed the job back (its worker died): waiting again, with the reason."""
+        self._apply(job_id, "publish", {"error": _clip(reason, 4096)})
 
     def record_progress(self, job_id: str, progress: dict[str, Any]) -> None:
         self._apply(job_id, "note", {"progress": _dump(progress, 8192)})
@@ -264,17 +279,32 @@ class JobRegistry:
     def archive_backlog(self) -> int:
         return int(self.r.llen(ARCHIVE_KEY))
 
+    @contextmanager
+    def _archive_lock(self, wait: float = 0.0) -> Iterator[bool]:
+        """The lock that orders archiving against purging: a flush that read a job before it was
+        deleted must not write it back to SQL after the delete. Yields whether it was acquired."""
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + wait
+        acquired = bool(self.r.set(ARCHIVE_LOCK, token, nx=True, px=30_000))
+        while not acquired and time.monotonic() < deadline:
+            time.sleep(0.01)
+            acquired = bool(self.r.set(ARCHIVE_LOCK, token, nx=True, px=30_000))
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                self._release(keys=[ARCHIVE_LOCK], args=[token])
+
     def flush_archive(self, session_factory, batch: int = 500) -> int:
         """Copy finished jobs queued for archiving into the SQL `jobs` table; returns rows written.
 
-        One flusher at a time (a short Redis lock); the list is trimmed only after the SQL commit,
-        so a crash in between re-writes the same rows, which the upsert makes harmless.
+        One flusher at a time; the list is trimmed only after the SQL commit, so a crash in between
+        re-writes the same rows, which the upsert makes harmless.
         """
-        token = repr(_now())
-        if not self.r.set(ARCHIVE_LOCK, token, nx=True, px=30_000):
-            return 0
         written = 0
-        try:
+        with self._archive_lock() as acquired:
+            if not acquired:
+                return 0
             while True:
                 ids = self.r.lrange(ARCHIVE_KEY, 0, batch - 1)
                 if not ids:
@@ -288,10 +318,22 @@ class JobRegistry:
                 written += len(jobs)
                 if len(ids) < batch:
                     break
-        finally:
-            if self.r.get(ARCHIVE_LOCK) == token:
-                self.r.delete(ARCHIVE_LOCK)
         return written
+
+    def purge(self, ids: list[str], session_factory) -> None:
+        """Delete jobs for good: live index and SQL history, ordered against the archiver."""
+        if not ids:
+            return
+        with self._archive_lock(wait=10.0) as acquired:
+            if not acquired:
+                raise RuntimeError("job archive lock is held; try again")
+            for job_id in ids:
+                self.forget(job_id)
+            from app.models import Job
+
+            with session_factory() as session:
+                session.execute(delete(Job).where(Job.id.in_(ids)))
+                session.commit()
 
     def trim(self, queue: str, state: str, older_than: float, session_factory) -> int:
         """Drop finished jobs older than `older_than` from the live index, after archiving them."""
@@ -390,6 +432,7 @@ class RegistryArchiver:
 
 
 _registries: dict[int, JobRegistry] = {}
+os.register_at_fork(after_in_child=_registries.clear)  # their clients belong to the parent
 
 
 def get_registry(settings=None) -> JobRegistry:

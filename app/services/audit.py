@@ -1,0 +1,21 @@
+"""The audit trail: who changed what through the operations API (`audit_log` table)."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from app.db import session_scope
+from app.models import AuditLog
+from app.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def record(action: str, resource_type: str, resource_id: str | None = None, *, actor: str | None = None,
+           details: dict[str, Any] | None = None, ip_address: str | None = None, request_id: str | None = None,
+           settings: Settings | None = None) -> None:
+    """Write one audit entry. Raises if the database is unavailable: a change that cannot be
+    audited should be reported, not silently unaudited."""
+    with session_scope(settings or get_settings()) as session:
+        session.add(AuditLog(action=action, resource_type=resource_type, resource_id=resource_id, actor=actor,
+                             details=details, ip_address=ip_address, request_id=request_id))
