@@ -122,3 +122,40 @@ def write_results(results: list[Result], out: Path) -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for path in (out / "latest.json", out / f"{stamp}.json"):
         path.write_text(json.dumps(payload, indent=2))
+
+
+def fill(client, key: str, template: bytes, old_id: str, n: int, batch: int = 10_000) -> list[str]:
+    """LPUSH `n` copies of a real kombu message into `key`, each with a fresh task id (so listing,
+    deleting and parsing see distinct jobs). Returns the ids, oldest first."""
+    import uuid
+
+    ids = []
+    for start in range(0, n, batch):
+        with client.pipeline(transaction=False) as pipe:
+            for _ in range(min(batch, n - start)):
+                new = uuid.uuid4().hex
+                ids.append(new)
+                pipe.lpush(key, template.replace(old_id.encode(), new.encode()))
+            pipe.execute()
+    return ids
+
+
+def drain_time(client, queue_keys: list[str], total: int, timeout: float = 300) -> float:
+    """Seconds from the first message leaving `queue_keys` to all of them gone and acknowledged."""
+    def waiting() -> int:
+        with client.pipeline(transaction=False) as pipe:
+            for key in queue_keys:
+                pipe.llen(key)
+            return sum(pipe.execute())
+
+    deadline = time.monotonic() + timeout
+    while waiting() >= total:
+        if time.monotonic() > deadline:
+            raise TimeoutError("nothing consumed")
+        time.sleep(0.002)
+    started = time.monotonic()
+    while waiting() > 0 or client.hlen("unacked") > 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError("not drained")
+        time.sleep(0.005)
+    return time.monotonic() - started

@@ -68,7 +68,11 @@ def build_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
-        "task_track_started": True,
+        # The registry records starts and results (durably, listably); Celery's own STARTED and
+        # result writes would repeat that for every job. The backend stays configured for callers
+        # that want `AsyncResult.get()`: they set `ignore_result=False` on their task.
+        "task_track_started": False,
+        "task_ignore_result": True,
         "task_publish_retry": True,
         "task_publish_retry_policy": {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5,
                                       "interval_max": 2},

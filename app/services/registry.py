@@ -51,60 +51,73 @@ INDEX_KEY = KEY_PREFIX + "jobs:"          # + "{queue}:{state}"
 ARCHIVE_KEY = KEY_PREFIX + "jobs:archive"
 ARCHIVE_LOCK = KEY_PREFIX + "lock:archive"
 
-# KEYS[1] job hash, KEYS[2] archive list. ARGV: index prefix, event, now, job id, [field, value]...
-# Returns the new state, or false when the event does not apply (revoking a finished job).
+# KEYS[1] job hash, KEYS[2] archive list. ARGV: index prefix, now, job id, then one or more
+# groups: event, n, field1, value1, ... fieldn, valuen. The events apply in order, atomically, so
+# a worker can write a job's start and its outcome in one call. Returns the final state, or false
+# when no event applied (revoking a finished job; an outcome for a deleted job).
 _TRANSITION = """
 local h, archive = KEYS[1], KEYS[2]
-local prefix, event, now, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local cur = redis.call('HGET', h, 'state')
-local old_queue = redis.call('HGET', h, 'queue')
-local new
--- Only a publish or a start creates a record: an outcome for a job whose record was deleted
--- (DELETE /jobs/{id} while it ran) must not bring it back.
-if not cur and event ~= 'publish' and event ~= 'start' then return false end
-if event == 'publish' then new = 'waiting'
-elseif event == 'start' then new = 'active'
-elseif event == 'success' then new = 'completed'
-elseif event == 'failure' then new = 'failed'
-elseif event == 'revoke' then
-  if cur == 'completed' or cur == 'failed' or cur == 'revoked' then return false end
-  new = 'revoked'
-elseif event == 'note' then new = cur
-end
-for i = 5, #ARGV, 2 do
-  local f, v = ARGV[i], ARGV[i + 1]
-  if f == 'reset_attempts' then
-    redis.call('HSET', h, 'attempts', 0)
-    redis.call('HDEL', h, 'error', 'traceback', 'result', 'finished_at', 'started_at', 'worker', 'progress')
-  elseif (f == 'task' or f == 'args' or f == 'kwargs') and cur and event ~= 'publish' then
-    -- a worker's view of these never overrides what the publisher recorded
-  else
-    redis.call('HSET', h, f, v)
+local prefix, now, id = ARGV[1], ARGV[2], ARGV[3]
+local function apply(event, first, last)
+  local cur = redis.call('HGET', h, 'state')
+  local old_queue = redis.call('HGET', h, 'queue')
+  local new
+  -- Only a publish or a start creates a record: an outcome for a job whose record was deleted
+  -- (DELETE /jobs/{id} while it ran) must not bring it back.
+  if not cur and event ~= 'publish' and event ~= 'start' then return false end
+  if event == 'publish' then new = 'waiting'
+  elseif event == 'start' then new = 'active'
+  elseif event == 'success' then new = 'completed'
+  elseif event == 'failure' then new = 'failed'
+  elseif event == 'revoke' then
+    if cur == 'completed' or cur == 'failed' or cur == 'revoked' then return false end
+    new = 'revoked'
+  elseif event == 'note' then new = cur
   end
+  for i = first, last, 2 do
+    local f, v = ARGV[i], ARGV[i + 1]
+    if f == 'reset_attempts' then
+      redis.call('HSET', h, 'attempts', 0)
+      redis.call('HDEL', h, 'error', 'traceback', 'result', 'finished_at', 'started_at', 'worker', 'progress')
+    elseif (f == 'task' or f == 'args' or f == 'kwargs') and cur and event ~= 'publish' then
+      -- a worker's view of these never overrides what the publisher recorded
+    else
+      redis.call('HSET', h, f, v)
+    end
+  end
+  if not cur then
+    redis.call('HSET', h, 'id', id, 'created_at', now)
+    redis.call('HSETNX', h, 'attempts', 0)
+  end
+  if event == 'start' then
+    redis.call('HINCRBY', h, 'attempts', 1)
+    redis.call('HSET', h, 'started_at', now)
+    redis.call('HDEL', h, 'finished_at')
+  elseif event == 'publish' then
+    redis.call('HDEL', h, 'finished_at')
+  elseif new ~= cur and (new == 'completed' or new == 'failed' or new == 'revoked') then
+    redis.call('HSET', h, 'finished_at', now)
+    redis.call('RPUSH', archive, id)
+  end
+  redis.call('HSET', h, 'state', new, 'updated_at', now)
+  local queue = redis.call('HGET', h, 'queue') or ''
+  if cur and old_queue and (cur ~= new or old_queue ~= queue) then
+    redis.call('ZREM', prefix .. old_queue .. ':' .. cur, id)
+  end
+  if new ~= cur or old_queue ~= queue or event == 'publish' or event == 'start' then
+    redis.call('ZADD', prefix .. queue .. ':' .. new, now, id)
+  end
+  return new
 end
-if not cur then
-  redis.call('HSET', h, 'id', id, 'created_at', now)
-  redis.call('HSETNX', h, 'attempts', 0)
+local result = false
+local i = 4
+while i <= #ARGV do
+  local event, n = ARGV[i], tonumber(ARGV[i + 1])
+  local state = apply(event, i + 2, i + 1 + 2 * n)
+  if state then result = state end
+  i = i + 2 + 2 * n
 end
-if event == 'start' then
-  redis.call('HINCRBY', h, 'attempts', 1)
-  redis.call('HSET', h, 'started_at', now)
-  redis.call('HDEL', h, 'finished_at')
-elseif event == 'publish' then
-  redis.call('HDEL', h, 'finished_at')
-elseif new ~= cur and (new == 'completed' or new == 'failed' or new == 'revoked') then
-  redis.call('HSET', h, 'finished_at', now)
-  redis.call('RPUSH', archive, id)
-end
-redis.call('HSET', h, 'state', new, 'updated_at', now)
-local queue = redis.call('HGET', h, 'queue') or ''
-if cur and old_queue and (cur ~= new or old_queue ~= queue) then
-  redis.call('ZREM', prefix .. old_queue .. ':' .. cur, id)
-end
-if new ~= cur or old_queue ~= queue or event == 'publish' or event == 'start' then
-  redis.call('ZADD', prefix .. queue .. ':' .. new, now, id)
-end
-return new
+return result
 """
 
 
@@ -147,41 +160,66 @@ class JobRegistry:
 
     # ---- writes (called from Celery signals and the operations services) ------------------
     def _apply(self, job_id: str, event: str, fields: dict[str, Any], *, pipe=None) -> str | None:
-        argv: list[Any] = [INDEX_KEY, event, repr(_now()), job_id]
-        for key, value in fields.items():
-            if value is None:
-                continue
-            argv.extend((key, value))
+        return self.apply_many(job_id, [(event, fields)], pipe=pipe)
+
+    def apply_many(self, job_id: str, events: list[tuple[str, dict[str, Any]]], *, pipe=None) -> str | None:
+        """Apply several transitions of one job atomically, in one round trip."""
+        argv: list[Any] = [INDEX_KEY, repr(_now()), job_id]
+        for event, fields in events:
+            pairs = [(k, v) for k, v in fields.items() if v is not None]
+            argv.extend((event, len(pairs)))
+            for key, value in pairs:
+                argv.extend((key, value))
         result = self._transition(keys=[JOB_KEY + job_id, ARCHIVE_KEY], args=argv, client=pipe)
         return result if pipe is None else None
 
-    def record_published(self, job_id: str, *, task: str, queue: str, args: Iterable[Any] = (),
-                         kwargs: dict[str, Any] | None = None, eta: str | None = None,
-                         request_id: str | None = None, idempotency_key: str | None = None,
-                         reset_attempts: bool = False, pipe=None) -> None:
-        fields = {"task": task, "queue": queue, "args": _dump(list(args), MAX_RESULT_BYTES),
-                  "kwargs": _dump(kwargs or {}, MAX_RESULT_BYTES), "eta": eta, "request_id": request_id,
-                  "idempotency_key": idempotency_key}
-        if reset_attempts:
-            fields["reset_attempts"] = 1
-        self._apply(job_id, "publish", fields, pipe=pipe)
-
-    def record_started(self, job_id: str, *, worker: str | None, task: str | None = None,
-                       queue: str | None = None, args: Iterable[Any] | None = None,
-                       kwargs: dict[str, Any] | None = None) -> None:
+    @staticmethod
+    def start_fields(worker: str | None, task: str | None = None, queue: str | None = None,
+                     args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
         fields: dict[str, Any] = {"worker": worker, "task": task, "queue": queue or None}
         if args is not None:
             fields["args"] = _dump(list(args), MAX_RESULT_BYTES)
         if kwargs is not None:
             fields["kwargs"] = _dump(kwargs, MAX_RESULT_BYTES)
-        self._apply(job_id, "start", fields)
+        return fields
+
+    @staticmethod
+    def success_fields(result: Any) -> dict[str, Any]:
+        return {"result": _dump(result, MAX_RESULT_BYTES)}
+
+    @staticmethod
+    def failure_fields(error: str, traceback: str | None) -> dict[str, Any]:
+        return {"error": _clip(error, 4096), "traceback": _clip(traceback, MAX_TRACEBACK_BYTES)}
+
+    @staticmethod
+    def publish_fields(*, task: str, queue: str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
+                       eta: str | None = None, request_id: str | None = None, idempotency_key: str | None = None,
+                       reset_attempts: bool = False) -> dict[str, Any]:
+        fields: dict[str, Any] = {"task": task, "queue": queue, "args": _dump(list(args), MAX_RESULT_BYTES),
+                                  "kwargs": _dump(kwargs or {}, MAX_RESULT_BYTES), "eta": eta,
+                                  "request_id": request_id, "idempotency_key": idempotency_key}
+        if reset_attempts:
+            fields["reset_attempts"] = 1
+        return fields
+
+    def record_published(self, job_id: str, *, task: str, queue: str, args: Iterable[Any] = (),
+                         kwargs: dict[str, Any] | None = None, eta: str | None = None,
+                         request_id: str | None = None, idempotency_key: str | None = None,
+                         reset_attempts: bool = False, pipe=None) -> None:
+        self._apply(job_id, "publish", self.publish_fields(
+            task=task, queue=queue, args=args, kwargs=kwargs, eta=eta, request_id=request_id,
+            idempotency_key=idempotency_key, reset_attempts=reset_attempts), pipe=pipe)
+
+    def record_started(self, job_id: str, *, worker: str | None, task: str | None = None,
+                       queue: str | None = None, args: Iterable[Any] | None = None,
+                       kwargs: dict[str, Any] | None = None) -> None:
+        self._apply(job_id, "start", self.start_fields(worker, task, queue, args, kwargs))
 
     def record_succeeded(self, job_id: str, result: Any) -> None:
-        self._apply(job_id, "success", {"result": _dump(result, MAX_RESULT_BYTES)})
+        self._apply(job_id, "success", self.success_fields(result))
 
     def record_failed(self, job_id: str, error: str, traceback: str | None) -> None:
-        self._apply(job_id, "failure", {"error": _clip(error, 4096),
-                                        "traceback": _clip(traceback, MAX_TRACEBACK_BYTES)})
+        self._apply(job_id, "failure", self.failure_fields(error, traceback))
 
     def record_retry(self, job_id: str, reason: str) -> None:
         # State is set by the re-publish that Celery's retry performs; only the reason is noted.
