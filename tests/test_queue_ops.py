@@ -346,6 +346,8 @@ def test_sigkill_mid_batch_loses_no_job(celery_workers, wait):
             raise AssertionError(f"{Counter(j['state'] for j in stuck)} {stuck[:3]}")
         jobs = registry.get_many(ids)
         assert len(jobs) == 1000 and all(j["state"] == "completed" for j in jobs)
-        assert any(j["attempts"] >= 2 for j in jobs)   # the jobs in the dead worker's hands ran again
+        # The jobs in the dead worker's hands were handed back and ran again.
+        rescued = [j for j in jobs if "requeued" in (j["error"] or "") or j["attempts"] >= 2]
+        assert rescued, "no job shows it was rescued from the dead worker"
     finally:
         rescuer.stop()
