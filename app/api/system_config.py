@@ -5,7 +5,7 @@ from flask import Blueprint, current_app, g, request
 
 from app.api.auth import actor
 from app.api.endpoint import endpoint
-from app.api.pipeline import redis_required as dependencies_required
+from app.api.pipeline import dependencies_required
 from app.services import runtime_config
 from app.services.runtime_config import Audit, ConfigUpdate, SeverityUpdate
 
