@@ -14,6 +14,7 @@ task applies `detection_confidence_threshold` and the breaker.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 import threading
 import time
@@ -93,11 +94,17 @@ class BuiltinDetector:
     FACE_DOWNSCALE = 2       # faces are searched on a half-size image: 3-4x faster, same hits
     FACE_SCALE = 1.15
 
-    def __init__(self) -> None:
-        import cv2
+    FACE_CASCADE = "haarcascade_frontalface_default.xml"
 
-        self.cv2 = cv2
+    def __init__(self) -> None:
         self._local = threading.local()  # OpenCV detectors are not thread-safe; one set per thread
+
+    @property
+    def cv2(self) -> Any:
+        import cv2  # imported where detection runs, not in every process that names the backend
+
+        cv2.setNumThreads(1)  # one core per detection; workers scale by processes
+        return cv2
 
     def _models(self):
         models = getattr(self._local, "models", None)
@@ -105,7 +112,7 @@ class BuiltinDetector:
             cv2 = self.cv2
             hog = cv2.HOGDescriptor()
             hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
-            face = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"))
+            face = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / self.FACE_CASCADE))
             if face.empty():
                 raise DetectorUnavailable("the Haar face cascade shipped with OpenCV could not be loaded")
             models = self._local.models = (hog, face)
@@ -150,10 +157,14 @@ class BuiltinDetector:
         return DetectionResult(found, round(elapsed, 2), (width, height), self.name)
 
     def probe(self, timeout: float) -> tuple[bool, str | None]:
-        try:
-            self._models()
-        except Exception as exc:  # the failure is the finding
-            return False, f"{type(exc).__name__}: {exc}"
+        """Installed and complete, checked without importing OpenCV into the probing process (the
+        API): the package and the cascade file it loads must be there."""
+        spec = importlib.util.find_spec("cv2")
+        if spec is None or not spec.submodule_search_locations:
+            return False, "opencv-python-headless is not installed"
+        cascade = Path(list(spec.submodule_search_locations)[0]) / "data" / self.FACE_CASCADE
+        if not cascade.is_file():
+            return False, f"{self.FACE_CASCADE} missing (opencv-python-headless 5.x dropped the cascades; need 4.x)"
         return True, None
 
 
