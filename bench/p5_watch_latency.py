@@ -37,19 +37,32 @@ def _started(client, job_id: str) -> float | None:
 
 
 def run(ctx: Context, quick: bool = False) -> list[Result]:
-    import cv2
-    import numpy as np
-    import redis
-
     n = 40 if quick else 200
-    pace = 0.1
     env = ctx.env(VIGIL_WATCHER_OBSERVER="native", VIGIL_HEARTBEAT_INTERVAL="0.5")
     ctx.migrate(env)
-    # The bench process publishes the baseline's canaries: point its settings at the same servers.
+    # The bench process publishes the baseline's canaries: point its settings at the same servers
+    # for the run, and put them back afterwards.
+    saved = dict(os.environ)
     os.environ.update({k: v for k, v in env.items() if k.startswith(("VIGIL_", "REDIS_URL", "DATABASE_URL"))})
     from app.settings import get_settings
 
     get_settings.cache_clear()
+    try:
+        return _measure(ctx, env, n)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        get_settings.cache_clear()
+
+
+def _measure(ctx: Context, env: dict[str, str], n: int) -> list[Result]:
+    import cv2
+    import numpy as np
+    import redis
+
+    from app.settings import get_settings
+
+    pace = 0.1
     from workers.celery_app import create_celery
 
     celery = create_celery(get_settings())

@@ -54,8 +54,11 @@ def run(ctx: Context, quick: bool = False) -> list[Result]:
     from app.services.detectors import BuiltinDetector
 
     paths = _frames(ctx)
+    import psutil
+
     before = os.sched_getaffinity(0)
-    core = min(before)
+    load = psutil.cpu_percent(interval=0.5, percpu=True)
+    core = min(before, key=lambda c: load[c] if c < len(load) else 100.0)  # the idlest core we may use
     os.sched_setaffinity(0, {core})
     cv2.setNumThreads(1)
     try:
