@@ -159,3 +159,74 @@ def test_analysis_falls_back_to_rules_while_the_llm_breaker_is_open(settings, sc
         assert len(list(session.execute(select(Event).where(Event.batch_id == bid)).scalars())) == 1
         row = session.get(DetectionBatch, bid)
         assert row.status == "analysed" and row.event_id == out["event_id"]
+
+
+def test_llm_analysis_records_tokens_and_takes_severity_from_thresholds(settings, scripted_server,
+                                                                        reset_ai_breakers):
+    from app.redis_client import get_redis
+    from app.services.batches import get_aggregator, record_closed
+    from app.services.cameras import ensure_camera
+    from app.services.events import analyse_batch
+    from tests.test_analysers import completion
+
+    content = '{"risk_score": 64, "risk_level": "critical", "summary": "Someone at the gate", "reasoning": "late"}'
+    server = scripted_server(lambda req: (200, completion(content, 812, 47), 0))
+    s = replace(settings, analyser_backend="llm", llm_url=server.url + "/v1", llm_model="nemotron-mini")
+    camera = f"llm_{uuid.uuid4().hex[:8]}"
+    with session_scope(s) as session:
+        ensure_camera(session, camera, "Gate", "/tmp")
+    agg = get_aggregator(s)
+    bid, _, _ = agg.add(camera, [], window=1, idle=1, now=time.time() - 5)
+    agg.close_due()
+    record_closed(s, agg.get(bid), None)
+    get_redis(s).zrem("vigil:batches:outbox", bid)
+    out = analyse_batch(s, bid, started_at=time.time(), first_attempt=True, final_attempt=False)
+    with session_scope(s) as session:
+        event = session.get(Event, out["event_id"])
+    assert (event.risk_score, event.input_tokens, event.output_tokens) == (64, 812, 47)
+    assert event.risk_level == "high"  # 60-84 by the thresholds, whatever the model called it
+    assert event.analyser == "llm:nemotron-mini" and event.summary == "Someone at the gate"
+
+
+@pytest.mark.slow
+def test_detection_job_retries_a_failing_model_server_until_it_answers(settings, scripted_server, photos, tmp_path):
+    """A real detection worker on the HTTP backend: two 503s, then an answer. The job is retried
+    with backoff (not failed, not lost) and completes with the detections."""
+    import os
+
+    from app.services.registry import JobRegistry
+    from tests.conftest import worker_env
+    from tests.servers import CeleryWorker
+    from tests.test_detectors import YOLO_ANSWER
+    from workers.celery_app import create_celery
+
+    answers = [(503, "warming up", 0), (503, "warming up", 0)]
+    server = scripted_server(lambda req: answers.pop(0) if answers else (200, YOLO_ANSWER, 0))
+    url = settings.redis_url.rsplit("/", 1)[0] + "/5"  # a broker of its own: no other worker competes
+    import redis
+
+    redis.Redis.from_url(url).flushdb()
+    env = worker_env(REDIS_URL=url, VIGIL_DETECTOR_BACKEND="http", VIGIL_DETECTOR_URL=server.url)
+    worker = CeleryWorker(env, "detection_worker", ["detection"], concurrency=1).start()
+    try:
+        cam = settings.camera_root / f"retry_{uuid.uuid4().hex[:6]}"
+        cam.mkdir(parents=True)
+        image = cam / "a.jpg"
+        image.write_bytes(photos["astronaut"].read_bytes())
+        s = replace(settings, redis_url=url, broker_url=url, result_backend=url)
+        job_id = str(uuid.uuid4())
+        create_celery(s).send_task("vigil.detection.detect", queue="detection", task_id=job_id,
+                                   kwargs={"camera_id": cam.name, "path": str(image), "seen_at": time.time()})
+        registry = JobRegistry(redis.Redis.from_url(url, decode_responses=True))
+        job = wait_for_state(registry, job_id, "completed", 40)
+        assert job["attempts"] == 3 and job["result"]["detections_kept"] == 1, job
+        assert server.calls("/detect") == 3
+    finally:
+        worker.stop()
+
+
+def wait_for_state(registry, job_id, state, timeout):
+    from tests.servers import wait_for
+
+    return wait_for(lambda: (registry.get(job_id) or {}).get("state") == state and registry.get(job_id), timeout,
+                    interval=0.2, what=f"job {job_id} {state}")
