@@ -26,7 +26,7 @@ import logging
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 import redis
 from sqlalchemy.dialects import postgresql, sqlite
@@ -192,7 +192,11 @@ def record_closed(settings: Settings, batch: dict[str, Any], analysis_job_id: st
                                                        set_={"analysis_job_id": stmt.excluded.analysis_job_id}))
 
 
-def handoff(settings: Settings, aggregator: BatchAggregator | None = None, enqueue_fn=None) -> list[str]:
+_failing: set[str] = set()  # batches whose handoff failed: the traceback is logged once, not every tick
+
+
+def handoff(settings: Settings, aggregator: BatchAggregator | None = None,
+            enqueue_fn: Callable[..., Any] | None = None) -> list[str]:
     """Closed batches -> SQL record + one analysis job each; returns the batch ids handed off.
 
     A batch leaves the outbox only after both happened; one that fails stays for the next tick.
@@ -214,8 +218,11 @@ def handoff(settings: Settings, aggregator: BatchAggregator | None = None, enque
                              settings=settings)
             record_closed(settings, batch, job.job_id)
         except Exception:
-            log.warning("could not hand batch %s to analysis yet; will retry", batch_id, exc_info=True)
+            log.warning("could not hand batch %s to analysis yet; will retry", batch_id,
+                        exc_info=batch_id not in _failing)
+            _failing.add(batch_id)
             continue
+        _failing.discard(batch_id)
         aggregator.mark(batch_id, analysis_job_id=job.job_id)
         aggregator.r.zrem(OUTBOX, batch_id)
         if job.created:
