@@ -116,6 +116,43 @@ class Settings:
                                 "Seconds an enqueue idempotency key keeps pointing at its job.")
 
     # --- pipeline: detectors, batches, analysers, breakers (issue 4) ---------------------------
+    detector_backend: str = _env("VIGIL_DETECTOR_BACKEND", "builtin",
+                                 "`builtin` (OpenCV HOG people + Haar faces on the CPU, no download) or `http` "
+                                 "(a model server answering `POST {VIGIL_DETECTOR_URL}/detect`).")
+    detector_url: str = _env("VIGIL_DETECTOR_URL", "",
+                             "Base URL of the HTTP detector (YOLO/RT-DETR style), e.g. `http://ai:8001`.")
+    detector_timeout: float = _env("VIGIL_DETECTOR_TIMEOUT", 10.0,
+                                   "Seconds one HTTP detection may take before it counts as a failure.")
+    analyser_backend: str = _env("VIGIL_ANALYSER_BACKEND", "builtin",
+                                 "`builtin` (rule-based risk scorer) or `llm` (an OpenAI-compatible "
+                                 "chat-completions server: llama.cpp, vLLM, Ollama).")
+    llm_url: str = _env("VIGIL_LLM_URL", "",
+                        "Base URL of the OpenAI-compatible API, up to `/v1` (e.g. `http://ai:8002/v1`).")
+    llm_model: str = _env("VIGIL_LLM_MODEL", "nemotron", "Model name sent in each chat-completions request.")
+    llm_api_key: str | None = _env("VIGIL_LLM_API_KEY", None, "Bearer key for the LLM server, if it wants one.",
+                                   secret=True)
+    llm_timeout: float = _env("VIGIL_LLM_TIMEOUT", 60.0,
+                              "Seconds one LLM analysis may take before it counts as a failure.")
+    llm_max_tokens: int = _env("VIGIL_LLM_MAX_TOKENS", 512, "`max_tokens` of each chat-completions request.")
+    analysis_fallback: bool = _env("VIGIL_ANALYSIS_FALLBACK", True,
+                                   "When the LLM is unavailable (breaker open, or retries spent), score the "
+                                   "batch with the rule-based analyser instead of leaving it unscored.")
+    site_timezone: str = _env("VIGIL_SITE_TIMEZONE", "UTC",
+                              "IANA time zone of the cameras, for the time-of-day factor of risk scoring.")
+    breaker_failure_threshold: int = _env("VIGIL_BREAKER_FAILURE_THRESHOLD", 5,
+                                          "Consecutive failures of an AI service that open its breaker.")
+    breaker_recovery_seconds: float = _env("VIGIL_BREAKER_RECOVERY_SECONDS", 30.0,
+                                           "Seconds an open breaker waits before letting trial calls through.")
+    breaker_half_open_max_calls: int = _env("VIGIL_BREAKER_HALF_OPEN_MAX_CALLS", 3,
+                                            "Trial calls a half-open breaker lets through.")
+    breaker_success_threshold: int = _env("VIGIL_BREAKER_SUCCESS_THRESHOLD", 2,
+                                          "Successful trial calls that close a half-open breaker.")
+    batch_check_interval: float = _env("VIGIL_BATCH_CHECK_INTERVAL", 1.0,
+                                       "Seconds between the batch closer's checks for batches past their window "
+                                       "or idle timeout (it runs in the service host).")
+    thumbnail_max_side: int = _env("VIGIL_THUMBNAIL_MAX_SIDE", 256, "Longest side of a detection thumbnail, px.")
+    latency_retention_hours: int = _env("VIGIL_LATENCY_RETENTION_HOURS", 24,
+                                        "Hours of pipeline stage samples kept in Redis for the latency endpoints.")
 
     # --- worker operations: supervisor, GPU, performance, cleanup (issue 5) --------------------
 

@@ -177,3 +177,48 @@ def tmp_dir():
     d = Path(tempfile.mkdtemp(prefix="vigil-t-"))
     yield d
     shutil.rmtree(d, ignore_errors=True)
+
+
+# --- pipeline (issue 4) ---------------------------------------------------------------------------------
+@pytest.fixture
+def scripted_server():
+    """Start real local HTTP servers whose answers the test scripts (tests/ai_servers.py)."""
+    from tests.ai_servers import ScriptedServer
+
+    started = []
+
+    def start(respond):
+        server = ScriptedServer(respond).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory):
+    """Real photographs from scikit-image's wheel as JPEG files: `astronaut` shows a person,
+    `coffee` shows none. `astronaut_flipped` is the same scene with different bytes."""
+    import cv2
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("photos")
+    out = {}
+    for name, image in (("astronaut", data.astronaut()), ("coffee", data.coffee()),
+                        ("astronaut_flipped", data.astronaut()[:, ::-1])):
+        path = folder / f"{name}.jpg"
+        cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        out[name] = path
+    return out
+
+
+@pytest.fixture
+def reset_ai_breakers(settings):
+    """Tests that drive the real `detector`/`analyser` breakers leave them closed for the others."""
+    from app.services.breakers import SERVICES, breaker
+
+    yield
+    for name in SERVICES:
+        breaker(name, settings).reset()

@@ -147,9 +147,10 @@ class ServiceHost:
 
 
 def build_services(settings: Settings) -> list[Service]:
+    from workers.batch_closer import BatchCloser
     from workers.watcher import FileWatcher
 
-    return [FileWatcher(settings)]
+    return [FileWatcher(settings), BatchCloser(settings)]
 
 
 def main() -> None:

@@ -1,6 +1,30 @@
 """Circuit breakers (004)."""
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, current_app
+
+from app.api.endpoint import endpoint
+from app.api.pipeline import dependencies_required
+from app.services import breakers
+from app.services.pipeline import iso_now
 
 bp = Blueprint("breakers", __name__)
+
+
+@bp.get("/api/system/circuit-breakers")
+@endpoint(summary="Every AI service's circuit breaker, with its state and counters", tags=["breakers"],
+          errors={503: "Redis unavailable"})
+def list_breakers():
+    with dependencies_required():
+        return {"circuit_breakers": breakers.all_breakers(current_app.config["VIGIL_SETTINGS"]),
+                "timestamp": iso_now()}
+
+
+@bp.post("/api/system/circuit-breakers/<name>/reset")
+@endpoint(summary="Reset a circuit breaker to closed", tags=["breakers"],
+          errors={400: "Invalid name", 404: "No such breaker", 503: "Redis unavailable"})
+def reset_breaker(name: str):
+    with dependencies_required():
+        body = breakers.reset_breaker(name, current_app.config["VIGIL_SETTINGS"])
+    body["timestamp"] = iso_now()
+    return body

@@ -66,3 +66,13 @@ def detailed_health():
     body = {"status": status, "services": {name: r.as_service() for name, r in results.items()},
             "timestamp": _now()}
     return jsonify(body), 200 if status == "healthy" else 503
+
+
+@bp.get("/api/system/health/full")
+@endpoint(summary="Full health: infrastructure, AI services, circuit breakers, workers (503 when a critical "
+                  "component is unhealthy)", probe=True, tags=["health"], errors={503: "Critical component unhealthy"})
+def full_health():
+    from app.services.health_full import full_health as build
+
+    body, status = build(current_app.config["VIGIL_SETTINGS"], current_app.config["VIGIL_VERSION"])
+    return jsonify(body), status

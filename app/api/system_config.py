@@ -1,6 +1,50 @@
 """Runtime configuration and severity thresholds (003/004)."""
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, current_app, g, request
+
+from app.api.auth import actor
+from app.api.endpoint import endpoint
+from app.api.pipeline import dependencies_required
+from app.services import runtime_config
+from app.services.runtime_config import Audit, ConfigUpdate, SeverityUpdate
 
 bp = Blueprint("system_config", __name__)
+
+
+def _settings():
+    return current_app.config["VIGIL_SETTINGS"]
+
+
+def _who() -> Audit:
+    return Audit(actor=actor(), ip_address=request.remote_addr, request_id=getattr(g, "request_id", None))
+
+
+@bp.get("/api/system/config")
+@endpoint(summary="Public configuration (no secrets)", tags=["config"])
+def get_config():
+    with dependencies_required():
+        return runtime_config.public_config(_settings(), current_app.config["VIGIL_VERSION"])
+
+
+@bp.patch("/api/system/config")
+@endpoint(body=ConfigUpdate, summary="Update runtime configuration (audited as settings_changed)",
+          tags=["config"])
+def patch_config(body: ConfigUpdate):
+    with dependencies_required():
+        runtime_config.update_config(_settings(), body, _who())
+        return runtime_config.public_config(_settings(), current_app.config["VIGIL_VERSION"])
+
+
+@bp.get("/api/system/severity")
+@endpoint(summary="Severity levels and the risk-score thresholds between them", tags=["config"])
+def get_severity():
+    with dependencies_required():
+        return runtime_config.severity_definitions(runtime_config.thresholds(_settings(), fresh=True))
+
+
+@bp.put("/api/system/severity")
+@endpoint(body=SeverityUpdate, summary="Update severity thresholds (strictly ordered; audited)", tags=["config"])
+def put_severity(body: SeverityUpdate):
+    with dependencies_required():
+        return runtime_config.severity_definitions(runtime_config.update_thresholds(_settings(), body, _who()))

@@ -1,6 +1,7 @@
 """SQLAlchemy models. Importing this package registers every table on `Base.metadata`."""
 from app.models.audit import AuditLog
 from app.models.base import Base, utcnow
+from app.models.batch import DetectionBatch
 from app.models.camera import Camera
 from app.models.config import RuntimeConfig
 from app.models.detection import Detection
@@ -8,4 +9,4 @@ from app.models.event import Event
 from app.models.job import Job
 from app.models.log import Log
 
-__all__ = ["AuditLog", "Base", "Camera", "Detection", "Event", "Job", "Log", "RuntimeConfig", "utcnow"]
+__all__ = ["AuditLog", "Base", "Camera", "Detection", "DetectionBatch", "Event", "Job", "Log", "RuntimeConfig", "utcnow"]

@@ -70,8 +70,17 @@ def check_redis(settings: Settings) -> CheckResult:
 
 
 def check_ai(settings: Settings) -> CheckResult:
-    return CheckResult("healthy", "AI services operational",
-                       {"detector": "builtin", "analyser": "builtin"})
+    """The configured detector and analyser: built-in ones are healthy when their model loads, HTTP
+    ones are probed with a short timeout, and an open circuit breaker makes a service unhealthy."""
+    from app.services.ai import probe_all
+
+    services = probe_all(settings)
+    details = {s["name"]: s["status"] for s in services}
+    down = [s for s in services if s["status"] != "healthy"]
+    if not down:
+        return CheckResult("healthy", "AI services operational", details, extra={"services": services})
+    message = "AI services unavailable: " + ", ".join(f"{s['name']} ({s['error']})" for s in down)
+    return CheckResult("unhealthy", message[:300], details, extra={"services": services})
 
 
 def check_workers(settings: Settings) -> CheckResult:
