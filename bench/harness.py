@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.stats import percentile  # noqa: F401  (re-exported for the benchmarks)
 from tests.servers import ROOT, ApiServer, CeleryWorker, RedisServer
 
 
@@ -35,17 +36,8 @@ class Result:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def percentile(values: list[float], pct: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * pct / 100.0
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
 def summary_ms(samples_s: list[float]) -> dict[str, float]:
-    ms = [s * 1000 for s in samples_s]
+    ms = sorted(s * 1000 for s in samples_s)
     return {"n": len(ms), "p50_ms": round(percentile(ms, 50), 3), "p95_ms": round(percentile(ms, 95), 3),
             "p99_ms": round(percentile(ms, 99), 3), "mean_ms": round(statistics.fmean(ms), 3) if ms else None,
             "max_ms": round(max(ms), 3) if ms else None}

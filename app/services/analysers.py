@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from app.services.breakers import ServiceRejected
 from app.services.detectors import probe_http
+from app.services.http_backend import ThreadLocalSession
 from app.settings import Settings, SettingsError
 
 
@@ -191,7 +192,7 @@ def parse_llm_json(text: str) -> dict[str, Any]:
     raise ValueError("no JSON object with a numeric risk_score in the model's answer")
 
 
-class LlmAnalyser:
+class LlmAnalyser(ThreadLocalSession):
     name = "llm"
     service = "analyser"
 
@@ -209,13 +210,6 @@ class LlmAnalyser:
         self.zone = _zone(timezone_name)
         self.display_name = f"LLM risk analysis ({model}) at {self.url}"
         self._requests = requests
-        self._local = threading.local()
-
-    def _session(self):
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = self._requests.Session()
-        return session
 
     def prompt(self, facts: BatchFacts) -> str:
         local_start = facts.started_at.astimezone(self.zone)

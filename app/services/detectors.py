@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.services.breakers import ServiceRejected
+from app.services.http_backend import ThreadLocalSession
 from app.settings import Settings, SettingsError
 
 
@@ -189,7 +190,7 @@ class _RemoteAnswer(BaseModel):
     inference_time_ms: float | None = None
 
 
-class HttpDetector:
+class HttpDetector(ThreadLocalSession):
     name = "http"
     service = "detector"
 
@@ -202,13 +203,6 @@ class HttpDetector:
         self.timeout = timeout
         self.display_name = f"HTTP object detector at {self.url}"
         self._requests = requests
-        self._local = threading.local()
-
-    def _session(self):
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = self._requests.Session()
-        return session
 
     def detect(self, path: Path) -> DetectionResult:
         requests = self._requests

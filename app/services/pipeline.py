@@ -34,7 +34,9 @@ from app.db import session_scope
 from app.models import Camera, Detection, Event
 from app.redis_client import KEY_PREFIX, get_broker_redis, get_redis
 from app.services import heartbeats
+from app.services.broker import Broker
 from app.settings import Settings
+from app.stats import summarize
 
 log = logging.getLogger(__name__)
 
@@ -71,23 +73,6 @@ def _samples(client: redis.Redis, stage: str, since: float, until: float = math.
         ts, _, rest = m.partition(":")
         out.append((float(ts), float(rest.partition(":")[0])))
     return out
-
-
-def percentile(ordered: list[float], pct: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default) on sorted values."""
-    k = (len(ordered) - 1) * pct / 100.0
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-def summarize(values: list[float]) -> dict[str, Any] | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return {"avg_ms": round(sum(ordered) / len(ordered), 3), "min_ms": round(ordered[0], 3),
-            "max_ms": round(ordered[-1], 3), "p50_ms": round(percentile(ordered, 50), 3),
-            "p95_ms": round(percentile(ordered, 95), 3), "p99_ms": round(percentile(ordered, 99), 3),
-            "sample_count": len(ordered)}
 
 
 def iso_now() -> str:
@@ -127,13 +112,10 @@ def latency_history(settings: Settings, since_minutes: int, bucket_seconds: int)
 
 
 def queue_depths(settings: Settings) -> dict[str, int]:
-    """Messages waiting in the broker's lists (kombu keeps each queue as a Redis list)."""
-    client = get_broker_redis(settings)
-    with client.pipeline(transaction=False) as pipe:
-        for name in ("detection:high", "detection", "analysis"):
-            pipe.llen(name)
-        high, normal, analysis = pipe.execute()
-    return {"detection_queue": int(high) + int(normal), "analysis_queue": int(analysis)}
+    """Messages waiting in the broker, every priority level counted (app/services/broker.py)."""
+    waiting = Broker(get_broker_redis(settings)).waiting_counts(["detection:high", "detection", "analysis"])
+    return {"detection_queue": waiting["detection:high"] + waiting["detection"],
+            "analysis_queue": waiting["analysis"]}
 
 
 def telemetry(settings: Settings, window_minutes: int = 60) -> dict[str, Any]:
