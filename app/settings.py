@@ -115,6 +115,15 @@ class Settings:
     idempotency_ttl: int = _env("VIGIL_IDEMPOTENCY_TTL", 86400,
                                 "Seconds an enqueue idempotency key keeps pointing at its job.")
 
+    # --- queue operations and infrastructure (issue 3) -----------------------------------------
+    infra_check_interval: float = _env("VIGIL_INFRA_CHECK_INTERVAL", 30.0,
+                                       "Seconds between infrastructure checks that raise and resolve alerts "
+                                       "(the service host runs them).")
+    alert_retention_hours: int = _env("VIGIL_ALERT_RETENTION_HOURS", 168,
+                                      "Hours infrastructure alerts are kept (the alerts endpoint reads up to 168).")
+    api_latency_window: int = _env("VIGIL_API_LATENCY_WINDOW", 300,
+                                   "Seconds of API request timings behind the API Server figures and alerts.")
+
     # --- pipeline: detectors, batches, analysers, breakers (issue 4) ---------------------------
     detector_backend: str = _env("VIGIL_DETECTOR_BACKEND", "builtin",
                                  "`builtin` (OpenCV HOG people + Haar faces on the CPU, no download) or `http` "

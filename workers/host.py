@@ -148,9 +148,10 @@ class ServiceHost:
 
 def build_services(settings: Settings) -> list[Service]:
     from workers.batch_closer import BatchCloser
+    from workers.infra_monitor import InfraMonitor
     from workers.watcher import FileWatcher
 
-    return [FileWatcher(settings), BatchCloser(settings)]
+    return [FileWatcher(settings), BatchCloser(settings), InfraMonitor(settings)]
 
 
 def main() -> None:

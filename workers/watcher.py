@@ -108,7 +108,12 @@ class FileWatcher(Service):
         self._known_cameras: dict[str, float] = {}
         self.enqueued = 0
         self.duplicates = 0
-        self.rejected = 0
+        self._rejected: set[str] = set()
+
+    @property
+    def rejected(self) -> int:
+        """Distinct paths refused for resolving outside the camera root."""
+        return len(self._rejected)
 
     # ---- service ---------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -166,8 +171,9 @@ class FileWatcher(Service):
             try:
                 resolve_in_root(path, self.root)
             except ValueError:
-                self.rejected += 1
-                log.warning("ignoring %s: symlink to outside the camera root", path)
+                if path not in self._rejected:  # inotify may report a new link more than once
+                    self._rejected.add(path)
+                    log.warning("ignoring %s: symlink to outside the camera root", path)
             return
         if not stat.S_ISREG(st.st_mode):
             return
@@ -212,7 +218,7 @@ class FileWatcher(Service):
         try:
             real = resolve_in_root(path, self.root)
         except ValueError:
-            self.rejected += 1
+            self._rejected.add(path)
             log.warning("ignoring %s: it resolves outside the camera root", path)
             return True
         relative = real.relative_to(self.root)
