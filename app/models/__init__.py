@@ -5,7 +5,8 @@ from app.models.camera import Camera
 from app.models.config import RuntimeConfig
 from app.models.detection import Detection
 from app.models.event import Event
+from app.models.export import LogExport
 from app.models.job import Job
 from app.models.log import Log
 
-__all__ = ["AuditLog", "Base", "Camera", "Detection", "Event", "Job", "Log", "RuntimeConfig", "utcnow"]
+__all__ = ["AuditLog", "Base", "Camera", "Detection", "Event", "Job", "Log", "LogExport", "RuntimeConfig", "utcnow"]
