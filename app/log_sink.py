@@ -31,7 +31,7 @@ from app.context import camera_id_var, component_var, job_id_var, request_id_var
 MAX_MESSAGE = 10_000
 MAX_EXTRA_VALUE = 2_000
 BATCH_SIZE = 500
-MAX_BACKOFF = 30.0
+MAX_BACKOFF = 10.0
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is kept.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
@@ -116,6 +116,7 @@ class DatabaseLogHandler(logging.Handler):
         self._buffer: collections.deque[dict[str, Any]] = collections.deque()
         self._wake = threading.Event()
         self._write_lock = threading.Lock()
+        self._inflight = 0  # rows taken out for a write that has not succeeded yet
         self._last_complaint = 0.0
 
     # ---- hot path ----------------------------------------------------------------------------
@@ -129,7 +130,7 @@ class DatabaseLogHandler(logging.Handler):
             return
         if self._pid != os.getpid():
             self._start_writer()
-        if len(self._buffer) >= self.capacity:
+        if len(self._buffer) + self._inflight >= self.capacity:
             self.dropped += 1
             _metric("LOG_DROPPED", "inc")
             return
@@ -161,15 +162,18 @@ class DatabaseLogHandler(logging.Handler):
         with self._write_lock:
             while self._buffer:
                 batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
+                self._inflight = len(batch)
                 try:
                     self._insert(batch)
                 except Exception as exc:
                     self._buffer.extendleft(reversed(batch))
+                    self._inflight = 0
                     self.failures += 1
                     _metric("LOG_WRITE_FAILURES", "inc")
                     self._complain(exc)
                     _metric("LOG_BUFFERED", "set", len(self._buffer))
                     return False
+                self._inflight = 0
                 self.written += len(batch)
             _metric("LOG_BUFFERED", "set", 0)
             return True

@@ -60,6 +60,7 @@ def install_db_sink(logger: logging.Logger, settings: "Settings", component: str
     else:
         _sink.retarget(settings.database_url)
         _sink.component = component
+        _sink.flush_interval = settings.log_flush_interval
         _sink.setLevel(settings.log_db_level)
     if _sink not in logger.handlers:
         logger.addHandler(_sink)

@@ -164,16 +164,16 @@ def bounded(session: Session, timeout: float) -> Iterator[None]:
     Database errors become service errors: an invalid pattern PostgreSQL refuses is a 400, a
     database that cannot be reached a 503, never a 500.
     """
-    conn = session.connection()
-    prepare_connection(conn)
     raw = None
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, int(timeout * 1000))}")
-    else:
-        raw = conn.connection.driver_connection
-        deadline = time.monotonic() + timeout
-        raw.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 20_000)
     try:
+        conn = session.connection()
+        prepare_connection(conn)
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, int(timeout * 1000))}")
+        else:
+            raw = conn.connection.driver_connection
+            deadline = time.monotonic() + timeout
+            raw.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 20_000)
         yield
     except DBAPIError as exc:
         raise translate_db_error(exc, timeout) from None
