@@ -22,7 +22,6 @@ import fcntl
 import glob
 import logging
 import os
-import shutil
 import socket
 import time
 from contextlib import contextmanager
@@ -272,11 +271,6 @@ def render(settings: Settings | None = None) -> bytes:
     return generate_latest(registry)
 
 
-def wipe(settings: Settings | None = None) -> None:
-    """Remove every metrics file (tests and `vigil` maintenance only)."""
-    shutil.rmtree(Path((settings or get_settings()).metrics_dir), ignore_errors=True)
-
-
 def sample_value(text: str, name: str, labels: dict[str, str] | None = None) -> float:
     """Sum of the samples named `name` whose labels include `labels`, parsed with prometheus-client's
     own parser (tests and operators' scripts use it to read /api/metrics)."""
@@ -288,9 +282,3 @@ def sample_value(text: str, name: str, labels: dict[str, str] | None = None) -> 
             if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
                 total += sample.value
     return total
-
-
-def labels_of(value: Any) -> str:
-    """A label value from anything (None becomes "none"), bounded so bad input cannot blow up series."""
-    text = "none" if value is None else str(value)
-    return text[:100]
