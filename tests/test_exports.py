@@ -177,3 +177,25 @@ def _drain_cleanup_queue():
         for raw in broker.lrange(key, 0, -1):
             if b"vigil.cleanup.export_logs" in raw:
                 broker.lrem(key, 0, raw)
+
+
+def test_expired_exports_are_purged_and_answer_410(obs_client, obs_settings):
+    from app.db import session_scope
+    from app.models import LogExport
+    from app.services import exports
+
+    old = datetime.now(timezone.utc) - timedelta(hours=obs_settings.export_retention_hours + 1)
+    obs_settings.export_dir.mkdir(parents=True, exist_ok=True)
+    for export_id, finished in (("export_logs_old", old), ("export_logs_new", datetime.now(timezone.utc))):
+        (obs_settings.export_dir / f"{export_id}.csv").write_text("id\n")
+        with session_scope(obs_settings) as s:
+            s.add(LogExport(id=export_id, status="completed", format="csv", filters={}, row_count=0,
+                            size_bytes=3, file_name=f"{export_id}.csv", finished_at=finished))
+    assert obs_client.get(f"{PLATFORM}/export/export_logs_old/download").status_code == 200
+    assert exports.purge_expired(obs_settings) == 1
+    assert not (obs_settings.export_dir / "export_logs_old.csv").exists()
+    assert (obs_settings.export_dir / "export_logs_new.csv").exists()
+    r = obs_client.get(f"{PLATFORM}/export/export_logs_old/download")
+    assert r.status_code == 410 and r.get_json()["error"]["code"] == "export_expired"
+    status = obs_client.get(f"{PLATFORM}/export/export_logs_old").get_json()["data"]
+    assert status["status"] == "expired" and status["download_url"] is None

@@ -337,3 +337,34 @@ def test_sqlite_regexp_is_re2_not_python_re(session_factory, db_url):
         hit = conn.execute(text("SELECT :v REGEXP :p"), {"v": "a" * 5000 + "!", "p": "(a+)+$"}).scalar_one()
         assert hit == 0 and time.perf_counter() - started < 1
         assert conn.execute(select(func.count()).select_from(Log)).scalar_one() == 0
+
+
+def test_service_host_threads_log_under_their_service_name(obs_settings, db_url, wait):
+    import threading
+
+    from app.logging_config import configure_logging, db_sink
+    from workers.host import Service, ServiceHost
+
+    class Chatty(Service):
+        name = "chatty_monitor"
+
+        def run(self, stop: threading.Event) -> None:
+            logging.getLogger("workers.chatty").warning("GPU temperature %d C", 91)
+            stop.wait()
+
+    configure_logging(obs_settings.log_level, "watcher", obs_settings)
+    host = ServiceHost([Chatty()], obs_settings)
+    host.start()
+    try:
+        def logged():
+            db_sink().flush(timeout=5)
+            return _rows(db_url, Log.message == "GPU temperature 91 C")
+
+        row = wait(logged, 20, interval=0.2, what="the service's log line")[0]
+        assert row["component"] == "chatty_monitor" and row["level"] == "WARNING"
+        assert row["extra"]["logger"] == "workers.chatty"
+    finally:
+        host.stop()
+        from app.settings import get_settings
+
+        db_sink().retarget(get_settings().database_url)
