@@ -26,7 +26,9 @@ run: install
 	@VENV=$(VENV) scripts/run
 
 test: install redis
-	VIGIL_REDIS_SERVER=$$(VENV=$(VENV) scripts/ensure-redis) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	VIGIL_REDIS_SERVER=$$(VENV=$(VENV) scripts/ensure-redis) \
+	VIGIL_PROMETHEUS_SERVER=$$(scripts/ensure-prometheus) \
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install redis
 	VIGIL_REDIS_SERVER=$$(VENV=$(VENV) scripts/ensure-redis) $(BIN)/python -m bench $(BENCH_ARGS)

@@ -16,3 +16,17 @@ graceful_timeout = 10
 keepalive = 5
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms req=%({x-request-id}o)s'
+
+
+def on_starting(server):
+    """Fresh start of the API: clear metrics files left by processes that are gone."""
+    from app.services import metrics
+
+    metrics.prepare(_settings)
+
+
+def child_exit(server, worker):
+    """A gunicorn worker left: its live gauges must stop counting (its counters stay)."""
+    from app.services import metrics
+
+    metrics.process_dead(worker.pid, _settings)

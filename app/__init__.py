@@ -14,7 +14,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.logging_config import configure_logging
 
     settings = settings or get_settings()
-    configure_logging(settings.log_level, "api")
+    configure_logging(settings.log_level, "api", settings)
     flask_app = Flask(__name__)
     flask_app.config.update(VIGIL_SETTINGS=settings, VIGIL_VERSION=__version__, JSON_SORT_KEYS=False,
                             MAX_CONTENT_LENGTH=10 * 1024 * 1024)

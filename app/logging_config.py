@@ -1,10 +1,16 @@
-"""Logging for every Vigil process: one format, with request and job ids on each line."""
+"""Logging for every Vigil process: one format, with request and job ids on each line, and the
+structured copy of every record in the `logs` table (`app/log_sink.py`)."""
 from __future__ import annotations
 
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from app.context import component_var, job_id_var, request_id_var
+
+if TYPE_CHECKING:
+    from app.log_sink import DatabaseLogHandler
+    from app.settings import Settings
 
 FORMAT = "%(asctime)s %(levelname)s [%(component)s] %(name)s req=%(request_id)s job=%(job_id)s: %(message)s"
 
@@ -23,16 +29,47 @@ class ContextFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str = "INFO", component: str = "vigil") -> None:
-    """Install the context-aware handler on the root logger (idempotent)."""
+def configure_logging(level: str = "INFO", component: str = "vigil", settings: "Settings | None" = None) -> None:
+    """Install the context-aware console handler on the root logger (idempotent) and, given
+    settings with `log_db` on, the database sink at its own level (`VIGIL_LOG_DB_LEVEL`)."""
     root = logging.getLogger()
-    for handler in root.handlers:
-        if getattr(handler, "_vigil", False):
-            handler.setLevel(level)
-            return
-    handler = logging.StreamHandler(sys.stderr)
-    handler._vigil = True  # type: ignore[attr-defined]
-    handler.addFilter(ContextFilter(component))
-    handler.setFormatter(logging.Formatter(FORMAT))
-    root.addHandler(handler)
-    root.setLevel(level)
+    handler = next((h for h in root.handlers if getattr(h, "_vigil", False)), None)
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler._vigil = True  # type: ignore[attr-defined]
+        handler.addFilter(ContextFilter(component))
+        handler.setFormatter(logging.Formatter(FORMAT))
+        root.addHandler(handler)
+    handler.setLevel(level)
+    levels = [handler.level]
+    if settings is not None and settings.log_db:
+        sink = install_db_sink(root, settings, component)
+        levels.append(sink.level)
+    root.setLevel(min(levels))
+
+
+def install_db_sink(logger: logging.Logger, settings: "Settings", component: str) -> "DatabaseLogHandler":
+    """The process's database sink, attached to `logger` (one sink per process: a second call
+    re-points it at `settings.database_url` and updates its component and level)."""
+    from app.log_sink import DatabaseLogHandler
+
+    global _sink
+    if _sink is None:
+        _sink = DatabaseLogHandler(settings.database_url, component=component, capacity=settings.log_buffer_size,
+                                   flush_interval=settings.log_flush_interval, level=settings.log_db_level)
+    else:
+        _sink.retarget(settings.database_url)
+        _sink.component = component
+        _sink.flush_interval = settings.log_flush_interval
+        _sink.setLevel(settings.log_db_level)
+    if _sink not in logger.handlers:
+        logger.addHandler(_sink)
+    return _sink
+
+
+def db_sink() -> "DatabaseLogHandler | None":
+    """The process's database sink, if one was installed."""
+    return _sink
+
+
+_sink: "DatabaseLogHandler | None" = None

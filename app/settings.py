@@ -166,6 +166,27 @@ class Settings:
     # --- worker operations: supervisor, GPU, performance, cleanup (issue 5) --------------------
 
     # --- observability: logs, exports, metrics, monitoring (issue 6) ---------------------------
+    log_db: bool = _env("VIGIL_LOG_DB", True,
+                        "Write structured log records of the API, workers and service host to the `logs` table "
+                        "(buffered, written by a background thread).")
+    log_db_level: str = _env("VIGIL_LOG_DB_LEVEL", "INFO",
+                             "Lowest level written to the `logs` table; the console keeps VIGIL_LOG_LEVEL.")
+    log_buffer_size: int = _env("VIGIL_LOG_BUFFER_SIZE", 10000,
+                                "Log records a process holds while the database is slow or down. While it is "
+                                "full, new records are dropped and counted (`vigil_log_records_dropped_total`).")
+    log_flush_interval: float = _env("VIGIL_LOG_FLUSH_INTERVAL", 1.0,
+                                     "Seconds between batched writes of buffered log records.")
+    log_search_timeout: float = _env("VIGIL_LOG_SEARCH_TIMEOUT", 5.0,
+                                     "Seconds a log search may run in the database before it is cancelled (400).")
+    export_retention_hours: int = _env("VIGIL_EXPORT_RETENTION_HOURS", 24,
+                                       "Hours a finished log export file is kept under VIGIL_EXPORT_DIR.")
+    metrics_dir: Path = _env("VIGIL_METRICS_DIR", "{var_dir}/metrics",
+                             "prometheus-client multiprocess directory shared by the API and worker processes "
+                             "(one sub-folder per host, so containers sharing the volume never collide).")
+    prometheus_url: str = _env("VIGIL_PROMETHEUS_URL", "http://localhost:9090",
+                               "Prometheus server whose HTTP API /api/system/monitoring/* reads (empty: none).")
+    prometheus_timeout: float = _env("VIGIL_PROMETHEUS_TIMEOUT", 2.0, "Seconds per call to the Prometheus HTTP API.")
+
 
     # --- logging / database --------------------------------------------------------------------
     log_level: str = _env("VIGIL_LOG_LEVEL", "INFO", "Python log level for API and workers.")

@@ -222,3 +222,37 @@ def reset_ai_breakers(settings):
     yield
     for name in SERVICES:
         breaker(name, settings).reset()
+# --- observability (issue 6) ------------------------------------------------------------------------------
+@pytest.fixture
+def obs_settings(db_url, tmp_path):
+    """Settings on the parametrised database, with a private export folder and a fast log sink."""
+    from app.settings import Settings
+
+    return Settings.from_env(database_url=db_url, export_dir=tmp_path / "exports", log_flush_interval=0.1)
+
+
+@pytest.fixture
+def obs_client(obs_settings):
+    from app import create_app
+
+    flask_app = create_app(obs_settings)
+    flask_app.testing = True
+    yield flask_app.test_client()
+    from app.logging_config import db_sink
+
+    sink = db_sink()
+    if sink is not None:  # hand the process's sink back to the session database
+        sink.flush(timeout=5)
+        from app.settings import get_settings
+
+        sink.retarget(get_settings().database_url)
+
+
+@pytest.fixture
+def cleanup_worker(obs_settings):
+    """A real cleanup_service worker on the parametrised database (exports run on `cleanup`)."""
+    env = worker_env(DATABASE_URL=obs_settings.database_url, VIGIL_EXPORT_DIR=str(obs_settings.export_dir),
+                     VIGIL_LOG_FLUSH_INTERVAL="0.1")
+    worker = CeleryWorker(env, "cleanup_service", ["cleanup"], concurrency=1).start()
+    yield worker
+    worker.stop()

@@ -22,6 +22,7 @@ TASK_MODULES = (
     "workers.tasks.notification",
     "workers.tasks.cleanup",
     "workers.tasks.system",
+    "workers.tasks.exports",
 )
 
 EXCHANGE = Exchange("vigil", type="direct", durable=True)
@@ -101,6 +102,7 @@ def build_config(settings: Settings) -> dict[str, Any]:
             "cleanup-daily": {"task": "vigil.cleanup.run", "schedule": _cleanup_schedule(settings),
                               "kwargs": {"trigger": "beat"}},
             "registry-trim": {"task": "vigil.cleanup.trim_registry", "schedule": 600.0},
+            "purge-exports": {"task": "vigil.cleanup.purge_exports", "schedule": 3600.0},
         },
     }
 
@@ -109,7 +111,7 @@ def create_celery(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     app = Celery("vigil", include=list(TASK_MODULES))
     app.conf.update(build_config(settings))
-    from workers import steps  # noqa: F401  (bootsteps and signal receivers)
+    from workers import observability, steps  # noqa: F401  (bootsteps and signal receivers)
 
     steps.install(app)
     return app

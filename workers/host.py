@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.context import component_var
 from app.redis_client import get_redis
 from app.services import heartbeats
 from app.settings import Settings, get_settings
@@ -73,6 +74,7 @@ class ServiceHost:
         thread.start()
 
     def _supervise(self, name: str) -> None:
+        component_var.set(name)  # this thread's log lines carry the service's name
         service, state = self.services[name], self.states[name]
         while not self.shutdown.is_set() and not state.stop.is_set():
             state.status, state.last_started_at = "running", time.time()
@@ -156,10 +158,12 @@ def build_services(settings: Settings) -> list[Service]:
 
 def main() -> None:
     from app.logging_config import configure_logging
+    from app.services import metrics
     from app.services.jobs import declare_queues
 
     settings = get_settings()
-    configure_logging(settings.log_level, "watcher")
+    configure_logging(settings.log_level, "watcher", settings)
+    metrics.prepare(settings)
     delay = 0.5
     while True:  # the broker may come up after us (honcho starts everything at once)
         try:

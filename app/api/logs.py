@@ -1,6 +1,229 @@
-"""Logs: /api/logs (004) and /api/v1/platform/system/logs (000)."""
+"""Logs: /api/logs (004) and /api/v1/platform/system/logs (000).
+
+004 lists, counts and ingests; 000 searches (full text or RE2 regex) and exports through a job on
+the `cleanup` queue. Both read the same `logs` table that every process's sink writes.
+"""
 from __future__ import annotations
 
-from flask import Blueprint
+from datetime import datetime
+from functools import wraps
+from typing import Any, Callable, Literal
+
+from flask import Blueprint, current_app, send_file
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.api.endpoint import endpoint
+from app.api.errors import ApiError
+from app.db import get_sessionmaker
+from app.services import exports, logs
+from app.settings import Settings
 
 bp = Blueprint("logs", __name__)
+
+PLATFORM = "/api/v1/platform/system/logs"
+Level = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+PlatformLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+def _settings() -> Settings:
+    return current_app.config["VIGIL_SETTINGS"]
+
+
+def _session():
+    return get_sessionmaker(_settings())()
+
+
+def _ok(data: Any) -> dict[str, Any]:
+    return {"success": True, "data": data}
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+# --- 004: /api/logs -----------------------------------------------------------------------------------
+class SystemLogsQuery(BaseModel):
+    level: Level | None = Field(None, description="DEBUG, INFO, WARNING, ERROR, CRITICAL (any case)")
+    component: str | None = Field(None, max_length=64, description="Module/component name")
+    camera_id: str | None = Field(None, max_length=64)
+    source: Literal["backend", "frontend"] | None = None
+    search: str | None = Field(None, max_length=1000, description="Every word must appear in the message "
+                                                                    "(case-insensitive)")
+    start_date: datetime | None = Field(None, description="From (inclusive); naive times are UTC")
+    end_date: datetime | None = Field(None, description="To (inclusive)")
+    limit: int = Field(100, ge=1, le=1000)
+    offset: int = Field(0, ge=0)
+
+    _level = field_validator("level", mode="before")(_upper)
+    _source = field_validator("source", mode="before")(_lower)
+
+
+class LogPath(BaseModel):
+    log_id: int = Field(ge=1, description="Log entry id")
+
+
+@bp.get("/api/logs")
+@endpoint(query=SystemLogsQuery, summary="List logs, newest first", tags=["logs"])
+def list_logs(query: SystemLogsQuery):
+    """`count` is the number of entries matching the filters (not only this page)."""
+    f = logs.LogFilter(level=query.level, component=query.component, camera_id=query.camera_id,
+                       source=query.source, text=query.search, start=query.start_date, end=query.end_date)
+    with _session() as session:
+        total, rows = logs.search(session, f, limit=query.limit, offset=query.offset,
+                                  timeout=_settings().log_search_timeout)
+        return {"logs": [logs.as_system(r) for r in rows], "count": total, "limit": query.limit,
+                "offset": query.offset}
+
+
+@bp.get("/api/logs/stats")
+@endpoint(summary="Log statistics for today (UTC)", tags=["logs"])
+def log_stats():
+    with _session() as session:
+        return logs.stats(session)
+
+
+@bp.get("/api/logs/<log_id>")
+@endpoint(path=LogPath, summary="Get one log entry", tags=["logs"], errors={404: "No such log entry"})
+def get_log(log_id: int):
+    with _session() as session:
+        return logs.as_system(logs.get(session, log_id))
+
+
+class FrontendLogEntry(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    level: Level = Field(description="DEBUG, INFO, WARNING, ERROR, CRITICAL (any case)")
+    message: str = Field(min_length=1, max_length=10_000)
+    timestamp: datetime | None = Field(None, description="ISO 8601; defaults to server time")
+    component: str | None = Field(None, max_length=64, description="Frontend component name")
+    context: dict[str, Any] | None = Field(None, description="Additional context (JSON object)")
+    url: str | None = Field(None, max_length=2048)
+    user_agent: str | None = Field(None, max_length=512)
+
+    _level = field_validator("level", mode="before")(_upper)
+
+
+class FrontendBatch(BaseModel):
+    entries: list[FrontendLogEntry] = Field(min_length=1, max_length=100, description="1-100 log entries")
+
+
+def _frontend_errors(batch: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Validation failures in 004's documented frontend-ingest shape:
+    `{"success": false, "count": 0, "message": ..., "errors": ["field: problem", ...]}` (plus `detail`
+    and `request_id`, like every error of the family)."""
+
+    def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(view)
+        def wrapper(**kwargs: Any) -> Any:
+            try:
+                return view(**kwargs)
+            except ApiError as err:
+                if err.code not in ("validation_error", "invalid_json"):
+                    raise
+                problems = [f"{e['field'] or e['location']}: {e['message']}" for e in (err.errors or [])]
+                entries_bad = any((e.get("field") or "") == "entries" for e in (err.errors or []))
+                message = "Batch must contain 1-100 entries" if batch and entries_bad else err.message
+                raise ApiError(err.status, message, code=err.code, extra={
+                    "success": False, "count": 0, "message": message, "errors": problems or [err.message]}) from None
+
+        return wrapper
+
+    return decorate
+
+
+@bp.post("/api/logs/frontend")
+@_frontend_errors(batch=False)
+@endpoint(body=FrontendLogEntry, status=201, summary="Submit one frontend log entry", tags=["logs"])
+def frontend_log(body: FrontendLogEntry):
+    with _session() as session:
+        count = logs.ingest_frontend(session, [body.model_dump()])
+    return {"success": True, "count": count, "message": "Log entry recorded"}
+
+
+@bp.post("/api/logs/frontend/batch")
+@_frontend_errors(batch=True)
+@endpoint(body=FrontendBatch, status=201, summary="Submit 1-100 frontend log entries", tags=["logs"])
+def frontend_batch(body: FrontendBatch):
+    with _session() as session:
+        count = logs.ingest_frontend(session, [e.model_dump() for e in body.entries])
+    return {"success": True, "count": count, "message": f"{count} log entries recorded"}
+
+
+# --- 000: /api/v1/platform/system/logs -------------------------------------------------------------------------
+class PlatformLogFilter(BaseModel):
+    query: str | None = Field(None, max_length=1000,
+                              description="Full text (every word, case-insensitive), or a regular expression "
+                                          "(RE2 syntax) written `/pattern/` or `/pattern/i`, or with mode=regex")
+    mode: Literal["auto", "text", "regex"] = Field("auto", description="How to read `query`")
+    level: PlatformLevel | None = None
+    service: str | None = Field(None, max_length=64, description="Service (component) name")
+    start_time: datetime | None = Field(None, description="ISO 8601; naive times are UTC")
+    end_time: datetime | None = None
+    request_id: str | None = Field(None, max_length=128)
+    user_id: str | None = Field(None, max_length=64)
+
+    _level = field_validator("level", mode="before")(_lower)
+
+    def to_filter(self) -> logs.LogFilter:
+        return logs.LogFilter(level=self.level.upper() if self.level else None, component=self.service,
+                              request_id=self.request_id, user_id=self.user_id, start=self.start_time,
+                              end=self.end_time, **logs.parse_query(self.query, self.mode))
+
+
+class PlatformLogsQuery(PlatformLogFilter):
+    limit: int = Field(50, ge=1, le=100)
+    offset: int = Field(0, ge=0)
+
+
+class ExportQuery(PlatformLogFilter):
+    format: Literal["csv", "json", "txt"] = "csv"
+
+
+class ExportPath(BaseModel):
+    export_id: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+
+
+@bp.get(PLATFORM)
+@endpoint(query=PlatformLogsQuery, summary="Search logs (full text or regex), newest first", tags=["logs"],
+          errors={400: "Invalid parameters, invalid regular expression, or search timed out"})
+def search_logs(query: PlatformLogsQuery):
+    f = query.to_filter()
+    with _session() as session:
+        total, rows = logs.search(session, f, limit=query.limit, offset=query.offset,
+                                  timeout=_settings().log_search_timeout)
+        return _ok({"logs": [logs.as_platform(r) for r in rows],
+                    "pagination": {"total": total, "limit": query.limit, "offset": query.offset}})
+
+
+@bp.get(f"{PLATFORM}/export")
+@endpoint(query=ExportQuery, summary="Export filtered logs (csv, json, txt) through a background job",
+          tags=["logs"], errors={503: "Broker or database unavailable"})
+def export_logs(query: ExportQuery):
+    """Answers at once with `status: processing`; poll `/logs/export/{export_id}` until `completed`,
+    then fetch `download_url`."""
+    settings = _settings()
+    export = exports.create(settings, query.to_filter(), query.format)
+    body = exports.describe(settings, export)
+    return _ok({"export_id": body["export_id"], "status": body["status"], "download_url": body["download_url"]})
+
+
+@bp.get(f"{PLATFORM}/export/<export_id>")
+@endpoint(path=ExportPath, summary="Status of a log export", tags=["logs"], errors={404: "No such export"})
+def export_status(export_id: str):
+    settings = _settings()
+    return _ok(exports.describe(settings, exports.get(settings, export_id)))
+
+
+@bp.get(f"{PLATFORM}/export/<export_id>/download")
+@endpoint(path=ExportPath, summary="Download a finished log export", tags=["logs"],
+          errors={404: "No such export", 409: "Export not finished", 410: "Export expired"})
+def export_download(export_id: str):
+    """The file itself (text/csv, application/json or text/plain), streamed from disk."""
+    settings = _settings()
+    path, export = exports.file_for_download(settings, export_id)
+    return send_file(path, mimetype=exports.FORMATS[export.format].content_type, as_attachment=True,
+                     download_name=path.name, conditional=True)

@@ -1,6 +1,22 @@
-"""Prometheus stack health and targets (001)."""
+"""Prometheus stack health and targets (001), read from the configured Prometheus HTTP API."""
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, current_app
+
+from app.api.endpoint import endpoint
+from app.services import monitoring
 
 bp = Blueprint("monitoring", __name__)
+
+
+@bp.get("/api/system/monitoring/health")
+@endpoint(summary="Monitoring stack health (Prometheus reachability, targets, exporters)", tags=["monitoring"])
+def monitoring_health():
+    """Always 200: `healthy` is false when Prometheus is unreachable or most targets are down."""
+    return monitoring.health(current_app.config["VIGIL_SETTINGS"])
+
+
+@bp.get("/api/system/monitoring/targets")
+@endpoint(summary="Prometheus scrape targets", tags=["monitoring"], errors={503: "Prometheus unreachable"})
+def monitoring_targets():
+    return monitoring.targets(current_app.config["VIGIL_SETTINGS"])

@@ -6,7 +6,9 @@ from app.models.camera import Camera
 from app.models.config import RuntimeConfig
 from app.models.detection import Detection
 from app.models.event import Event
+from app.models.export import LogExport
 from app.models.job import Job
 from app.models.log import Log
 
-__all__ = ["AuditLog", "Base", "Camera", "Detection", "DetectionBatch", "Event", "Job", "Log", "RuntimeConfig", "utcnow"]
+__all__ = ["AuditLog", "Base", "Camera", "Detection", "DetectionBatch", "Event", "Job", "Log", "LogExport",
+           "RuntimeConfig", "utcnow"]

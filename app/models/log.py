@@ -21,7 +21,7 @@ class Log(Base):
     camera_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     request_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     job_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
-    user_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    user_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     extra: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
     source: Mapped[str] = mapped_column(String(16), default="backend")

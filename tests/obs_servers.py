@@ -1,0 +1,148 @@
+"""Real servers the observability tests need besides those in tests/servers.py: a gunicorn API
+(several processes, as in production), a Prometheus server, and an RSS sampler for a process."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import requests
+
+from tests.servers import ROOT, free_port, wait_for
+
+
+def prometheus_binary() -> str | None:
+    for candidate in (os.environ.get("VIGIL_PROMETHEUS_SERVER"), shutil.which("prometheus")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+class GunicornApi:
+    """`gunicorn app.wsgi:app` with its real config (gunicorn.conf.py hooks included)."""
+
+    def __init__(self, env: dict[str, str], workers: int = 2):
+        self.port = free_port()
+        self.env = dict(env, VIGIL_PORT=str(self.port), VIGIL_HOST="127.0.0.1", WEB_CONCURRENCY=str(workers),
+                        VIGIL_API_THREADS="4")
+        self.log_path = tempfile.mktemp(prefix="vigil-gunicorn-", suffix=".log")
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "GunicornApi":
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
+                                      "--access-logfile", "/dev/null", "app.wsgi:app"], cwd=ROOT, env=self.env,
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: requests.get(self.url + "/health", timeout=1).ok, 40, what="gunicorn API")
+        return self
+
+    def worker_pids(self) -> list[int]:
+        return [c.pid for c in psutil.Process(self.proc.pid).children()]
+
+    def log(self) -> str:
+        return Path(self.log_path).read_text(errors="replace")[-6000:]
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.proc = None
+
+
+class PrometheusServer:
+    """A real Prometheus on a free port, with a generated config and a temporary storage dir."""
+
+    def __init__(self, binary: str, scrape_configs: list[dict]):
+        self.binary = binary
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="vigil-prom-"))
+        self.proc: subprocess.Popen | None = None
+        self.write_config(scrape_configs)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write_config(self, scrape_configs: list[dict]) -> None:
+        import yaml
+
+        config = {"global": {"scrape_interval": "1s", "scrape_timeout": "900ms", "evaluation_interval": "5s"},
+                  "scrape_configs": scrape_configs}
+        (self.dir / "prometheus.yml").write_text(yaml.safe_dump(config))
+
+    def start(self) -> "PrometheusServer":
+        self._log = open(self.dir / "prometheus.log", "wb")
+        self.proc = subprocess.Popen(
+            [self.binary, f"--config.file={self.dir / 'prometheus.yml'}", f"--storage.tsdb.path={self.dir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle"],
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError("prometheus exited:\n" + (self.dir / "prometheus.log").read_text()[-3000:])
+            return requests.get(self.url + "/-/ready", timeout=1).ok
+
+        wait_for(ready, 60, interval=0.2, what="prometheus ready")
+        return self
+
+    def reload(self, scrape_configs: list[dict]) -> None:
+        self.write_config(scrape_configs)
+        requests.post(self.url + "/-/reload", timeout=10).raise_for_status()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RssSampler:
+    """Samples a process's resident memory every `interval` seconds on a thread; `peak` is the most seen."""
+
+    def __init__(self, pid: int, interval: float = 0.01):
+        self.proc = psutil.Process(pid)
+        self.interval = interval
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def rss(self) -> int:
+        return self.proc.memory_info().rss
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, self.rss())
+                self.samples += 1
+            except psutil.Error:
+                return
+            time.sleep(self.interval)
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(2)

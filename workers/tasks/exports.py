@@ -1,0 +1,31 @@
+"""Log exports (000): run on the `cleanup` queue, where long, I/O-bound housekeeping belongs and
+cannot delay detection or notifications."""
+from __future__ import annotations
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+from app.services import exports
+from app.services.registry import get_registry
+from app.settings import get_settings
+from workers.celery_app import celery
+
+
+@celery.task(name="vigil.cleanup.export_logs", bind=True, soft_time_limit=540, time_limit=600)
+def export_logs(self, export_id: str) -> dict:
+    """Stream the export's filtered logs into its file; progress shows in the job registry."""
+    registry = get_registry()
+    job_id = self.request.id
+
+    def progress(rows: int) -> None:
+        registry.record_progress(job_id, {"rows": rows})
+
+    try:
+        return exports.run(get_settings(), export_id, progress)
+    except SoftTimeLimitExceeded:
+        raise RuntimeError("export exceeded its time limit (540 s); narrow the filters") from None
+
+
+@celery.task(name="vigil.cleanup.purge_exports", soft_time_limit=240, time_limit=300)
+def purge_exports() -> dict:
+    """Delete export files past VIGIL_EXPORT_RETENTION_HOURS."""
+    return {"purged": exports.purge_expired(get_settings())}
