@@ -7,7 +7,7 @@ from app.api import (breakers, cleanup, gpu, health, infrastructure, logs, metri
                      performance, pipeline, queues, services, storage, supervisor, system_config)
 from app.api.auth import init_auth
 from app.api.errors import register_error_handlers
-from app.api.latency import init_latency
+from app.api.instrumentation import init_instrumentation
 from app.api.request_ids import init_request_ids
 
 BLUEPRINTS = (
@@ -23,6 +23,6 @@ def register(app: Flask) -> None:
     register_error_handlers(app)
     init_auth(app)
     init_request_ids(app)
-    init_latency(app)
+    init_instrumentation(app)
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)
