@@ -9,3 +9,8 @@ from app.models.job import Job
 from app.models.log import Log
 
 __all__ = ["AuditLog", "Base", "Camera", "Detection", "Event", "Job", "Log", "RuntimeConfig", "utcnow"]
+
+# worker operations (issue 5)
+from app.models.worker_ops import GpuStat, PerformanceSnapshot, WorkerRestartEvent  # noqa: E402
+
+__all__ += ["GpuStat", "PerformanceSnapshot", "WorkerRestartEvent"]
