@@ -1,7 +1,9 @@
 """Bootsteps and lifecycle hooks that make every Celery process report to Vigil.
 
 * `VigilConsumer` (consumer blueprint): publishes the worker's heartbeat from the worker's own
-  event loop and converges the queues it consumes on the persisted pause/stop state.
+  event loop and converges the queues it consumes on the persisted pause/stop state. The heartbeat
+  also counts pool processes that died abnormally (SIGKILL, OOM, segfault), which billiard replaces
+  silently; the supervisor turns that count into crash records (workers/pools.py).
 * `VigilWorker` (worker blueprint): runs the registry archiver thread (Redis -> SQL).
 * beat publishes a heartbeat from a thread.
 """
@@ -15,6 +17,7 @@ from typing import Any
 
 from celery import bootsteps, signals
 from celery.worker import state as worker_state
+from celery.worker.control import control_command, ok
 
 from app.db import dispose_engines, get_sessionmaker
 from app.queues import group_of
@@ -78,6 +81,7 @@ class VigilConsumer(bootsteps.StartStopStep):
     def beat(self, c: Any) -> None:
         settings = get_settings()
         pool = getattr(c, "pool", None)
+        POOL_EXITS.watch(pool)  # every tick: the pool installs its exit handler once the event loop runs
         heartbeats.publish(get_redis(), c.hostname, {
             "kind": "celery",
             "pid": os.getpid(),
@@ -90,7 +94,47 @@ class VigilConsumer(bootsteps.StartStopStep):
             "reserved": len(worker_state.reserved_requests),
             "active_ids": [r.id for r in list(worker_state.active_requests)][:100],
             "processed": sum(worker_state.total_count.values()),
+            "pool_crashes": POOL_EXITS.count,
+            "last_pool_crash": POOL_EXITS.last,
         }, settings.heartbeat_ttl)
+
+
+class PoolExits:
+    """Counts pool processes that exited abnormally in this worker.
+
+    billiard replaces a dead pool process at once, so from outside the only trace is a new pid; a pid
+    change alone cannot tell a crash from a recycle (`--max-tasks-per-child`) or a pool restart. The
+    pool's own exit handler can: it sees the exit code and whether the exit was requested.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last: dict[str, Any] | None = None
+
+    def watch(self, pool: Any) -> None:
+        inner = getattr(pool, "_pool", None)
+        original = getattr(inner, "on_process_down", None)
+        if inner is None or original is None or getattr(original, "_vigil", False):
+            return
+        from billiard.common import human_status
+        from billiard.pool import EX_OK, EX_RECYCLE
+
+        def on_process_down(proc: Any) -> Any:
+            try:
+                code = proc.exitcode
+                if code not in (EX_OK, EX_RECYCLE, None) and not getattr(proc, "_controlled_termination", False):
+                    self.count += 1
+                    self.last = {"pid": proc.pid, "exitcode": code, "status": human_status(code),
+                                 "at": time.time()}
+            except Exception:
+                log.debug("could not read pool process exit", exc_info=True)
+            return original(proc)
+
+        on_process_down._vigil = True  # type: ignore[attr-defined]
+        inner.on_process_down = on_process_down
+
+
+POOL_EXITS = PoolExits()
 
 
 def _pool_pids(pool: Any) -> list[int]:
@@ -118,6 +162,31 @@ class VigilWorker(bootsteps.StartStopStep):
             self.archiver = None
 
     shutdown = stop
+
+
+@control_command()
+def vigil_pool_restart(state: Any, **_: Any) -> dict[str, Any]:
+    """Replace every pool process: idle ones at once, busy ones as soon as their current job ends.
+
+    Celery's own `pool_restart` only flags the processes, and an idle one notices the flag when it
+    is next given a job, so a quiet pool keeps its old processes indefinitely. Idle processes are
+    retired here the way autoscale retires them (a controlled stop, then the pool grows back), and
+    busy ones get the restart flag (needs `worker_pool_restarts`) so no running job is cut short.
+    """
+    pool = state.consumer.pool
+    inner = getattr(pool, "_pool", None)
+    if inner is None:
+        raise ValueError("this worker's pool cannot be restarted")
+    idle = list(inner._iterinactive())
+    busy = [proc for proc in inner._pool if proc not in idle]
+    for proc in busy:
+        flag = inner._poolctrl.get(proc.pid)
+        if flag is not None:
+            flag.set()
+    if idle:
+        pool.shrink(len(idle))
+        pool.grow(len(idle))
+    return ok(f"replacing {len(idle)} idle process(es) now and {len(busy)} busy one(s) after their job")
 
 
 def install(app: Any) -> None:
