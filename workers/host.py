@@ -432,6 +432,10 @@ class ServiceHost:
 
     def _reply(self, cmd: dict[str, Any], code: int, message: str) -> None:
         w = self.workers.get(cmd.get("worker") or "")
+        try:
+            self._write_state()  # whoever reads the state after the reply sees the effect
+        except Exception:
+            log.debug("state publish failed", exc_info=True)
         body = {"id": cmd.get("id"), "code": code, "message": message,
                 "worker": w.snapshot() if w is not None else None}
         key = REPLY_KEY + str(cmd.get("id"))
@@ -471,14 +475,17 @@ class ServiceHost:
             except Exception:
                 pass
 
+    def _write_state(self) -> None:
+        self._dirty = False
+        mapping = {name: json.dumps(w.snapshot(), default=str) for name, w in self.workers.items()}
+        self.redis.hset(STATE_KEY, mapping=mapping)
+
     def _publish(self, now: float, force: bool = False) -> None:
         interval = self.settings.heartbeat_interval
         if not (force or self._dirty or now - self._last_publish >= interval):
             return
         beat_due = force or now - self._last_publish >= interval
-        self._dirty = False
-        mapping = {name: json.dumps(w.snapshot(), default=str) for name, w in self.workers.items()}
-        self.redis.hset(STATE_KEY, mapping=mapping)
+        self._write_state()
         if not beat_due:
             return
         self._last_publish = now
