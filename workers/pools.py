@@ -59,6 +59,18 @@ class CeleryGroups:
         self.beats: dict[str, list[dict[str, Any]]] = {}
         self.held: dict[str, bool] = {}
         self.first = True
+        self._app: Any = None
+
+    @property
+    def app(self) -> Any:
+        """The Celery app for this supervisor's broker. Remote control publishes through the app's
+        own producer pool whatever connection is passed, so another broker needs another app."""
+        if self._app is None:
+            from workers.celery_app import celery, create_celery
+
+            same = celery.conf.broker_url == self.settings.broker_url
+            self._app = celery if same else create_celery(self.settings)
+        return self._app
 
     # ---- setup -----------------------------------------------------------------------------------
     def create_states(self) -> list["WorkerState"]:
@@ -205,15 +217,12 @@ class CeleryGroups:
         destination = [b["node"] for b in self.nodes(name)]
         if not destination:
             return
-        from workers.celery_app import celery
-
+        control = self.app.control
         try:
-            with celery.connection_for_write(self.settings.broker_url) as conn:
-                if queues is None:
-                    celery.control.broadcast(command, destination=destination, reply=False, connection=conn)
-                for queue in queues or []:
-                    celery.control.broadcast(command, arguments={"queue": queue}, destination=destination,
-                                             reply=False, connection=conn)
+            if queues is None:
+                control.broadcast(command, destination=destination, reply=False)
+            for queue in queues or []:
+                control.broadcast(command, arguments={"queue": queue}, destination=destination, reply=False)
         except Exception:  # the workers converge on the stopped set within a heartbeat anyway
             log.warning("broadcast %s to %s failed", command, destination, exc_info=True)
 
