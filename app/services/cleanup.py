@@ -458,8 +458,9 @@ def next_cleanup(now: datetime | None = None) -> datetime | None:
         return None
     schedule = entry["schedule"]
     now = now or datetime.now(timezone.utc)
-    if hasattr(schedule, "remaining_estimate"):
-        return (now + schedule.remaining_estimate(now)).astimezone(timezone.utc)
+    if hasattr(schedule, "remaining_delta"):  # crontab: the next occurrence after now
+        start, delta, _ = schedule.remaining_delta(now)
+        return (start + delta).astimezone(timezone.utc)
     return now + timedelta(seconds=float(schedule))
 
 
