@@ -3,6 +3,7 @@ and the real API reading what it publishes."""
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 import time
 from dataclasses import replace
@@ -294,3 +295,64 @@ def test_restart_history_pages(db_url, api, ops_settings):
     det = api.get("/api/system/supervisor/restart-history?worker_name=detection_worker").get_json()
     assert det["pagination"]["total"] == 3 and {e["worker_name"] for e in det["items"]} == {"detection_worker"}
     assert det["items"][0]["timestamp"].endswith("Z")
+
+
+@pytest.mark.slow
+def test_the_service_host_process(api, ops_settings, tmp_path, wait):
+    """`python -m workers.host` as the Procfile runs it: every service up under the supervisor; a
+    SIGKILLed host reads as a supervisor that is down."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import worker_env
+    from tests.servers import ROOT
+
+    env = worker_env(REDIS_URL=ops_settings.redis_url, DATABASE_URL=ops_settings.database_url,
+                     VIGIL_CAMERA_ROOT=str(tmp_path / "cams"), VIGIL_PERFORMANCE_INTERVAL="0.5")
+    log = open(tmp_path / "host.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "workers.host"], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def up():
+            if proc.poll() is not None:
+                raise AssertionError((tmp_path / "host.log").read_text()[-3000:])
+            r = api.get("/api/system/supervisor")
+            return r.status_code == 200 and r.get_json()
+
+        body = wait(up, 30, interval=0.2, what="supervisor up")
+        services = {w["name"]: w for w in body["workers"] if w["kind"] == "service"}
+        assert set(services) >= {"file_watcher", "gpu_monitor", "performance_monitor"}
+        assert {w["status"] for w in services.values()} == {"running"}
+        wait(lambda: api.get("/api/system/performance/history").get_json()["count"] >= 1, 10,
+             what="a stored performance snapshot")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+    wait(lambda: api.get("/api/system/supervisor").status_code == 503, ops_settings.heartbeat_ttl + 3,
+         what="503 after the host was killed")
+
+
+def test_beat_is_watched_through_its_heartbeat(host, api, ops_settings, ops_client, wait):
+    host([])
+    assert worker(api, "beat")["status"] == "stopped" and worker(api, "beat")["controllable"] is False
+    beat = heartbeats.HeartbeatThread(ops_client, heartbeats.node_name("beat"), 0.5, ops_settings.heartbeat_ttl,
+                                      lambda: {"kind": "beat"}).start()
+    wait(lambda: worker(api, "beat")["status"] == "running", 5, what="beat running")
+    beat._stop.set()  # dies without withdrawing its heartbeat, like a SIGKILLed beat
+    beat._thread.join(2)
+    crashed = wait(lambda: (w := worker(api, "beat"))["status"] == "crashed" and w, ops_settings.heartbeat_ttl + 3,
+                   what="beat crash seen")
+    assert "no heartbeat" in crashed["error"]
+    again = heartbeats.HeartbeatThread(ops_client, heartbeats.node_name("beat"), 0.5, ops_settings.heartbeat_ttl,
+                                       lambda: {"kind": "beat"})
+    again.started_at = time.time() + 1  # a new process
+    again.start()
+    try:
+        back = wait(lambda: (w := worker(api, "beat"))["status"] == "running" and w, 5, what="beat back")
+        assert back["restart_count"] == 1
+        assert [(e["status"], e["attempt"]) for e in history(api, "beat")] == [("crashed", 0), ("success", 1)]
+    finally:
+        again.stop()
+    wait(lambda: worker(api, "beat")["status"] == "stopped", 5, what="clean stop reads as stopped")
+    assert api.post("/api/system/supervisor/reset/beat", headers=HEADERS).status_code == 400

@@ -109,7 +109,7 @@ def alerts_for(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
 def collect(settings: Settings, cpu_interval: float | None = 0.1) -> dict[str, Any]:
     """The current snapshot. `cpu_interval` None measures CPU since the previous call (the monitor,
     which calls every few seconds); the API passes a short interval because it has no previous call."""
-    ai = _part("ai", lambda: health.check_ai(settings).details or {}, {})
+    ai = health.run_checks({"ai": lambda: health.check_ai(settings)}, settings.health_timeout)["ai"].details or {}
     snapshot: dict[str, Any] = {
         "gpu": _part("gpu", lambda: gpu_part(settings), {}),
         "ai_models": {name: {"status": value, "vram_mb": None} for name, value in ai.items()
