@@ -15,7 +15,9 @@ file rules, shared by both modes:
 * a file still referenced by a detection that is kept (younger than the cutoff) is kept;
 * each file counts once, however many deleted detections referenced it.
 
-Database rows are deleted first and committed, then their files: a crash in between leaves files
+A batch is the next `batch` ids past the cutoff in id order, so "ids between the batch's first and
+last, past the cutoff" is exactly that batch: the delete is an index range scan rather than a
+thousand-value IN list. Database rows are deleted first and committed, then their files: a crash in between leaves files
 without rows, which the orphaned-file cleanup finds, never rows pointing at missing files.
 """
 from __future__ import annotations
@@ -278,7 +280,8 @@ def run_retention_cleanup(settings: Settings, session_factory: Callable[[], Sess
             if dry_run:
                 report.detections_deleted += len(ids)
             else:
-                result = session.execute(delete(Detection).where(Detection.id.in_(ids), Detection.detected_at < cutoff))
+                result = session.execute(delete(Detection).where(
+                    Detection.id.between(ids[0], ids[-1]), Detection.detected_at < cutoff))
                 session.commit()
                 report.detections_deleted += result.rowcount
         last_id = ids[-1]
@@ -302,7 +305,8 @@ def run_retention_cleanup(settings: Settings, session_factory: Callable[[], Sess
                 if dry_run:
                     deleted = len(ids)
                 else:
-                    deleted = session.execute(delete(model).where(model.id.in_(ids), column < cutoff)).rowcount
+                    deleted = session.execute(delete(model).where(model.id.between(ids[0], ids[-1]),
+                                                                  column < cutoff)).rowcount
                     session.commit()
             setattr(report, counter, getattr(report, counter) + deleted)
             last_id = ids[-1]
