@@ -18,7 +18,7 @@ from app.services.queues import STOPPED_GROUPS_KEY
 from app.services.registry import JobRegistry
 from app.services.supervisor import SUPERVISOR_GROUP
 from tests.conftest import API_KEY, worker_env
-from tests.servers import CeleryWorker
+from tests.servers import CeleryWorker, wait_for
 from workers.host import ServiceHost
 
 HEADERS = {"X-API-Key": API_KEY}
@@ -52,6 +52,10 @@ def workers(ops_settings):
         w = CeleryWorker(env, GROUP, QUEUES, concurrency=concurrency, node=node).start(wait=False)
         started.append(w)
         w.wait_ready(60)
+        client = redis.Redis.from_url(ops_settings.redis_url, decode_responses=True)
+        first = json.loads(client.get(f"vigil:hb:{w.node}"))["ts"]
+        # a later beat comes from the running event loop (the first one is sent before it starts)
+        wait_for(lambda: json.loads(client.get(f"vigil:hb:{w.node}"))["ts"] > first, 20, what="event loop running")
         return w
 
     yield start

@@ -81,7 +81,7 @@ class VigilConsumer(bootsteps.StartStopStep):
     def beat(self, c: Any) -> None:
         settings = get_settings()
         pool = getattr(c, "pool", None)
-        POOL_EXITS.watch(pool)  # every tick: the pool installs its exit handler once the event loop runs
+        POOL_EXITS.watch(pool)  # normally already done in VigilWorker.register_with_event_loop
         heartbeats.publish(get_redis(), c.hostname, {
             "kind": "celery",
             "pid": os.getpid(),
@@ -155,6 +155,12 @@ class VigilWorker(bootsteps.StartStopStep):
         settings = get_settings()
         self.archiver = RegistryArchiver(get_registry(), get_sessionmaker(), settings.archive_interval)
         self.archiver.start()
+
+    def register_with_event_loop(self, w: Any, hub: Any) -> None:
+        # The pool installs its process-exit handler in its own registration, which runs after this
+        # one (steps register in reverse order); wrap it on the loop's first iteration, before the
+        # first poll, so a pool process killed in the worker's first moments is counted too.
+        hub.call_soon(POOL_EXITS.watch, w.pool)
 
     def stop(self, w: Any) -> None:
         if self.archiver is not None:

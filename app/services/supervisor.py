@@ -45,6 +45,13 @@ COMMAND_MAX_AGE = 300.0  # a command older than this (its API request died) is d
 REPLY_TTL = 120
 
 
+class SupervisorError(ServiceError):
+    """The supervisor failed while carrying out a command (its log has the traceback)."""
+
+    status = 500
+    code = "supervisor_error"
+
+
 def valid_worker_name(name: str) -> bool:
     return bool(WORKER_NAME.match(name)) and len(name) <= 64
 
@@ -164,8 +171,8 @@ def send_command(settings: Settings, action: str, name: str, *, actor: str | Non
                                   f"has not confirmed it within {timeout:g}s", current.workers.get(name))
     code = int(reply.get("code", 500))
     if code >= 400:
-        error = {400: InvalidInput, 404: NotFound, 503: Unavailable}.get(code, ServiceError)
-        raise error(reply.get("message") or f"{action} failed", extra=None)
+        error = {400: InvalidInput, 404: NotFound, 503: Unavailable}.get(code, SupervisorError)
+        raise error(reply.get("message") or f"{action} failed")
     return CommandResult(code, reply.get("message", ""), reply.get("worker"))
 
 
