@@ -356,3 +356,31 @@ def test_beat_is_watched_through_its_heartbeat(host, api, ops_settings, ops_clie
         again.stop()
     wait(lambda: worker(api, "beat")["status"] == "stopped", 5, what="clean stop reads as stopped")
     assert api.post("/api/system/supervisor/reset/beat", headers=HEADERS).status_code == 400
+
+
+def test_services_are_supervised_while_redis_is_down(settings, tmp_path, wait):
+    """Restarting a crashed thread needs neither Redis nor the database; only publishing does."""
+    from tests.servers import RedisServer
+
+    own = RedisServer().start()
+    try:
+        s = replace(settings, redis_url=own.url, broker_url=own.url, result_backend=own.url,
+                    database_url=f"sqlite:///{tmp_path}/down.db", supervisor_backoff="0.2,0.2,0.2,0.2,0.2")
+        sleeper = Sleeper()
+        h = ServiceHost([sleeper], s)
+        h.start()
+        try:
+            wait(lambda: h.workers["sleeper"].status == "running", 5)
+            own.stop(hard=True)
+            kill_thread(h.runners["sleeper"].thread)
+            wait(lambda: sleeper.runs == 2 and h.workers["sleeper"].status == "running", 15,
+                 what="restart with Redis down")
+            assert h.workers["sleeper"].restart_count == 1
+            own.start()  # same port and data: publication resumes
+            client = redis.Redis.from_url(own.url, decode_responses=True)
+            wait(lambda: client.hget(STATE_KEY, "sleeper") and '"restart_count": 1' in client.hget(STATE_KEY, "sleeper"),
+                 15, what="state published again")
+        finally:
+            h.stop()
+    finally:
+        own.cleanup()
