@@ -164,6 +164,31 @@ class Settings:
                                         "Hours of pipeline stage samples kept in Redis for the latency endpoints.")
 
     # --- worker operations: supervisor, GPU, performance, cleanup (issue 5) --------------------
+    supervisor_backoff: str = _env("VIGIL_SUPERVISOR_BACKOFF", "1,2,4,8,16",
+                                   "Seconds the supervisor waits before each automatic restart of a crashed "
+                                   "worker; their count is `max_restarts` (after that the worker is `failed` "
+                                   "until reset).")
+    supervisor_stable_seconds: float = _env("VIGIL_SUPERVISOR_STABLE_SECONDS", 300.0,
+                                            "A worker that ran this long since its last start has its restart "
+                                            "count cleared when it next crashes (a crash a week is not a loop).")
+    supervisor_command_timeout: float = _env("VIGIL_SUPERVISOR_COMMAND_TIMEOUT", 10.0,
+                                             "Seconds a supervisor/services request waits for the supervisor to "
+                                             "confirm a start/stop/restart before answering 202.")
+    gpu_poll_interval: float = _env("VIGIL_GPU_POLL_INTERVAL", 5.0, "Seconds between GPU (NVML) samples.")
+    performance_interval: float = _env("VIGIL_PERFORMANCE_INTERVAL", 5.0,
+                                       "Seconds between stored performance snapshots (performance history).")
+    performance_retention_hours: int = _env("VIGIL_PERFORMANCE_RETENTION_HOURS", 24,
+                                            "Hours performance snapshots are kept.")
+    cleanup_batch_size: int = _env("VIGIL_CLEANUP_BATCH_SIZE", 1000,
+                                   "Rows deleted per transaction by retention cleanup, so tables stay usable.")
+    cleanup_batch_pause: float = _env("VIGIL_CLEANUP_BATCH_PAUSE", 0.0,
+                                      "Seconds cleanup sleeps between batches (throttle on a busy database).")
+    cleanup_wait_seconds: float = _env("VIGIL_CLEANUP_WAIT_SECONDS", 30.0,
+                                       "How long POST /api/system/cleanup waits for the job's counts before "
+                                       "answering 202 with the job id.")
+    orphan_min_age_seconds: int = _env("VIGIL_ORPHAN_MIN_AGE_SECONDS", 3600,
+                                       "Orphaned-file cleanup ignores files younger than this (a worker may "
+                                       "not have committed the row that references it yet).")
 
     # --- observability: logs, exports, metrics, monitoring (issue 6) ---------------------------
     log_db: bool = _env("VIGIL_LOG_DB", True,
@@ -229,6 +254,17 @@ class Settings:
     def heartbeat_ttl(self) -> float:
         """Age after which a heartbeat no longer counts."""
         return self.heartbeat_interval * self.heartbeat_grace + 1.0
+
+    @property
+    def backoff_seconds(self) -> tuple[float, ...]:
+        """The supervisor's restart delays, parsed from `supervisor_backoff`."""
+        try:
+            values = tuple(float(v) for v in self.supervisor_backoff.split(",") if v.strip())
+        except ValueError as exc:
+            raise SettingsError(f"VIGIL_SUPERVISOR_BACKOFF: {exc}") from exc
+        if not values or any(v < 0 for v in values):
+            raise SettingsError("VIGIL_SUPERVISOR_BACKOFF: needs one or more non-negative numbers")
+        return values
 
     @property
     def is_sqlite(self) -> bool:

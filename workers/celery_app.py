@@ -92,6 +92,8 @@ def build_config(settings: Settings) -> dict[str, Any]:
         # --- limits: soft raises inside the task, hard kills the child ----------------------------
         "task_soft_time_limit": 240,
         "task_time_limit": 300,
+        # --- supervisor: `restart` of a worker group is Celery's pool_restart (workers/pools.py) ----
+        "worker_pool_restarts": True,
         # --- events (Flower) ----------------------------------------------------------------------
         "worker_send_task_events": settings.task_events,
         "task_send_sent_event": settings.task_events,

@@ -9,6 +9,7 @@ from app.models.event import Event
 from app.models.export import LogExport
 from app.models.job import Job
 from app.models.log import Log
+from app.models.worker_ops import GpuStat, PerformanceSnapshot, WorkerRestartEvent
 
-__all__ = ["AuditLog", "Base", "Camera", "Detection", "DetectionBatch", "Event", "Job", "Log", "LogExport",
-           "RuntimeConfig", "utcnow"]
+__all__ = ["AuditLog", "Base", "Camera", "Detection", "DetectionBatch", "Event", "GpuStat", "Job", "Log", "LogExport",
+           "PerformanceSnapshot", "RuntimeConfig", "WorkerRestartEvent", "utcnow"]

@@ -5,6 +5,9 @@ import time
 
 from app.db import get_sessionmaker
 from app.queues import QUEUE_NAMES
+from app.redis_client import get_redis
+from app.services import cleanup
+from app.services.cleanup import CleanupLock, current_holder
 from app.services.registry import get_registry
 from app.settings import get_settings
 from workers.celery_app import celery
@@ -26,7 +29,27 @@ def trim_registry() -> dict[str, int]:
     return removed
 
 
-@celery.task(name="vigil.cleanup.run", soft_time_limit=540, time_limit=600)
-def run_cleanup(trigger: str = "manual", dry_run: bool = False) -> dict:
-    """Retention cleanup (events, detections, GPU stats, logs and their files)."""
-    raise NotImplementedError("retention cleanup is built by the worker-operations issue (#5)")
+@celery.task(name="vigil.cleanup.run", bind=True, soft_time_limit=540, time_limit=600)
+def run_cleanup(self, trigger: str = "manual", dry_run: bool = False) -> dict:
+    """Retention cleanup (events, detections, GPU stats, logs and their files); see app/services/cleanup.py.
+
+    One at a time across every worker and beat: a second run (two beats, or a manual run during the
+    nightly one) finds the lock taken and returns `skipped` without touching anything.
+    """
+    job_id = self.request.id
+    client = get_redis()
+    lock = CleanupLock(client, {"job_id": job_id, "trigger": trigger, "dry_run": dry_run})
+    if not lock.acquire():
+        holder = current_holder(client) or {}
+        return {"skipped": True, "reason": f"Another cleanup is running (job {holder.get('job_id')})",
+                "running_job": holder.get("job_id"), "dry_run": dry_run, "trigger": trigger}
+    registry = get_registry()
+    try:
+        report = cleanup.run_retention_cleanup(
+            get_settings(), get_sessionmaker(), dry_run=dry_run,
+            progress=lambda figures: registry.record_progress(job_id, figures) if job_id else None)
+    finally:
+        lock.release()
+    report.update(trigger=trigger, job_id=job_id)
+    cleanup.save_last_run(client, report)
+    return report
