@@ -62,8 +62,8 @@ def run(ctx: Context, quick: bool = False) -> list[Result]:
     flower_port = free_port()
     log = open(ctx.dir / "flower.log", "wb")
     flower = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers.celery_app", "flower",
-                               f"--port={flower_port}", "--address=127.0.0.1", "--unauthenticated_api"],
-                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                               f"--port={flower_port}", "--address=127.0.0.1"],
+                              cwd=ROOT, env=dict(env, FLOWER_UNAUTHENTICATED_API="true"), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         flower_url = f"http://127.0.0.1:{flower_port}/api/queues/length"
 
@@ -71,7 +71,10 @@ def run(ctx: Context, quick: bool = False) -> list[Result]:
             r = session.get(flower_url, timeout=5)
             return r.ok and len(r.json().get("active_queues", [])) >= 6
 
-        wait_for(flower_sees_queues, 60, interval=1, what="Flower to list the queues")
+        try:
+            wait_for(flower_sees_queues, 60, interval=1, what="Flower to list the queues")
+        except TimeoutError:
+            raise RuntimeError((ctx.dir / "flower.log").read_text()[-3000:]) from None
         flower_ms = summary_ms(_time(lambda: session.get(flower_url, timeout=10).raise_for_status(),
                                      50 if quick else 200))
     finally:
