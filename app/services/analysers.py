@@ -227,23 +227,11 @@ class LlmAnalyser(ThreadLocalSession):
         return "\n".join(lines)
 
     def analyse(self, facts: BatchFacts) -> Analysis:
-        requests = self._requests
         body = {"model": self.model, "temperature": 0, "max_tokens": self.max_tokens,
                 "messages": [{"role": "system", "content": SYSTEM_PROMPT},
                              {"role": "user", "content": self.prompt(facts)}]}
-        t0 = time.perf_counter()
-        try:
-            response = self._session().post(f"{self.url}/chat/completions", json=body, headers=self.headers,
-                                             timeout=self.timeout)
-        except requests.Timeout as exc:
-            raise AnalyserUnavailable(f"LLM timed out after {self.timeout:g}s") from exc
-        except requests.RequestException as exc:
-            raise AnalyserUnavailable(f"LLM unreachable: {type(exc).__name__}") from exc
-        elapsed = (time.perf_counter() - t0) * 1000
-        if 400 <= response.status_code < 500:
-            raise ServiceRejected(f"LLM refused the request: HTTP {response.status_code} {response.text[:200]}")
-        if response.status_code != 200:
-            raise AnalyserUnavailable(f"LLM answered HTTP {response.status_code}")
+        response, elapsed = self.post("/chat/completions", "LLM", AnalyserUnavailable, json=body,
+                                      headers=self.headers)
         try:
             payload = response.json()
             content = payload["choices"][0]["message"]["content"]

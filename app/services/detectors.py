@@ -205,21 +205,9 @@ class HttpDetector(ThreadLocalSession):
         self._requests = requests
 
     def detect(self, path: Path) -> DetectionResult:
-        requests = self._requests
         data = Path(path).read_bytes()
-        t0 = time.perf_counter()
-        try:
-            response = self._session().post(f"{self.url}/detect", files={"file": (Path(path).name, data)},
-                                             timeout=self.timeout)
-        except requests.Timeout as exc:
-            raise DetectorUnavailable(f"detector timed out after {self.timeout:g}s") from exc
-        except requests.RequestException as exc:
-            raise DetectorUnavailable(f"detector unreachable: {type(exc).__name__}") from exc
-        elapsed = (time.perf_counter() - t0) * 1000
-        if 400 <= response.status_code < 500:
-            raise ServiceRejected(f"detector refused the image: HTTP {response.status_code} {response.text[:200]}")
-        if response.status_code != 200:
-            raise DetectorUnavailable(f"detector answered HTTP {response.status_code}")
+        response, elapsed = self.post("/detect", "detector", DetectorUnavailable,
+                                      files={"file": (Path(path).name, data)})
         try:
             answer = _RemoteAnswer.model_validate_json(response.content)
         except ValidationError as exc:
