@@ -9,7 +9,6 @@ import pytest
 
 from app.services.breakers import BreakerConfig, CircuitBreaker, CircuitOpenError, ServiceRejected
 from app.redis_client import get_redis
-from tests.conftest import API_KEY
 
 
 class Boom(RuntimeError):

@@ -1,6 +1,5 @@
 """Detector backends: the built-in OpenCV one on real photographs, the HTTP one against a real
 local model server (answers, timeouts, 5xx, garbage, 4xx), and both behind the real breaker."""
-import json
 import time
 import uuid
 from dataclasses import replace

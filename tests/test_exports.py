@@ -63,7 +63,6 @@ def test_request_id_finds_its_log_lines_and_the_job_logs_it_caused(obs_client, c
     job_id = None
 
     def lines():
-        nonlocal job_id
         body = obs_client.get(f"{PLATFORM}?request_id={rid}&limit=100").get_json()["data"]
         services = {item["service"] for item in body["logs"]}
         worker = [item for item in body["logs"] if item["service"] == "cleanup_service"]

@@ -1,10 +1,9 @@
 """Infrastructure health and alerts from real signals: request timings, Redis, SQL, queues."""
 import time
 
-import pytest
 
 from app.services import infrastructure
-from app.services.infrastructure import ALERTS_KEY, OPEN_KEY
+from app.services.infrastructure import OPEN_KEY
 from workers.celery_app import celery
 
 P = "/api/v1/platform/system/infrastructure"

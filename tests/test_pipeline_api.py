@@ -192,8 +192,6 @@ def test_llm_analysis_records_tokens_and_takes_severity_from_thresholds(settings
 def test_detection_job_retries_a_failing_model_server_until_it_answers(settings, scripted_server, photos, tmp_path):
     """A real detection worker on the HTTP backend: two 503s, then an answer. The job is retried
     with backoff (not failed, not lost) and completes with the detections."""
-    import os
-
     from app.services.registry import JobRegistry
     from tests.conftest import worker_env
     from tests.servers import CeleryWorker

@@ -3,7 +3,6 @@ real Celery detection and analysis workers, real Redis and SQL. Photographs copi
 folder become detections, one batch for the camera's window, one analysis and one event with a
 risk score, and the latency endpoints report every stage."""
 import shutil
-import threading
 import time
 import uuid
 

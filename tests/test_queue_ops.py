@@ -1,7 +1,6 @@
 """Queue and job operations (000) against real Redis and real Celery workers."""
 from __future__ import annotations
 
-import os
 import time
 import uuid
 

@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from app.services.registry import ARCHIVE_KEY, JobRegistry, job_from_sql
+from app.services.registry import JobRegistry, job_from_sql
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ import os
 import threading
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select

@@ -24,7 +24,6 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from app.services.breakers import ServiceRejected
 from app.services.detectors import probe_http
 from app.services.http_backend import ThreadLocalSession
 from app.settings import Settings, SettingsError

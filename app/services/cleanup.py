@@ -70,18 +70,13 @@ def _iso(dt: datetime) -> str:
 
 
 # ---- configuration at run time ----------------------------------------------------------------------
-def runtime_value(session: Session, key: str, default: Any) -> Any:
-    """A `runtime_config` value (PATCH /api/system/config) or the setting's default."""
-    from app.models import RuntimeConfig
-
-    row = session.get(RuntimeConfig, key)
-    return default if row is None or row.value is None else row.value
-
-
 def effective_retention(session: Session, settings: Settings) -> tuple[int, bool]:
-    days = int(runtime_value(session, "retention_days", settings.retention_days))
-    delete_images = bool(runtime_value(session, "delete_images", settings.delete_images))
-    return days, delete_images
+    """Retention in force: `retention_days` from the runtime config (PATCH /api/system/config) over
+    the environment's default, read fresh so a change applies to the next run; `delete_images`
+    from the environment."""
+    from app.services import runtime_config
+
+    return int(runtime_config.effective(settings, fresh=True)["retention_days"]), settings.delete_images
 
 
 # ---- one cleanup at a time -------------------------------------------------------------------------------
