@@ -124,6 +124,17 @@ class Settings:
     api_latency_window: int = _env("VIGIL_API_LATENCY_WINDOW", 300,
                                    "Seconds of API request timings behind the API Server figures and alerts.")
 
+    # --- notifications: the e-mail and webhook channels ------------------------------------------
+    smtp_host: str = _env("VIGIL_SMTP_HOST", "", "SMTP server for the e-mail channel (empty: e-mail not configured).")
+    smtp_port: int = _env("VIGIL_SMTP_PORT", 587, "SMTP port.")
+    smtp_user: str = _env("VIGIL_SMTP_USER", "", "SMTP login (empty: no AUTH).")
+    smtp_password: str | None = _env("VIGIL_SMTP_PASSWORD", None, "SMTP password.", secret=True)
+    smtp_starttls: bool = _env("VIGIL_SMTP_STARTTLS", True, "Upgrade the SMTP connection with STARTTLS.")
+    smtp_from: str = _env("VIGIL_SMTP_FROM", "vigil@localhost", "Sender address of notification e-mail.")
+    notify_timeout: float = _env("VIGIL_NOTIFY_TIMEOUT", 10.0,
+                                 "Seconds one SMTP conversation or webhook call may take before it counts as "
+                                 "a failure to retry.")
+
     # --- pipeline: detectors, batches, analysers, breakers (issue 4) ---------------------------
     detector_backend: str = _env("VIGIL_DETECTOR_BACKEND", "builtin",
                                  "`builtin` (OpenCV HOG people + Haar faces on the CPU, no download) or `http` "

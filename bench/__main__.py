@@ -35,10 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     failed = False
     for name in names:
-        module = importlib.import_module(available[name])
         ctx = Context()
-        print(f"\n=== {name}: {module.__doc__.strip().splitlines()[0]}", flush=True)
         try:
+            module = importlib.import_module(available[name])
+            print(f"\n=== {name}: {module.__doc__.strip().splitlines()[0]}", flush=True)
             for result in module.run(ctx, quick=args.quick):
                 results.append(result)
                 _print(result)

@@ -20,7 +20,8 @@ import sys
 import time
 import uuid
 
-from bench.harness import ROOT, Context, Result, summary_ms, wait_for
+from bench.harness import Context, Result, summary_ms
+from tests.servers import ROOT, wait_for
 
 
 def _jpeg(cv2, np, seed: int) -> bytes:

@@ -46,6 +46,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if "archiver_stop" in _servers:
+        _servers.pop("archiver_stop").set()
     for name in ("workers",):
         for worker in _servers.pop(name, []) or []:
             worker.stop()
@@ -164,6 +166,15 @@ def celery_workers() -> dict[str, CeleryWorker]:
     for w in workers.values():
         w.wait_ready()
     _servers.setdefault("workers", []).extend(workers.values())
+    # In a deployment the service host archives finished jobs into SQL; the session has no host.
+    import threading
+
+    from app.settings import Settings
+    from workers.registry_archiver import RegistryArchiver
+
+    stop = threading.Event()
+    threading.Thread(target=RegistryArchiver(Settings.from_env()).run, args=(stop,), daemon=True).start()
+    _servers["archiver_stop"] = stop
     return workers
 
 

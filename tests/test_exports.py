@@ -66,7 +66,7 @@ def test_request_id_finds_its_log_lines_and_the_job_logs_it_caused(obs_client, c
         body = obs_client.get(f"{PLATFORM}?request_id={rid}&limit=100").get_json()["data"]
         services = {item["service"] for item in body["logs"]}
         worker = [item for item in body["logs"] if item["service"] == "cleanup_service"]
-        if "api" in services and len(worker) >= 2:
+        if "api" in services and any("completed: 30 rows" in item["message"] for item in worker):
             return body["logs"]
 
     found = wait(lines, 30, interval=0.2, what="log lines of the request and of its job")
@@ -78,11 +78,13 @@ def test_request_id_finds_its_log_lines_and_the_job_logs_it_caused(obs_client, c
     assert len(job_ids) == 1 and None not in job_ids  # every worker line names the job
     job_id = job_ids.pop()
     assert any("completed: 30 rows" in item["message"] for item in worker_lines)
-    assert any("succeeded" in item["message"] and item["metadata"].get("duration_ms") is not None
-               for item in worker_lines)  # Celery's own success line, with the task's runtime
+    # Celery's per-job "received"/"succeeded" lines stay out of the database (the registry has
+    # those facts, with the timings): the job's record says when it ran, where and for whom.
+    assert not any("succeeded in" in item["message"] for item in worker_lines)
     from app.services.registry import get_registry
 
-    assert get_registry().get(job_id)["request_id"] == rid and get_registry().get(job_id)["queue"] == "cleanup"
+    job = get_registry().get(job_id)
+    assert job["request_id"] == rid and job["queue"] == "cleanup" and job["started_at"] <= job["finished_at"]
     # The 004 listing sees the same lines (filter by component; each carries the request id).
     listed = obs_client.get("/api/logs?component=cleanup_service&limit=1000").get_json()["logs"]
     assert any(item["request_id"] == rid and item["job_id"] == job_id for item in listed)

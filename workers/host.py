@@ -512,10 +512,11 @@ def build_services(settings: Settings) -> list[Service]:
     from workers.gpu_monitor import GpuMonitor
     from workers.infra_monitor import InfraMonitor
     from workers.performance_monitor import PerformanceMonitor
+    from workers.registry_archiver import RegistryArchiver
     from workers.watcher import FileWatcher
 
     return [FileWatcher(settings), BatchCloser(settings), GpuMonitor(settings), PerformanceMonitor(settings),
-            InfraMonitor(settings)]
+            InfraMonitor(settings), RegistryArchiver(settings)]
 
 
 def main() -> None:

@@ -19,14 +19,13 @@ from celery import bootsteps, signals
 from celery.worker import state as worker_state
 from celery.worker.control import control_command, ok
 
-from app.db import get_sessionmaker
 from app.queues import group_of
 from app.redis_client import get_broker_redis, get_redis
 from app.services import heartbeats
 from app.services.broker import Broker
 from app.services.recovery import restore_orphans
 from app.services.queues import desired_queues
-from app.services.registry import RegistryArchiver, get_registry
+from app.services.registry import get_registry
 from app.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -163,28 +162,11 @@ def _pool_pids(pool: Any) -> list[int]:
 class VigilWorker(bootsteps.StartStopStep):
     label = "VigilWorker"
 
-    def __init__(self, w: Any, **kwargs: Any) -> None:
-        super().__init__(w, **kwargs)
-        self.archiver: RegistryArchiver | None = None
-
-    def start(self, w: Any) -> None:
-        settings = get_settings()
-        self.archiver = RegistryArchiver(get_registry(), get_sessionmaker(), settings.archive_interval)
-        self.archiver.start()
-
     def register_with_event_loop(self, w: Any, hub: Any) -> None:
         # The pool installs its process-exit handler in its own registration, which runs after this
         # one (steps register in reverse order); wrap it on the loop's first iteration, before the
         # first poll, so a pool process killed in the worker's first moments is counted too.
         hub.call_soon(POOL_EXITS.watch, w.pool)
-
-    def stop(self, w: Any) -> None:
-        if self.archiver is not None:
-            self.archiver.stop(flush=True)
-            self.archiver = None
-
-    shutdown = stop
-
 
 @control_command()
 def vigil_pool_restart(state: Any, **_: Any) -> dict[str, Any]:

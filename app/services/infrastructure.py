@@ -22,6 +22,7 @@ from app.redis_client import KEY_PREFIX, get_redis
 from app.services import heartbeats, queues
 from app.services.api_timings import timings
 from app.services.errors import NotFound
+from app.services.notifications import email_configured, probe_smtp
 from app.services.health import WORKERS, CheckResult, run_checks
 from app.settings import Settings
 from app.stats import summarize
@@ -106,14 +107,17 @@ def _smtp(settings: Settings, overview: list[dict[str, Any]]) -> dict[str, Any]:
     consumers = by_name["notification"]["consumers"] + by_name["notification:high"]["consumers"]
     paused = by_name["notification"]["paused"] or by_name["notification:high"]["paused"]
     status, reason = "healthy", None
-    if consumers == 0 and backlog > 0:
+    smtp_error = probe_smtp(settings, settings.health_timeout * 0.8) if email_configured(settings) else None
+    if smtp_error:
+        status, reason = "down", f"SMTP server {settings.smtp_host}:{settings.smtp_port} unavailable: {smtp_error}"
+    elif consumers == 0 and backlog > 0:
         status, reason = "down", "no worker is delivering notifications" + (" (queue paused)" if paused else "")
     elif backlog > SMTP_BACKLOG_WARN:
         status, reason = "degraded", f"{backlog} notifications waiting"
     elif failed > queues.CRITICAL_FAILURES:
         status, reason = "degraded", f"{failed} failed notifications awaiting retry"
     return {"name": "SMTP Service", "status": status, "queue_backlog": backlog, "failed_jobs": failed,
-            "consumers": consumers, "reason": reason}
+            "consumers": consumers, "smtp_configured": email_configured(settings), "reason": reason}
 
 
 def _workers(settings: Settings) -> dict[str, Any]:

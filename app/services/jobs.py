@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import redis
 from kombu.exceptions import OperationalError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from app.queues import queue_for
 from app.redis_client import KEY_PREFIX, get_redis
@@ -84,12 +84,30 @@ class AnalysisPayload(_Payload):
 
 class NotificationPayload(_Payload):
     channel: Literal["email", "webhook"]
-    recipients: list[str] = Field(default_factory=list, description="E-mail addresses (email channel)")
-    url: str | None = Field(None, description="Webhook URL (webhook channel)")
+    recipients: list[str] = Field(default_factory=list, max_length=100,
+                                  description="E-mail addresses (email channel)")
+    url: str | None = Field(None, max_length=2048, pattern=r"^https?://",
+                            description="Webhook URL (webhook channel)")
     subject: str = Field("Vigil alert", max_length=200)
     message: str = Field(min_length=1, max_length=10000)
     event_id: int | None = None
     alert_id: str | None = None
+
+    @field_validator("recipients")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        bad = [a for a in v if not re.match(r"^[^@\s<>]+@[^@\s<>]+$", a)]
+        if bad:
+            raise ValueError(f"not e-mail addresses: {bad[:3]}")
+        return v
+
+    @model_validator(mode="after")
+    def _destination(self) -> "NotificationPayload":
+        if self.channel == "email" and not self.recipients:
+            raise ValueError("the email channel needs recipients")
+        if self.channel == "webhook" and not self.url:
+            raise ValueError("the webhook channel needs a url")
+        return self
 
 
 class CleanupPayload(_Payload):
@@ -129,7 +147,7 @@ def validate_payload(family: str, payload: dict[str, Any], settings: Settings | 
     try:
         model = spec.payload.model_validate(payload, context={"camera_root": settings.camera_root})
     except ValidationError as exc:
-        errors = [{"location": "body", "field": "payload." + ".".join(str(p) for p in e["loc"]),
+        errors = [{"location": "body", "field": ".".join(["payload", *(str(p) for p in e["loc"])]),
                    "message": e["msg"], "type": e["type"]} for e in exc.errors(include_url=False)]
         first = errors[0]
         raise InvalidInput(f"Invalid payload for task '{family}': field '{first['field']}': {first['message']}",

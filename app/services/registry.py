@@ -17,15 +17,14 @@ Storage (see docs/architecture.md, "Job registry"):
   a task pays two round trips (start, finish) and listings are O(log n) with exact totals.
   Redis runs with AOF, so the registry is exactly as durable as the broker messages it describes.
 * SQL (`jobs` table) is the history: finished jobs are queued on `vigil:jobs:archive` by the same
-  Lua call and flushed in batches by `RegistryArchiver` threads in the workers, never on a task's
-  hot path. Finished jobs leave the Redis index after their retention; `get` falls back to SQL.
+  Lua call and flushed in batches by the service host's registry archiver
+  (`workers/registry_archiver.py`), never on a task's hot path. Finished jobs leave the Redis index after their retention; `get` falls back to SQL.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -435,38 +434,6 @@ def job_from_sql(session: Session, job_id: str) -> dict[str, Any] | None:
         "created_at": iso(row.created_at), "started_at": iso(row.started_at),
         "finished_at": iso(row.finished_at), "updated_at": iso(row.updated_at),
     }
-
-
-class RegistryArchiver:
-    """Background thread that flushes finished jobs into SQL every `interval` seconds."""
-
-    def __init__(self, registry: JobRegistry, session_factory, interval: float = 1.0):
-        self.registry = registry
-        self.session_factory = session_factory
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="vigil-registry-archiver", daemon=True)
-        self._thread.start()
-
-    def stop(self, flush: bool = True) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=5)
-        if flush:
-            self._flush()
-
-    def _flush(self) -> None:
-        try:
-            self.registry.flush_archive(self.session_factory)
-        except Exception:  # a database outage must not kill the worker; the backlog waits in Redis
-            log.warning("job archive flush failed; will retry", exc_info=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._flush()
 
 
 _registries: dict[int, JobRegistry] = {}
