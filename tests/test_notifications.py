@@ -10,7 +10,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from app import create_app
-from app.services import infrastructure
 from app.services.registry import get_registry
 from tests.servers import CeleryWorker, free_port
 
@@ -134,33 +133,6 @@ def test_webhook_retries_5xx_and_fails_fast_on_4xx(notifier, mail_client, api_he
     finally:
         flaky.close()
         refusing.close()
-
-
-@pytest.mark.slow
-def test_smtp_outage_is_retried_until_the_server_is_back(settings, api_headers, wait):
-    from tests.conftest import worker_env
-
-    port = free_port()
-    env = worker_env(VIGIL_SMTP_HOST="127.0.0.1", VIGIL_SMTP_PORT=str(port), VIGIL_SMTP_STARTTLS="false")
-    worker = CeleryWorker(env, "notification_worker", ["notification:high"], concurrency=1).start()
-    server = None
-    try:
-        client = create_app(replace(settings, smtp_host="127.0.0.1", smtp_port=port,
-                                    smtp_starttls=False)).test_client()
-        job_id = _send(client, api_headers, {"channel": "email", "recipients": ["a@b.example"], "message": "x"},
-                       priority="high")
-        registry = get_registry()
-        wait(lambda: "retrying" in ((registry.get(job_id) or {}).get("error") or ""), 20, what="a retry")
-        health = {s["name"]: s for s in infrastructure.health(replace(settings, smtp_host="127.0.0.1",
-                                                                       smtp_port=port))}
-        assert health["SMTP Service"]["status"] == "down" and "unavailable" in health["SMTP Service"]["reason"]
-        server = SmtpServer(port).start()
-        job = _final(wait, job_id, 40)
-        assert job["state"] == "completed" and len(server.mailbox.messages) == 1
-    finally:
-        worker.stop()
-        if server:
-            server.stop()
 
 
 @pytest.mark.parametrize("payload,field", [

@@ -15,6 +15,9 @@ from kombu import Exchange, Queue
 
 from app.queues import FAMILIES, QUEUE_NAMES
 from app.settings import Settings, get_settings
+from workers import transport
+
+transport.install()  # before any connection: see workers/transport.py
 
 TASK_MODULES = (
     "workers.tasks.detection",

@@ -16,16 +16,26 @@ from typing import Any, Iterator
 
 import redis
 
+from app.redis_client import KEY_PREFIX
+
 PRIORITY_STEPS = (0, 3, 6, 9)  # kombu's default; workers consume the lower step first
 SEP = "\x06\x16"
 UNACKED_KEY = "unacked"
 UNACKED_INDEX_KEY = "unacked_index"
 SCAN_CHUNK = 1000
+# Doorbells of workers/transport.py: a token per publish wakes an idle consumer; capped, since a
+# token only wakes and a full bell wakes as well as an overfull one.
+BELL_CAP = 1024
 
 
 def priority_lists(queue: str) -> list[str]:
     """The Redis keys holding `queue`'s waiting messages, in the order workers consume them."""
     return [queue if p == 0 else f"{queue}{SEP}{p}" for p in PRIORITY_STEPS]
+
+
+def bell_key(queue: str) -> str:
+    """The doorbell list an idle consumer of `queue` waits on (see workers/transport.py)."""
+    return f"{KEY_PREFIX}bell:{queue}"
 
 
 @dataclass(frozen=True)
@@ -167,6 +177,13 @@ class Broker:
             if msg is not None:
                 score = self.r.zscore(UNACKED_INDEX_KEY, tag)
                 yield tag.decode() if isinstance(tag, bytes) else tag, msg, score
+
+    def ring(self, queues: list[str]) -> None:
+        """Wake idle consumers of `queues` at once, for messages put back without a publish."""
+        with self.r.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.lpush(bell_key(queue), 1).ltrim(bell_key(queue), 0, BELL_CAP - 1)
+            pipe.execute()
 
     def unacked_older_than(self, cutoff: float) -> int:
         return int(self.r.zcount(UNACKED_INDEX_KEY, "-inf", cutoff))

@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 
+from app.queues import QUEUE_NAMES
 from app.redis_client import KEY_PREFIX
 from app.services import heartbeats
 from app.services.broker import Broker
@@ -58,5 +59,6 @@ def restore_orphans(channel: Any, broker: Broker, client: redis.Redis, registry:
     finally:
         client.delete(LOCK_KEY)
     if restored:
+        broker.ring(list(QUEUE_NAMES))
         log.warning("restored %d job(s) held by a dead worker: %s", len(restored), restored[:10])
     return restored
