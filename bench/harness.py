@@ -16,7 +16,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from app.stats import percentile  # noqa: F401  (re-exported for the benchmarks)
 from tests.servers import ROOT, ApiServer, CeleryWorker, RedisServer
@@ -34,6 +34,18 @@ class Result:
     goal: str = ""
     met: bool | None = None
     details: dict[str, Any] = field(default_factory=dict)
+
+
+def time_calls(fn: Callable[[], Any], n: int, warmup: int = 10) -> list[float]:
+    """Seconds per call of `fn`, `n` sequential calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
 
 
 def summary_ms(samples_s: list[float]) -> dict[str, float]:

@@ -8,7 +8,8 @@ worker start-up is not counted. Rounds alternate the sides to spread machine noi
 ratio of medians is printed too.
 
 Vigil's side runs as `make run` configures it: the job registry (one Lua call per quick job, SQL
-archive thread), heartbeats with the dead-worker sweep, acks late, prefetch 1. A second line runs
+archiving happens in the service host, not in the workers),
+heartbeats with the dead-worker sweep, acks late, prefetch 1. A second line runs
 the same with task events on (`VIGIL_TASK_EVENTS=true`, what Flower's task view needs). The bare
 app uses Celery's defaults (acks early, prefetch 4, no events, no results). Goal: ratio >= 0.85.
 """

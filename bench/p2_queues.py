@@ -18,20 +18,9 @@ import redis
 import requests
 
 from app.queues import QUEUE_NAMES
-from bench.harness import Context, Result, summary_ms
+from bench.harness import Context, Result, summary_ms, time_calls
 from bench.queue_fill import fill_queues, paused_workers
 from tests.servers import ROOT, free_port, wait_for
-
-
-def _time(fn, n: int, warmup: int = 10) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def run(ctx: Context, quick: bool = False) -> list[Result]:
@@ -52,12 +41,12 @@ def run(ctx: Context, quick: bool = False) -> list[Result]:
     counted = sum(q["waiting_jobs"] for q in body)
     assert counted == total, f"GET /queues counted {counted} of {total}"
     assert all(q["paused"] for q in body) and sum(1 for q in body if q["consumers"] == 0) == 6
-    vigil = summary_ms(_time(lambda: session.get(url, timeout=10).raise_for_status(), 200 if quick else 500))
+    vigil = summary_ms(time_calls(lambda: session.get(url, timeout=10).raise_for_status(), 200 if quick else 500))
 
     from workers.celery_app import celery
 
     celery.conf.broker_url = env["REDIS_URL"]  # this process talks to the benchmark's Redis
-    inspect = summary_ms(_time(lambda: celery.control.inspect(timeout=1.0).active(), 5 if quick else 20, warmup=2))
+    inspect = summary_ms(time_calls(lambda: celery.control.inspect(timeout=1.0).active(), 5 if quick else 20, warmup=2))
 
     flower_port = free_port()
     log = open(ctx.dir / "flower.log", "wb")
@@ -75,7 +64,7 @@ def run(ctx: Context, quick: bool = False) -> list[Result]:
             wait_for(flower_sees_queues, 60, interval=1, what="Flower to list the queues")
         except TimeoutError:
             raise RuntimeError((ctx.dir / "flower.log").read_text()[-3000:]) from None
-        flower_ms = summary_ms(_time(lambda: session.get(flower_url, timeout=10).raise_for_status(),
+        flower_ms = summary_ms(time_calls(lambda: session.get(flower_url, timeout=10).raise_for_status(),
                                      50 if quick else 200))
     finally:
         import os

@@ -8,24 +8,12 @@ design pays to read them), and the API's first page (offset 0). Goal: p99 < 50 m
 """
 from __future__ import annotations
 
-import time
 
 import redis
 import requests
 
-from bench.harness import Context, Result, summary_ms
+from bench.harness import Context, Result, summary_ms, time_calls
 from bench.queue_fill import fill_queues, paused_workers
-
-
-def _time(fn, n: int, warmup: int = 10) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def run(ctx: Context, quick: bool = False) -> list[Result]:
@@ -42,10 +30,10 @@ def run(ctx: Context, quick: bool = False) -> list[Result]:
     page = session.get(url, timeout=10).json()["data"]
     assert page["pagination"]["total"] == total
     assert [j["id"] for j in page["jobs"]] == ids[offset:offset + 50], "page is not the 50 jobs in run order"
-    deep = summary_ms(_time(lambda: session.get(url, timeout=10).raise_for_status(), 100 if quick else 300))
-    first = summary_ms(_time(lambda: session.get(url.replace(f"offset={offset}", "offset=0"), timeout=10)
+    deep = summary_ms(time_calls(lambda: session.get(url, timeout=10).raise_for_status(), 100 if quick else 300))
+    first = summary_ms(time_calls(lambda: session.get(url.replace(f"offset={offset}", "offset=0"), timeout=10)
                              .raise_for_status(), 100 if quick else 300))
-    raw = summary_ms(_time(lambda: client.lrange("detection", -(offset + 50), -(offset + 1)), 100 if quick else 300))
+    raw = summary_ms(time_calls(lambda: client.lrange("detection", -(offset + 50), -(offset + 1)), 100 if quick else 300))
     return [Result("P3", f"GET waiting jobs p99 at offset {offset:,} of {total:,}", deep["p99_ms"], "ms",
                    baseline="raw LRANGE of the same 50 messages p99", baseline_value=raw["p99_ms"],
                    ratio=round(deep["p99_ms"] / raw["p99_ms"], 2), goal="p99 < 50 ms", met=deep["p99_ms"] < 50,

@@ -49,6 +49,25 @@ def test_registry_follows_success_and_failure(celery_workers, wait):
     assert "Traceback (most recent call last)" in failed["traceback"] and "CanaryFailure" in failed["traceback"]
     _states(registry, blocker, wait, {"completed"})
 
+
+def test_a_quick_job_is_dated_when_it_ran_not_when_it_was_written(celery_workers, wait):
+    """A job under the start hold-back (100 ms) has its start and outcome written in one call;
+    each keeps its own time, so started -> finished is the job's run time (a 50 ms sleep)."""
+    from datetime import datetime
+
+    registry = get_registry()
+    job_id = _send("analysis", sleep=0.05)
+    _states(registry, [job_id], wait, {"completed"})
+    job = registry.get(job_id)
+    started, finished = (datetime.fromisoformat(job[k].replace("Z", "+00:00")) for k in ("started_at", "finished_at"))
+    assert 0.045 <= (finished - started).total_seconds() < 1.0
+
+
+def test_failed_job_is_archived_to_sql(celery_workers, wait):
+    registry = get_registry()
+    bad = _send("analysis", sleep=0, fail="deliberate failure")
+    _states(registry, [bad], wait, {"failed"})
+
     def archived():
         with session_scope() as s:
             return job_from_sql(s, bad)

@@ -52,12 +52,18 @@ ARCHIVE_LOCK = KEY_PREFIX + "lock:archive"
 
 # KEYS[1] job hash, KEYS[2] archive list. ARGV: index prefix, now, job id, then one or more
 # groups: event, n, field1, value1, ... fieldn, valuen. The events apply in order, atomically, so
-# a worker can write a job's start and its outcome in one call. Returns the final state, or false
+# a worker can write a job's start and its outcome in one call; a field `at` dates its event. Returns the final state, or false
 # when no event applied (revoking a finished job; an outcome for a deleted job).
 _TRANSITION = """
 local h, archive = KEYS[1], KEYS[2]
 local prefix, now, id = ARGV[1], ARGV[2], ARGV[3]
 local function apply(event, first, last)
+  -- An event's own time (field `at`, stamped where it happened) beats the time of the call: a
+  -- worker that writes a quick job's start with its outcome must not date the start at the end.
+  local t = now
+  for i = first, last, 2 do
+    if ARGV[i] == 'at' then t = ARGV[i + 1] end
+  end
   local cur = redis.call('HGET', h, 'state')
   local old_queue = redis.call('HGET', h, 'queue')
   local new
@@ -75,7 +81,9 @@ local function apply(event, first, last)
   end
   for i = first, last, 2 do
     local f, v = ARGV[i], ARGV[i + 1]
-    if f == 'reset_attempts' then
+    if f == 'at' then
+      -- applied as t above
+    elseif f == 'reset_attempts' then
       redis.call('HSET', h, 'attempts', 0)
       redis.call('HDEL', h, 'error', 'traceback', 'result', 'finished_at', 'started_at', 'worker', 'progress')
     elseif (f == 'task' or f == 'args' or f == 'kwargs') and cur and event ~= 'publish' then
@@ -85,26 +93,26 @@ local function apply(event, first, last)
     end
   end
   if not cur then
-    redis.call('HSET', h, 'id', id, 'created_at', now)
+    redis.call('HSET', h, 'id', id, 'created_at', t)
     redis.call('HSETNX', h, 'attempts', 0)
   end
   if event == 'start' then
     redis.call('HINCRBY', h, 'attempts', 1)
-    redis.call('HSET', h, 'started_at', now)
+    redis.call('HSET', h, 'started_at', t)
     redis.call('HDEL', h, 'finished_at')
   elseif event == 'publish' then
     redis.call('HDEL', h, 'finished_at')
   elseif new ~= cur and (new == 'completed' or new == 'failed' or new == 'revoked') then
-    redis.call('HSET', h, 'finished_at', now)
+    redis.call('HSET', h, 'finished_at', t)
     redis.call('RPUSH', archive, id)
   end
-  redis.call('HSET', h, 'state', new, 'updated_at', now)
+  redis.call('HSET', h, 'state', new, 'updated_at', t)
   local queue = redis.call('HGET', h, 'queue') or ''
   if cur and old_queue and (cur ~= new or old_queue ~= queue) then
     redis.call('ZREM', prefix .. old_queue .. ':' .. cur, id)
   end
   if new ~= cur or old_queue ~= queue or event == 'publish' or event == 'start' then
-    redis.call('ZADD', prefix .. queue .. ':' .. new, now, id)
+    redis.call('ZADD', prefix .. queue .. ':' .. new, t, id)
   end
   return new
 end
@@ -175,7 +183,8 @@ class JobRegistry:
     @staticmethod
     def start_fields(worker: str | None, task: str | None = None, queue: str | None = None,
                      args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
-        fields: dict[str, Any] = {"worker": worker, "task": task, "queue": queue or None}
+        # Dated here: the write may wait for the outcome (workers/signals.py holds quick starts back).
+        fields: dict[str, Any] = {"worker": worker, "task": task, "queue": queue or None, "at": repr(_now())}
         if args is not None:
             fields["args"] = _dump(list(args), MAX_RESULT_BYTES)
         if kwargs is not None:
@@ -184,11 +193,11 @@ class JobRegistry:
 
     @staticmethod
     def success_fields(result: Any) -> dict[str, Any]:
-        return {"result": _dump(result, MAX_RESULT_BYTES)}
+        return {"result": _dump(result, MAX_RESULT_BYTES), "at": repr(_now())}
 
     @staticmethod
     def failure_fields(error: str, traceback: str | None) -> dict[str, Any]:
-        return {"error": _clip(error, 4096), "traceback": _clip(traceback, MAX_TRACEBACK_BYTES)}
+        return {"error": _clip(error, 4096), "traceback": _clip(traceback, MAX_TRACEBACK_BYTES), "at": repr(_now())}
 
     @staticmethod
     def publish_fields(*, task: str, queue: str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
