@@ -31,7 +31,7 @@ from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
-from app.services.broker import BELL_CAP, bell_key
+from app.services.broker import BELL_CAP, bell_key, ring_bell
 
 # KEYS: the queue lists in fetch order, then the unacked hash, its index, then the bells.
 # ARGV: now, number of queue lists.
@@ -134,7 +134,7 @@ class Channel(kredis.Channel):
             if self._expires and queue in self._expires:
                 for step in self.priority_steps:
                     pipe.pexpire(self._q_for_pri(queue, step), self._expires[queue])
-            pipe.lpush(bell_key(queue), 1).ltrim(bell_key(queue), 0, BELL_CAP - 1)
+            ring_bell(pipe, queue)
             pipe.execute()
 
 

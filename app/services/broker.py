@@ -38,6 +38,12 @@ def bell_key(queue: str) -> str:
     return f"{KEY_PREFIX}bell:{queue}"
 
 
+def ring_bell(pipe: Any, queue: str) -> None:
+    """Add a doorbell token for `queue` to a Redis pipeline: one per message made available."""
+    pipe.lpush(bell_key(queue), 1)
+    pipe.ltrim(bell_key(queue), 0, BELL_CAP - 1)
+
+
 @dataclass(frozen=True)
 class Message:
     """One broker message, as much of it as the operations API needs."""
@@ -182,7 +188,7 @@ class Broker:
         """Wake idle consumers of `queues` at once, for messages put back without a publish."""
         with self.r.pipeline(transaction=False) as pipe:
             for queue in queues:
-                pipe.lpush(bell_key(queue), 1).ltrim(bell_key(queue), 0, BELL_CAP - 1)
+                ring_bell(pipe, queue)
             pipe.execute()
 
     def unacked_older_than(self, cutoff: float) -> int:
