@@ -12,6 +12,7 @@ from kombu import Connection, Exchange, Queue
 
 from app.services.broker import UNACKED_INDEX_KEY, UNACKED_KEY, bell_key
 from workers import transport
+from workers.transport import FETCHED_MARK
 
 QUEUE = "t-atomic"
 
@@ -132,6 +133,9 @@ def test_fetch_keeps_priority_order_and_clears_stale_bells(url):
         for _ in range(3):
             message = q.get(timeout=5)
             order.append(message.payload["n"])
+            # Held: recorded once, by the script, and the in-process mark went no further.
+            (entry,) = client.hvals(UNACKED_KEY)
+            assert FETCHED_MARK.encode() not in entry and FETCHED_MARK not in message._raw
             message.ack()
         assert order == [0, 1, 2]  # FIFO
         with pytest.raises(q.Empty):

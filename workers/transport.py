@@ -56,9 +56,14 @@ return false
 """
 
 
+# Set on a message the fetch script already recorded in `unacked`; read (and dropped) by the QoS,
+# whichever channel ends up appending it. Top-level in the envelope, so Celery never sees it.
+FETCHED_MARK = "_vigil_unacked_written"
+
+
 class QoS(kredis.QoS):
     def append(self, message: Any, delivery_tag: str) -> None:
-        if self.channel._fetched_atomically.pop(delivery_tag, False):
+        if message._raw.pop(FETCHED_MARK, False):
             # The fetch script already wrote the unacked entry: only the local bookkeeping is left.
             virtual.QoS.append(self, message, delivery_tag)
         else:
@@ -68,10 +73,7 @@ class QoS(kredis.QoS):
 class Channel(kredis.Channel):
     QoS = QoS
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._waiting_on_bell = False
-        self._fetched_atomically: dict[str, bool] = {}
+    _waiting_on_bell = False
 
     def _brpop_start(self, timeout: float | None = None) -> None:
         if self.global_keyprefix:  # keys would need prefixing inside the script: stock path
@@ -113,7 +115,7 @@ class Channel(kredis.Channel):
             dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(dest)
             message = loads(bytes_to_str(item))
-            self._fetched_atomically[message["properties"]["delivery_tag"]] = True
+            message[FETCHED_MARK] = True
             self.connection._deliver(message, dest)
             return True
         finally:
