@@ -52,18 +52,14 @@ ARCHIVE_LOCK = KEY_PREFIX + "lock:archive"
 
 # KEYS[1] job hash, KEYS[2] archive list. ARGV: index prefix, now, job id, then one or more
 # groups: event, n, field1, value1, ... fieldn, valuen. The events apply in order, atomically, so
-# a worker can write a job's start and its outcome in one call; a field `at` dates its event. Returns the final state, or false
-# when no event applied (revoking a finished job; an outcome for a deleted job).
+# a worker can write a job's start and its outcome in one call; a field `at` dates its event (else
+# the call's time). Returns the final state, or false when no event applied (revoking a finished
+# job; an outcome for a deleted job).
 _TRANSITION = """
 local h, archive = KEYS[1], KEYS[2]
 local prefix, now, id = ARGV[1], ARGV[2], ARGV[3]
 local function apply(event, first, last)
-  -- An event's own time (field `at`, stamped where it happened) beats the time of the call: a
-  -- worker that writes a quick job's start with its outcome must not date the start at the end.
-  local t = now
-  for i = first, last, 2 do
-    if ARGV[i] == 'at' then t = ARGV[i + 1] end
-  end
+  local t = now  -- or the event's own `at`: a quick job's start is written with its outcome
   local cur = redis.call('HGET', h, 'state')
   local old_queue = redis.call('HGET', h, 'queue')
   local new
@@ -82,7 +78,7 @@ local function apply(event, first, last)
   for i = first, last, 2 do
     local f, v = ARGV[i], ARGV[i + 1]
     if f == 'at' then
-      -- applied as t above
+      t = v
     elseif f == 'reset_attempts' then
       redis.call('HSET', h, 'attempts', 0)
       redis.call('HDEL', h, 'error', 'traceback', 'result', 'finished_at', 'started_at', 'worker', 'progress')
