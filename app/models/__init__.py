@@ -1,4 +1,5 @@
 """SQLAlchemy models. Importing this package registers every table on `Base.metadata`."""
+from app.models.alert import Alert, AlertCooldown, AlertRule
 from app.models.audit import AuditLog
 from app.models.base import Base, utcnow
 from app.models.batch import DetectionBatch
@@ -11,5 +12,5 @@ from app.models.job import Job
 from app.models.log import Log
 from app.models.worker_ops import GpuStat, PerformanceSnapshot, WorkerRestartEvent
 
-__all__ = ["AuditLog", "Base", "Camera", "Detection", "DetectionBatch", "Event", "GpuStat", "Job", "Log", "LogExport",
-           "PerformanceSnapshot", "RuntimeConfig", "WorkerRestartEvent", "utcnow"]
+__all__ = ["Alert", "AlertCooldown", "AlertRule", "AuditLog", "Base", "Camera", "Detection", "DetectionBatch", "Event",
+           "GpuStat", "Job", "Log", "LogExport", "PerformanceSnapshot", "RuntimeConfig", "WorkerRestartEvent", "utcnow"]
