@@ -134,6 +134,12 @@ class Settings:
     notify_timeout: float = _env("VIGIL_NOTIFY_TIMEOUT", 10.0,
                                  "Seconds one SMTP conversation or webhook call may take before it counts as "
                                  "a failure to retry.")
+    alert_email_recipients: str = _env("VIGIL_ALERT_EMAIL_RECIPIENTS", "",
+                                       "Comma-separated addresses that alert rules with the `email` channel "
+                                       "notify (empty: such alerts record the channel as unavailable).")
+    alert_webhook_url: str = _env("VIGIL_ALERT_WEBHOOK_URL", "",
+                                  "URL that alert rules with the `webhook` channel POST to (empty: such alerts "
+                                  "record the channel as unavailable).")
 
     # --- pipeline: detectors, batches, analysers, breakers (issue 4) ---------------------------
     detector_backend: str = _env("VIGIL_DETECTOR_BACKEND", "builtin",
@@ -276,6 +282,11 @@ class Settings:
         if not values or any(v < 0 for v in values):
             raise SettingsError("VIGIL_SUPERVISOR_BACKOFF: needs one or more non-negative numbers")
         return values
+
+    @property
+    def alert_recipients(self) -> list[str]:
+        """`alert_email_recipients` as a list."""
+        return [a.strip() for a in self.alert_email_recipients.split(",") if a.strip()]
 
     @property
     def is_sqlite(self) -> bool:

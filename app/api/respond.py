@@ -7,6 +7,7 @@ from flask import current_app, g, request
 
 from app.api.auth import actor
 from app.services import audit
+from app.services.audit import Audit
 
 
 def ok(data: Any, status: int = 200) -> tuple[dict[str, Any], int]:
@@ -23,3 +24,9 @@ def audited(action: str, resource_type: str, resource_id: str | None = None,
     """Record an audit entry for the current request's principal."""
     audit.record(action, resource_type, resource_id, actor=actor(), details=details,
                  ip_address=request.remote_addr, request_id=getattr(g, "request_id", None), settings=settings())
+
+
+def who() -> Audit:
+    """The current request's principal, address and request id, for audit entries a service writes
+    in the same transaction as its change."""
+    return Audit(actor=actor(), ip_address=request.remote_addr, request_id=getattr(g, "request_id", None))

@@ -1,23 +1,19 @@
 """Runtime configuration and severity thresholds (003/004)."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, current_app
 
-from app.api.auth import actor
 from app.api.endpoint import endpoint
 from app.api.pipeline import dependencies_required
+from app.api.respond import who
 from app.services import runtime_config
-from app.services.runtime_config import Audit, ConfigUpdate, SeverityUpdate
+from app.services.runtime_config import ConfigUpdate, SeverityUpdate
 
 bp = Blueprint("system_config", __name__)
 
 
 def _settings():
     return current_app.config["VIGIL_SETTINGS"]
-
-
-def _who() -> Audit:
-    return Audit(actor=actor(), ip_address=request.remote_addr, request_id=getattr(g, "request_id", None))
 
 
 @bp.get("/api/system/config")
@@ -32,7 +28,7 @@ def get_config():
           tags=["config"])
 def patch_config(body: ConfigUpdate):
     with dependencies_required():
-        runtime_config.update_config(_settings(), body, _who())
+        runtime_config.update_config(_settings(), body, who())
         return runtime_config.public_config(_settings(), current_app.config["VIGIL_VERSION"])
 
 
@@ -47,4 +43,4 @@ def get_severity():
 @endpoint(body=SeverityUpdate, summary="Update severity thresholds (strictly ordered; audited)", tags=["config"])
 def put_severity(body: SeverityUpdate):
     with dependencies_required():
-        return runtime_config.severity_definitions(runtime_config.update_thresholds(_settings(), body, _who()))
+        return runtime_config.severity_definitions(runtime_config.update_thresholds(_settings(), body, who()))

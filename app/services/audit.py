@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from app.db import session_scope
@@ -9,6 +10,23 @@ from app.models import AuditLog
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Audit:
+    """Who asked for a change, for the audit entry."""
+
+    actor: str | None = None
+    ip_address: str | None = None
+    request_id: str | None = None
+
+
+def entry(action: str, resource_type: str, resource_id: str | None, who: Audit,
+          details: dict[str, Any] | None = None) -> AuditLog:
+    """An audit row to add in the same transaction as the change it records, so a change and its
+    audit entry are written together or not at all."""
+    return AuditLog(action=action, resource_type=resource_type, resource_id=resource_id, actor=who.actor,
+                    details=details, ip_address=who.ip_address, request_id=who.request_id)
 
 
 def record(action: str, resource_type: str, resource_id: str | None = None, *, actor: str | None = None,

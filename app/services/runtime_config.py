@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db import session_scope
-from app.models import AuditLog, RuntimeConfig
-from app.services.errors import InvalidInput
+from app.models import RuntimeConfig
+from app.services import audit
+from app.services.audit import Audit
+from app.services.errors import checked
 from app.settings import Settings
 
 CACHE_SECONDS = 1.0
@@ -66,24 +67,10 @@ class SeverityUpdate(BaseModel):
 # Runtime-configurable keys (003/004); defaults come from Settings of the same name.
 CONFIG_FIELDS: dict[str, type] = {"retention_days": int, "batch_window_seconds": int,
                                   "batch_idle_timeout_seconds": int, "detection_confidence_threshold": float}
-M = TypeVar("M", bound=BaseModel)
-
-
-def _checked(model: type[M], values: M | dict[str, Any]) -> M:
-    """Service callers other than the API (which validates first, answering 422) get the same rules."""
-    if isinstance(values, model):
-        return values
-    try:
-        return model.model_validate(values)
-    except ValidationError as exc:
-        errors = [{"location": "body", "field": ".".join(str(p) for p in e["loc"]) or None, "message": e["msg"],
-                   "type": e["type"]} for e in exc.errors(include_url=False)]
-        raise InvalidInput("Invalid values: " + "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors),
-                           errors=errors) from None
 
 
 def validate_config(values: "ConfigUpdate | dict[str, Any]") -> dict[str, Any]:
-    return _checked(ConfigUpdate, values).model_dump(exclude_unset=True)
+    return checked(ConfigUpdate, values).model_dump(exclude_unset=True)
 
 SEVERITY_DEFAULTS = {"low_max": 29, "medium_max": 59, "high_max": 84}
 SEVERITY_KEY = "severity_thresholds"
@@ -94,15 +81,6 @@ SEVERITY_LEVELS = (
     ("high", "High", "Concerning activity, review soon", "#f97316", 1),
     ("critical", "Critical", "Immediate attention required", "#ef4444", 0),
 )
-
-
-@dataclass(frozen=True)
-class Audit:
-    """Who asked for a change, for the audit entry."""
-
-    actor: str | None = None
-    ip_address: str | None = None
-    request_id: str | None = None
 
 
 _cache: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -160,9 +138,7 @@ def _write(session: Session, values: dict[str, Any], who: Audit) -> None:
 
 
 def _audit(session: Session, resource: str, changes: dict[str, dict[str, Any]], who: Audit) -> None:
-    session.add(AuditLog(action="settings_changed", resource_type=resource, resource_id=resource,
-                         actor=who.actor, details={"changes": changes}, ip_address=who.ip_address,
-                         request_id=who.request_id))
+    session.add(audit.entry("settings_changed", resource, resource, who, {"changes": changes}))
 
 
 def update_config(settings: Settings, changes: "ConfigUpdate | dict[str, Any]", who: Audit) -> dict[str, Any]:
@@ -191,7 +167,7 @@ def thresholds(settings: Settings, fresh: bool = False) -> dict[str, int]:
 
 
 def update_thresholds(settings: Settings, values: "SeverityUpdate | dict[str, Any]", who: Audit) -> dict[str, int]:
-    new = _checked(SeverityUpdate, values).model_dump()
+    new = checked(SeverityUpdate, values).model_dump()
     old = thresholds(settings, fresh=True)
     if new != old:
         with session_scope(settings) as session:
