@@ -47,7 +47,8 @@ class DeleteFilterQuery(BaseModel):
 
 
 class EnqueueBody(BaseModel):
-    task: Literal["detection", "analysis", "notification", "cleanup"] = Field(description="Task family")
+    task: Literal["detection", "analysis", "notification", "alerts", "cleanup"] = Field(
+        description="Task family (`alerts` runs on the notification queues)")
     payload: dict[str, Any] = Field(default_factory=dict, description="The task's arguments (schema per task)")
     priority: Literal["high", "normal"] = Field("normal", description="high goes to the family's :high queue")
     idempotency_key: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
@@ -137,8 +138,9 @@ def delete_queue_jobs(queue_name: str, query: DeleteFilterQuery):
 @endpoint(body=EnqueueBody, status=202, summary="Enqueue a job (202 once the broker holds it)", tags=TAGS)
 def enqueue_job(body: EnqueueBody):
     """`detection` takes `camera_id` and an image `path` inside the camera root; `analysis` a
-    `batch_id`; `notification` a `channel` and `message`; `cleanup` an optional `dry_run`. The same
-    `idempotency_key` returns the first job (200) and enqueues nothing."""
+    `batch_id`; `notification` a `channel` and `message`; `alerts` an `event_id` (evaluate the alert
+    rules for that event again; alerts already raised are not raised twice); `cleanup` an optional
+    `dry_run`. The same `idempotency_key` returns the first job (200) and enqueues nothing."""
     result = jobs.enqueue(body.task, body.payload, priority=body.priority, idempotency_key=body.idempotency_key,
                           settings=settings())
     data = {"job_id": result.job_id, "status": "queued", "task": result.task, "queue": result.queue,

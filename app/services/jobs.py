@@ -110,6 +110,10 @@ class NotificationPayload(_Payload):
         return self
 
 
+class AlertsPayload(_Payload):
+    event_id: int = Field(ge=1, description="The scored event whose alert rules to evaluate")
+
+
 class CleanupPayload(_Payload):
     dry_run: bool = False
 
@@ -125,6 +129,7 @@ TASKS: dict[str, TaskSpec] = {
     "detection": TaskSpec("detection", "vigil.detection.detect", DetectionPayload),
     "analysis": TaskSpec("analysis", "vigil.analysis.analyze", AnalysisPayload),
     "notification": TaskSpec("notification", "vigil.notification.send", NotificationPayload),
+    "alerts": TaskSpec("notification", "vigil.notification.fire_alerts", AlertsPayload),
     "cleanup": TaskSpec("cleanup", "vigil.cleanup.run", CleanupPayload),
 }
 TASK_NAMES = {spec.task: spec for spec in TASKS.values()}
@@ -169,7 +174,7 @@ def enqueue(family: str, payload: dict[str, Any], *, priority: str = "normal", i
     spec = TASKS[family] if family in TASKS else None
     kwargs = payload if validated else validate_payload(family, payload, settings)
     assert spec is not None
-    queue = queue_for(family, priority)
+    queue = queue_for(spec.family, priority)
     job_id = str(uuid.uuid4())
     headers: dict[str, Any] = {}
     if idempotency_key:

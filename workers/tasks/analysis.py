@@ -4,11 +4,19 @@ The work is `app.services.events.analyse_batch`; this module owns the retry poli
 that is unavailable is retried `MAX_RETRIES` times with backoff; the last attempt falls back to
 the rule-based scorer when `VIGIL_ANALYSIS_FALLBACK` is on (see app/services/events.py). A retried
 or duplicated analysis never writes a second event: the event is unique per batch.
+
+The event is then handed to the alert rules (`app.services.alerts.schedule_firing`), as a job of
+its own on `notification:high`: alerting can neither fail nor slow down the analysis, and it is
+retried on its own. It is handed over for a found event too, not only a new one: a worker killed
+between writing the event and handing it over is re-run, finds the event, and must still alert.
+The hand-over's idempotency key per event, and alerts being unique per (rule, event), keep that
+from alerting twice.
 """
 from __future__ import annotations
 
 import time
 
+from app.services import alerts
 from app.services.analysers import AnalyserUnavailable
 from app.services.breakers import CircuitOpenError
 from app.services.events import analyse_batch
@@ -25,10 +33,13 @@ def analyze(self, batch_id: str, camera_id: str | None = None) -> dict:
     """Score a closed detection batch and create its event."""
     started_at = time.time()
     retries = self.request.retries
+    settings = get_settings()
     try:
-        return analyse_batch(get_settings(), batch_id, started_at=started_at, first_attempt=retries == 0,
-                             final_attempt=retries >= MAX_RETRIES)
+        event = analyse_batch(settings, batch_id, started_at=started_at, first_attempt=retries == 0,
+                              final_attempt=retries >= MAX_RETRIES)
     except CircuitOpenError as exc:  # only without fallback: wait for the breaker
         raise self.retry(exc=exc, countdown=min(MAX_COUNTDOWN, max(1.0, exc.retry_after)))
     except AnalyserUnavailable as exc:
         raise self.retry(exc=exc, countdown=min(MAX_COUNTDOWN, 5.0 * 2 ** retries))
+    event["alerts_job_id"] = alerts.schedule_firing(settings, event["event_id"], event["batch_id"])
+    return event
