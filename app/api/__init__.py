@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.api import (breakers, cleanup, gpu, health, infrastructure, logs, metrics, monitoring, notifications,
-                     openapi, performance, pipeline, queues, services, storage, supervisor, system_config)
+from app.api import (alerts, breakers, cleanup, gpu, health, infrastructure, logs, metrics, monitoring,
+                     notifications, openapi, performance, pipeline, queues, services, storage, supervisor,
+                     system_config)
 from app.api.auth import init_auth
 from app.api.errors import register_error_handlers
 from app.api.instrumentation import init_instrumentation
@@ -16,7 +17,7 @@ BLUEPRINTS = (
     pipeline.bp, system_config.bp, breakers.bp,                         # pipeline
     supervisor.bp, services.bp, gpu.bp, performance.bp, cleanup.bp, storage.bp,  # worker operations
     logs.bp, metrics.bp, monitoring.bp,                                 # observability
-    notifications.bp,
+    notifications.bp, alerts.bp,                                        # notifications and alert rules
 )
 
 
