@@ -320,8 +320,9 @@ def test_cooldown_holds_with_several_workers_at_once(s):
     assert len(alerts_of(s)) == 1
 
 
-def test_concurrent_evaluations_of_one_event_raise_one_alert(s):
-    alert_rules.create_rule(s, rule_values(channels=["push"], cooldown_seconds=0), WHO)
+@pytest.mark.parametrize("cooldown", [0, 600])
+def test_concurrent_evaluations_of_one_event_raise_one_alert(s, cooldown):
+    alert_rules.create_rule(s, rule_values(channels=["push"], cooldown_seconds=cooldown), WHO)
     event_id = make_event(s)
     start = threading.Barrier(6)
     results = []

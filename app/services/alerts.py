@@ -167,6 +167,11 @@ def _raise_alert(settings: Settings, rule: AlertRule, event: Event) -> Outcome:
     try:
         with session_scope(settings) as session:
             if not _claim_cooldown(session, rule, event.camera_id, at):
+                # A concurrent evaluation of this very event may be what claimed it: then its alert
+                # is this one (and dispatching it again is harmless).
+                found = _existing(session, rule.id, event.id)
+                if found is not None:
+                    return Outcome(rule.id, "existing", found.id)
                 return Outcome(rule.id, "cooldown", reasons=[f"cooldown of {rule.cooldown_seconds}s for camera "
                                                             f"{event.camera_id} has not elapsed"])
             alert = Alert(rule_id=rule.id, rule_name=rule.name, event_id=event.id, camera_id=event.camera_id,
