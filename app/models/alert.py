@@ -53,7 +53,8 @@ class Alert(Base):
     camera_id: Mapped[str] = mapped_column(String(64), index=True)
     severity: Mapped[str] = mapped_column(String(16))
     risk_score: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|delivered|acknowledged|dismissed|failed
+    # pending | delivered | acknowledged | dismissed | failed
+    status: Mapped[str] = mapped_column(String(16), default="pending")
     channels: Mapped[list] = mapped_column(JSONType, default=list)
     deliveries: Mapped[dict] = mapped_column(JSONType, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

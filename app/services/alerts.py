@@ -152,7 +152,8 @@ def _ensure_cooldown_row(settings: Settings, rule_id: str, camera_id: str) -> No
 
 
 def _existing(session: Session, rule_id: str, event_id: int) -> Alert | None:
-    return session.execute(select(Alert).where(Alert.rule_id == rule_id, Alert.event_id == event_id)).scalar_one_or_none()
+    query = select(Alert).where(Alert.rule_id == rule_id, Alert.event_id == event_id)
+    return session.execute(query).scalar_one_or_none()
 
 
 def _raise_alert(settings: Settings, rule: AlertRule, event: Event) -> Outcome:
