@@ -94,20 +94,16 @@ def object_types_of(session: Session, events: Iterable[Event]) -> dict[int, set[
 def schedule_firing(settings: Settings, event_id: int, batch_id: str) -> str | None:
     """Hand a scored event to the alert rules; returns the job id, or None when no rule is enabled.
 
-    Never raises: the event is already stored, and a failure here must not fail or repeat its
-    analysis. What is lost is logged; the event can be re-fired with `POST .../jobs` (task `alerts`).
-    The idempotency key is the event's batch id, a random id, rather than the event id, which a
-    new database would hand out again while the key still lives in Redis.
+    Raises when the database or the broker cannot take the hand-over: the analysis task retries,
+    finds its event (unique per batch) and hands it over again, so an alert is not lost to a
+    broker blip. The idempotency key is the event's batch id, a random id, rather than the event
+    id, which a new database would hand out again while the key still lives in Redis.
     """
-    try:
-        with session_scope(settings) as session:
-            if session.execute(select(AlertRule.id).where(AlertRule.enabled.is_(True)).limit(1)).first() is None:
-                return None
-        return jobs.enqueue("alerts", {"event_id": event_id}, priority="high", settings=settings,
-                            idempotency_key=f"alerts:batch:{batch_id}").job_id
-    except Exception:
-        log.exception("could not hand event %s to the alert rules", event_id)
-        return None
+    with session_scope(settings) as session:
+        if session.execute(select(AlertRule.id).where(AlertRule.enabled.is_(True)).limit(1)).first() is None:
+            return None
+    return jobs.enqueue("alerts", {"event_id": event_id}, priority="high", settings=settings,
+                        idempotency_key=f"alerts:batch:{batch_id}").job_id
 
 
 @dataclass

@@ -6,8 +6,9 @@ the rule-based scorer when `VIGIL_ANALYSIS_FALLBACK` is on (see app/services/eve
 or duplicated analysis never writes a second event: the event is unique per batch.
 
 The event is then handed to the alert rules (`app.services.alerts.schedule_firing`), as a job of
-its own on `notification:high`: alerting can neither fail nor slow down the analysis, and it is
-retried on its own. It is handed over for a found event too, not only a new one: a worker killed
+its own on `notification:high`: a slow or failing rule evaluation cannot slow down or fail the
+analysis, and it is retried on its own. If the hand-over itself fails (database or broker away),
+the analysis is retried, finds its event and hands it over again. It is handed over for a found event too, not only a new one: a worker killed
 between writing the event and handing it over is re-run, finds the event, and must still alert.
 The hand-over's idempotency key per event, and alerts being unique per (rule, event), keep that
 from alerting twice.
@@ -41,5 +42,8 @@ def analyze(self, batch_id: str, camera_id: str | None = None) -> dict:
         raise self.retry(exc=exc, countdown=min(MAX_COUNTDOWN, max(1.0, exc.retry_after)))
     except AnalyserUnavailable as exc:
         raise self.retry(exc=exc, countdown=min(MAX_COUNTDOWN, 5.0 * 2 ** retries))
-    event["alerts_job_id"] = alerts.schedule_firing(settings, event["event_id"], event["batch_id"])
+    try:
+        event["alerts_job_id"] = alerts.schedule_firing(settings, event["event_id"], event["batch_id"])
+    except Exception as exc:  # the event is stored; the retry finds it and only hands it over again
+        raise self.retry(exc=exc, countdown=min(MAX_COUNTDOWN, 2.0 * 2 ** retries))
     return event
