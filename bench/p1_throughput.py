@@ -7,14 +7,19 @@ worker start-up is not counted. Rounds alternate the sides to spread machine noi
 2-core VM a side's rounds can differ by half); the best round of each side is compared, and the
 ratio of medians is printed too.
 
-Vigil's side runs as `make run` configures it: the job registry (one Lua call per quick job, SQL
-archiving happens in the service host, not in the workers),
-heartbeats with the dead-worker sweep, acks late, prefetch 1. A second line runs
-the same with task events on (`VIGIL_TASK_EVENTS=true`, what Flower's task view needs). The bare
-app uses Celery's defaults (acks early, prefetch 4, no events, no results). Goal: ratio >= 0.85.
+Vigil's sides run the pools exactly as the Procfile (`make run`) starts them, flags read from it:
+the job registry (one Lua call per quick job; SQL archiving happens in the service host),
+heartbeats with the dead-worker sweep, acks late, atomic fetch. A no-op job is a short job, so the
+headline runs it through the short-job pool (notification: `--prefetch-multiplier` from the
+Procfile); the long-job pools (detection, analysis, cleanup) run with prefetch 1 so a long job
+never holds a second message hostage, and that configuration is measured too, for reference, on
+the cleanup pool. A last side turns task events on (`VIGIL_TASK_EVENTS=true`, Flower's task view).
+The bare app uses Celery's defaults (acks early, prefetch 4, no events, no results).
+Goal: ratio >= 0.85.
 """
 from __future__ import annotations
 
+import re
 import statistics
 import subprocess
 import sys
@@ -28,31 +33,55 @@ from tests.servers import ROOT, CeleryWorker
 CONCURRENCY = 2
 
 
+def procfile_prefetch(process: str) -> int:
+    """The `--prefetch-multiplier` the Procfile gives `process` (Celery's default 4 when absent,
+    but Vigil's config sets 1 for every pool that does not override it)."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.startswith(f"{process}:"):
+            found = re.search(r"--prefetch-multiplier[= ](\d+)", line)
+            return int(found.group(1)) if found else 1
+    raise LookupError(f"no {process!r} process in the Procfile")
+
+
+# side -> (worker group, queues consumed, queue the no-ops go to, Procfile process, extra env)
+SIDES = {
+    "vigil": ("notification_worker", ["notification:high", "notification"], "notification", "notification", {}),
+    "vigil_long": ("cleanup_service", ["cleanup"], "cleanup", "cleanup", {}),
+    "vigil_events": ("notification_worker", ["notification:high", "notification"], "notification", "notification",
+                     {"VIGIL_TASK_EVENTS": "true"}),
+    "bare": ("bare", ["bare"], "bare", None, {}),
+}
+LABELS = {
+    "vigil": "no-op tasks/s, Vigil short-job pool as make run starts it, registry on",
+    "vigil_long": "no-op tasks/s, Vigil long-job pool (prefetch 1), registry on, for reference",
+    "vigil_events": "no-op tasks/s, Vigil short-job pool, registry on + task events for Flower",
+}
+
+
 def run(ctx: Context, quick: bool = False) -> list[Result]:
     n = 1000 if quick else 3000
     rounds = 1 if quick else 5
-    env = ctx.env(VIGIL_HEARTBEAT_INTERVAL="2")
+    env = ctx.env(VIGIL_HEARTBEAT_INTERVAL="2", VIGIL_TASK_EVENTS="false")
     ctx.migrate(env)
     client = redis.Redis.from_url(ctx.redis().url)
-    sides = {"vigil": dict(env, VIGIL_TASK_EVENTS="false"), "vigil_events": dict(env, VIGIL_TASK_EVENTS="true"),
-             "bare": env}
-    rates: dict[str, list[float]] = {name: [] for name in sides}
+    rates: dict[str, list[float]] = {name: [] for name in SIDES}
     for _ in range(rounds):
-        for name, side_env in sides.items():
-            rates[name].append(_round(ctx, name, side_env, client, n))
+        for name in SIDES:
+            rates[name].append(_round(ctx, name, env, client, n))
     best = {name: max(values) for name, values in rates.items()}
     median = {name: statistics.median(values) for name, values in rates.items()}
     details = {"messages_per_round": n, "rounds": rounds, "concurrency": CONCURRENCY,
+               "prefetch": {name: procfile_prefetch(side[3]) if side[3] else 4 for name, side in SIDES.items()},
                **{f"{name}_rounds": [round(r, 1) for r in values] for name, values in rates.items()},
-               "median_ratio": round(median["vigil"] / median["bare"], 3),
-               "median_ratio_with_events": round(median["vigil_events"] / median["bare"], 3)}
+               **{f"median_ratio_{name}": round(median[name] / median["bare"], 3) for name in LABELS}}
     out = []
-    for name, label in (("vigil", "no-op tasks/s, Vigil workers, registry on (make run default)"),
-                        ("vigil_events", "no-op tasks/s, Vigil workers, registry on + task events for Flower")):
+    for name, label in LABELS.items():
         ratio = best[name] / best["bare"]
+        headline = name == "vigil"
         out.append(Result("P1", label, round(best[name], 1), "tasks/s", baseline="bare Celery app, same Redis",
-                          baseline_value=round(best["bare"], 1), ratio=round(ratio, 3), goal="ratio >= 0.85",
-                          met=ratio >= 0.85, details=details if name == "vigil" else {}))
+                          baseline_value=round(best["bare"], 1), ratio=round(ratio, 3),
+                          goal="ratio >= 0.85" if headline else "", met=ratio >= 0.85 if headline else None,
+                          details=details if headline else {}))
     return out
 
 
@@ -66,14 +95,16 @@ def _wait_completed(client: redis.Redis, queue: str, n: int, timeout: float = 5.
 
 
 def _round(ctx: Context, name: str, env: dict, client: redis.Redis, n: int) -> float:
-    bare = name == "bare"
-    queue, app, task, group = (("bare", "bench.bare_app", "bare.noop", "bare") if bare else
-                               ("cleanup", "workers.celery_app", "vigil.system.canary", "cleanup_service"))
+    group, queues, queue, process, extra = SIDES[name]
+    bare = process is None
+    app, task = ("bench.bare_app", "bare.noop") if bare else ("workers.celery_app", "vigil.system.canary")
     module = "bench.bare_app import app as celery" if bare else "workers.celery_app import celery"
+    side_env = dict(env, **extra)
     subprocess.run([sys.executable, "-c", f"from {module}\nfor _ in range({n}): celery.send_task('{task}', "
-                                          f"queue='{queue}')\n"], cwd=ROOT, env=env, check=True)
+                                          f"queue='{queue}')\n"], cwd=ROOT, env=side_env, check=True)
     assert client.llen(queue) == n
-    worker = CeleryWorker(env, group, [queue], concurrency=CONCURRENCY, app=app,
+    flags = [] if bare else [f"--prefetch-multiplier={procfile_prefetch(process)}"]
+    worker = CeleryWorker(side_env, group, queues, concurrency=CONCURRENCY, app=app, extra=flags,
                           log_path=str(ctx.dir / f"{name}.log"))
     worker.start(wait=False)
     try:

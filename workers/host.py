@@ -434,6 +434,7 @@ class ServiceHost:
 
     def _reply(self, cmd: dict[str, Any], code: int, message: str) -> None:
         w = self.workers.get(cmd.get("worker") or "")
+        self._flush_history()  # whoever reads the history after the reply sees the command in it
         try:
             self._write_state()  # whoever reads the state after the reply sees the effect
         except Exception:
