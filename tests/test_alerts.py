@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy.exc import OperationalError
 from sqlalchemy import select
 
 from app import create_app
@@ -354,7 +355,8 @@ def test_schedule_firing_only_with_enabled_rules_and_once_per_event(s, forget_jo
     assert job["kwargs"] == {"event_id": event_id}
     assert alerts.schedule_firing(s, event_id, batch) == job_id          # a repeated analysis: same job
     broken = replace(s, database_url="postgresql+psycopg2://nobody@127.0.0.1:1/none")
-    assert alerts.schedule_firing(broken, event_id, batch) is None       # logged, never raised
+    with pytest.raises(OperationalError):  # raised, so the analysis task retries the hand-over
+        alerts.schedule_firing(broken, event_id, batch)
 
 
 # ---- delivery status ---------------------------------------------------------------------------------------------
