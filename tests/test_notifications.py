@@ -150,6 +150,7 @@ def test_notification_config_and_test_endpoint(notifier, mail_client, client, ap
     config = mail_client.get("/api/notification/config").get_json()
     assert config["email_configured"] is True and config["available_channels"] == ["email", "webhook"]
     assert "password" not in json.dumps(config).lower()
+    assert config["alert_email_recipients"] == 0 and config["alert_webhook_configured"] is False
     assert client.get("/api/notification/config").get_json()["email_configured"] is False
     hook = Hook([200])
     try:

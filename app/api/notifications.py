@@ -32,7 +32,10 @@ def notification_config():
     return {"notification_enabled": True, "email_configured": email, "webhook_configured": True,
             "push_configured": False, "available_channels": (["email"] if email else []) + ["webhook"],
             "smtp_host": s.smtp_host or None, "smtp_port": s.smtp_port if email else None,
-            "smtp_from_address": s.smtp_from if email else None}
+            "smtp_from_address": s.smtp_from if email else None,
+            # Where alert rules send (a test send names its own destination instead).
+            "alert_email_recipients": len(s.alert_recipients),
+            "alert_webhook_configured": bool(s.alert_webhook_url)}
 
 
 @bp.post("/test")
