@@ -594,6 +594,8 @@ def test_a_closed_batch_becomes_an_event_an_alert_and_a_webhook_call(celery_work
         calls = [req.json() for req in hook.requests if req.path == "/hook"]
         assert len(calls) == 2 and {c["alert_id"] for c in calls} == {good["id"], refused["id"]}
         assert all(c["event_id"] == event_id and "risk" in c["message"] for c in calls)
+        assert all(c["alert"]["camera_id"] == camera and c["alert"]["risk_score"] == done["result"]["risk_score"]
+                   and c["alert"]["severity"] == "critical" for c in calls)
         fire_job = wait(lambda: (registry.get(done["result"]["alerts_job_id"]) or {}).get("state") == "completed"
                         and registry.get(done["result"]["alerts_job_id"]), 10, what="the fire job's record")
         assert fire_job["queue"] == "notification:high" and fire_job["result"]["alerts"]

@@ -232,7 +232,13 @@ def _notification(settings: Settings, alert: Alert, event: Event, channel: str) 
                f"risk {event.risk_score}/100 ({event.risk_level}), started {iso(event.started_at)}.\n"
                f"{event.summary}\nAlert {alert.id}, severity {alert.severity}.")
     payload: dict[str, Any] = {"channel": channel, "subject": subject[:200], "message": message[:10000],
-                               "event_id": event.id, "alert_id": alert.id}
+                               "event_id": event.id, "alert_id": alert.id,
+                               # what a webhook receiver routes on, without parsing the message
+                               "alert": {"severity": alert.severity, "rule_id": alert.rule_id,
+                                         "rule_name": alert.rule_name, "camera_id": alert.camera_id,
+                                         "risk_score": event.risk_score, "risk_level": event.risk_level,
+                                         "event_started_at": iso(event.started_at),
+                                         "created_at": iso(alert.created_at)}}
     if channel == "email":
         if not notifications.email_configured(settings):
             return "e-mail is not configured (VIGIL_SMTP_HOST is empty)"

@@ -92,6 +92,7 @@ class NotificationPayload(_Payload):
     message: str = Field(min_length=1, max_length=10000)
     event_id: int | None = None
     alert_id: str | None = None
+    alert: dict[str, Any] | None = Field(None, description="An alert's facts, sent as JSON to a webhook")
 
     @field_validator("recipients")
     @classmethod

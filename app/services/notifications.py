@@ -91,7 +91,8 @@ def deliver(settings: Settings, payload: dict[str, Any]) -> dict[str, Any]:
         return send_email(settings, payload.get("recipients") or [], payload.get("subject") or "Vigil alert",
                           payload["message"])
     return send_webhook(settings, payload.get("url"),
-                        {k: payload.get(k) for k in ("subject", "message", "event_id", "alert_id")})
+                        {k: payload.get(k) for k in ("subject", "message", "event_id", "alert_id", "alert")
+                         if k in payload})
 
 
 def probe_smtp(settings: Settings, timeout: float) -> str | None:
