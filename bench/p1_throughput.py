@@ -7,7 +7,8 @@ worker start-up is not counted. Rounds alternate the sides to spread machine noi
 2-core VM a side's rounds can differ by half); the best round of each side is compared, and the
 ratio of medians is printed too.
 
-Vigil's sides run the pools exactly as the Procfile (`make run`) starts them, flags read from it:
+Vigil's sides run with the prefetch the Procfile (`make run`) gives each pool, read from it
+(concurrency 2 on every side, as the notification pool has, so the sides compare):
 the job registry (one Lua call per quick job; SQL archiving happens in the service host),
 heartbeats with the dead-worker sweep, acks late, atomic fetch. A no-op job is a short job, so the
 headline runs it through the short-job pool (notification: `--prefetch-multiplier` from the
@@ -28,19 +29,19 @@ import time
 import redis
 
 from bench.harness import Context, Result, drain_time
-from tests.servers import ROOT, CeleryWorker
+from tests.servers import ROOT, CeleryWorker, procfile
 
 CONCURRENCY = 2
 
 
 def procfile_prefetch(process: str) -> int:
-    """The `--prefetch-multiplier` the Procfile gives `process` (Celery's default 4 when absent,
-    but Vigil's config sets 1 for every pool that does not override it)."""
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.startswith(f"{process}:"):
-            found = re.search(r"--prefetch-multiplier[= ](\d+)", line)
-            return int(found.group(1)) if found else 1
-    raise LookupError(f"no {process!r} process in the Procfile")
+    """The `--prefetch-multiplier` the Procfile gives `process`; without one, Vigil's config applies
+    (`worker_prefetch_multiplier=1`)."""
+    command = procfile().get(process)
+    if command is None:
+        raise LookupError(f"no {process!r} process in the Procfile")
+    found = re.search(r"--prefetch-multiplier[= ](\d+)", command)
+    return int(found.group(1)) if found else 1
 
 
 # side -> (worker group, queues consumed, queue the no-ops go to, Procfile process, extra env)

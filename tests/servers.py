@@ -169,6 +169,16 @@ class PostgresServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def procfile() -> dict[str, str]:
+    """The Procfile's processes, name -> command: what `make run` starts."""
+    procs = {}
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, command = line.partition(":")
+            procs[name.strip()] = command.strip()
+    return procs
+
+
 # --- Celery workers --------------------------------------------------------------------------------
 class CeleryWorker:
     """A real `celery worker` subprocess for one worker group."""

@@ -23,6 +23,7 @@ from tests.servers import CeleryWorker
 HEADERS = {"X-API-Key": API_KEY}
 NOW = datetime.now(timezone.utc)
 OLD = NOW - timedelta(days=40)
+CUTOFF = NOW - timedelta(days=30)  # retention_days=30 in seed()
 NEW = NOW - timedelta(days=5)
 TABLES = (Detection, Event, GpuStat, Log)
 
@@ -73,20 +74,16 @@ def seed(s) -> dict:
             "_gone": [old_img, old1, old2], "_kept": [shared_img, new_img, new1, outside]}
 
 
-def counts(s) -> dict:
-    with session_scope(s) as session:
-        return {m.__tablename__: session.execute(select(func.count()).select_from(m)).scalar_one() for m in TABLES}
-
-
 AGE = {Detection: Detection.detected_at, Event: Event.created_at, GpuStat: GpuStat.recorded_at, Log: Log.timestamp}
 
 
-def old_counts(s) -> dict:
-    """Rows past the cutoff only: a live worker keeps writing its own fresh log lines to the logs table."""
-    cutoff = NOW - timedelta(days=30)
+def counts(s, older_than: datetime | None = None) -> dict:
+    """Rows per table; `older_than` counts only rows past that time (a live worker keeps writing its
+    own fresh log lines to the logs table)."""
     with session_scope(s) as session:
-        return {m.__tablename__: session.execute(select(func.count()).select_from(m).where(AGE[m] < cutoff))
-                .scalar_one() for m in TABLES}
+        return {m.__tablename__: session.execute(
+            select(func.count()).select_from(m).where(*([AGE[m] < older_than] if older_than else []))).scalar_one()
+            for m in TABLES}
 
 
 FIGURES = ("events_deleted", "detections_deleted", "gpu_stats_deleted", "logs_deleted", "thumbnails_deleted",
@@ -156,12 +153,12 @@ def test_cleanup_endpoint_runs_a_job_on_the_cleanup_queue(cl_settings, cleanup_w
     r = api.post("/api/system/cleanup?dry_run=true", headers=HEADERS)
     assert r.status_code == 503 and "cleanup" in r.get_json()["detail"]  # no worker: nothing enqueued
     cleanup_workers(1)
-    before = old_counts(cl_settings)
+    before = counts(cl_settings, older_than=CUTOFF)
     r = api.post("/api/system/cleanup?dry_run=true", headers=HEADERS)
     assert r.status_code == 200, r.get_json()
     dry = r.get_json()
     assert {k: dry[k] for k in FIGURES} == {k: expected[k] for k in FIGURES} and dry["dry_run"] is True
-    assert old_counts(cl_settings) == before
+    assert counts(cl_settings, older_than=CUTOFF) == before
     r = api.post("/api/system/cleanup", headers=HEADERS)
     assert r.status_code == 200, r.get_json()
     real = r.get_json()

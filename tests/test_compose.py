@@ -4,18 +4,10 @@ from pathlib import Path
 import yaml
 
 from app.settings import Settings, settings_fields
+from tests.servers import procfile
 
 ROOT = Path(__file__).resolve().parent.parent
 INFRA = {"redis", "postgres", "migrate"}
-
-
-def _procfile() -> dict[str, str]:
-    procs = {}
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            name, _, command = line.partition(":")
-            procs[name.strip()] = command.strip()
-    return procs
 
 
 def _compose() -> dict:
@@ -23,7 +15,7 @@ def _compose() -> dict:
 
 
 def test_every_procfile_process_is_a_compose_service_with_the_same_command():
-    procs = _procfile()
+    procs = procfile()
     services = _compose()["services"]
     for name, command in procs.items():
         if name == "redis":  # compose runs the redis image instead, with the same persistence

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
 from flask import Blueprint
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,7 +10,8 @@ from app.api.endpoint import endpoint
 from app.api.pipeline import dependencies_required
 from app.api.respond import settings, who
 from app.services import alert_rules, alerts
-from app.services.alert_rules import RuleCreate, RuleUpdate
+from app.services.alert_rules import RuleCreate, RuleUpdate, Severity
+from app.services.alerts import AlertStatus
 
 bp = Blueprint("alerts", __name__, url_prefix="/api/alerts")
 TAGS = ["alerts"]
@@ -20,8 +20,8 @@ ALERT_ERRORS = {404: "No such alert", 409: "The alert's status does not allow it
 
 
 class AlertsQuery(BaseModel):
-    status: Literal["pending", "delivered", "acknowledged", "dismissed", "failed"] | None = None
-    severity: Literal["low", "medium", "high", "critical"] | None = None
+    status: AlertStatus | None = None
+    severity: Severity | None = None
     rule_id: str | None = Field(None, max_length=64)
     camera_id: str | None = Field(None, max_length=64)
     limit: int = Field(50, ge=1, le=1000)

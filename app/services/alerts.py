@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Literal
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -54,8 +54,7 @@ from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("pending", "delivered", "acknowledged", "dismissed", "failed")
-SEVERITIES = ("low", "medium", "high", "critical")
+AlertStatus = Literal["pending", "delivered", "acknowledged", "dismissed", "failed"]
 HIGH_PRIORITY = frozenset({"high", "critical"})
 ACKNOWLEDGEABLE = ("pending", "delivered")
 DISMISSABLE = ("pending", "delivered", "acknowledged")
@@ -70,6 +69,14 @@ def as_dict(alert: Alert) -> dict[str, Any]:
             "risk_score": alert.risk_score, "channels": alert.channels, "deliveries": alert.deliveries,
             "created_at": iso(alert.created_at), "delivered_at": iso(alert.delivered_at),
             "acknowledged_at": iso(alert.acknowledged_at), "dismissed_at": iso(alert.dismissed_at)}
+
+
+def load_alert(session: Session, alert_id: str, fresh: bool = False) -> Alert:
+    """The alert, or NotFound (404); `fresh` re-reads a row this transaction just updated."""
+    alert = session.get(Alert, alert_id, populate_existing=fresh)
+    if alert is None:
+        raise NotFound(f"No alert with id '{alert_id}'", code="alert_not_found")
+    return alert
 
 
 def event_time(event: Event) -> datetime:
@@ -257,9 +264,7 @@ def dispatch(settings: Settings, alert_id: str) -> dict[str, Any]:
     ids, and the channels that cannot be used with the reason. Enqueue failures (broker down)
     propagate after what did succeed is recorded."""
     with session_scope(settings) as session:
-        alert = session.get(Alert, alert_id)
-        if alert is None:
-            raise NotFound(f"No alert with id '{alert_id}'", code="alert_not_found")
+        alert = load_alert(session, alert_id)
         event = session.get(Event, alert.event_id)
     entries: dict[str, dict[str, Any]] = {}
     failure: Exception | None = None
@@ -332,11 +337,9 @@ def _locked(session: Session, alert_id: str) -> Alert:
     """The alert, read after an UPDATE of its row: the row (PostgreSQL) or database (SQLite) is
     locked for this transaction before anything is read, so concurrent read-modify-writes queue up
     instead of overwriting each other."""
-    result = session.execute(update(Alert).where(Alert.id == alert_id).values(updated_at=utcnow())
-                             .execution_options(synchronize_session=False))
-    if result.rowcount == 0:
-        raise NotFound(f"No alert with id '{alert_id}'", code="alert_not_found")
-    return session.get(Alert, alert_id, populate_existing=True)
+    session.execute(update(Alert).where(Alert.id == alert_id).values(updated_at=utcnow())
+                    .execution_options(synchronize_session=False))
+    return load_alert(session, alert_id, fresh=True)
 
 
 def _change(settings: Settings, alert_id: str, apply: Callable[[Alert], None]) -> dict[str, Any]:
@@ -357,9 +360,7 @@ def _transition(settings: Settings, alert_id: str, to: str, allowed: tuple[str, 
         result = session.execute(update(Alert).where(Alert.id == alert_id, Alert.status.in_(allowed))
                                  .values(status=to, updated_at=now, **{stamp: now})
                                  .execution_options(synchronize_session=False))
-        alert = session.get(Alert, alert_id, populate_existing=True)
-        if alert is None:
-            raise NotFound(f"No alert with id '{alert_id}'", code="alert_not_found")
+        alert = load_alert(session, alert_id, fresh=True)
         if result.rowcount == 0:
             raise Conflict(f"Alert {alert_id} is {alert.status}; only {' or '.join(allowed)} alerts can be {verb}",
                            code="alert_status_conflict", extra={"status": alert.status})
@@ -378,10 +379,7 @@ def dismiss(settings: Settings, alert_id: str, who: Audit) -> dict[str, Any]:
 
 def get_alert(settings: Settings, alert_id: str) -> dict[str, Any]:
     with session_scope(settings) as session:
-        alert = session.get(Alert, alert_id)
-        if alert is None:
-            raise NotFound(f"No alert with id '{alert_id}'", code="alert_not_found")
-        return as_dict(alert)
+        return as_dict(load_alert(session, alert_id))
 
 
 def list_alerts(settings: Settings, *, status: str | None = None, severity: str | None = None,
