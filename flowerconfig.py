@@ -1,5 +1,5 @@
 """Flower reads this file from the working directory: same port setting as the rest (FLOWER_PORT)."""
-from app.settings import get_settings
+from app.core.settings import get_settings
 
 _settings = get_settings()
 

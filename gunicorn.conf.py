@@ -1,7 +1,7 @@
 """gunicorn settings, derived from Vigil's settings so the port is defined once (VIGIL_PORT)."""
 import os
 
-from app.settings import get_settings
+from app.core.settings import get_settings
 
 _settings = get_settings()
 
@@ -20,13 +20,11 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms req=%({x-request-id}o)s'
 
 def on_starting(server):
     """Fresh start of the API: clear metrics files left by processes that are gone."""
-    from app.services import metrics
-
+    from app.observability import metrics
     metrics.prepare(_settings)
 
 
 def child_exit(server, worker):
     """A gunicorn worker left: its live gauges must stop counting (its counters stay)."""
-    from app.services import metrics
-
+    from app.observability import metrics
     metrics.process_dead(worker.pid, _settings)

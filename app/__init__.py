@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.settings import Settings, get_settings
+from app.core.settings import Settings, get_settings
 
 __version__ = "0.1.0"
 
@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the API. `settings` defaults to the environment's (tests pass their own)."""
     from app import api
-    from app.logging_config import configure_logging
+    from app.observability.logging_setup import configure_logging
 
     settings = settings or get_settings()
     configure_logging(settings.log_level, "api", settings)

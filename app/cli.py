@@ -8,11 +8,11 @@ import secrets
 import sys
 from pathlib import Path
 
-from app.settings import get_settings
+from app.core.settings import get_settings
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:
-    from app.migrate import upgrade
+    from app.core.migrate import upgrade
 
     settings = get_settings()
     for directory in (settings.var_dir, settings.camera_root, settings.thumbnail_dir, settings.clips_dir,
@@ -87,7 +87,7 @@ def cmd_redis_conf(_args: argparse.Namespace) -> int:
 
 def cmd_docs(_args: argparse.Namespace) -> int:
     """Rewrite the generated settings table in docs/configuration.md."""
-    from app.settings import settings_table
+    from app.core.settings import settings_table
 
     doc = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
     text = doc.read_text()

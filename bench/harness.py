@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from app.stats import percentile  # noqa: F401  (re-exported for the benchmarks)
+from app.core.stats import percentile  # noqa: F401  (re-exported for the benchmarks)
 from tests.servers import ROOT, ApiServer, CeleryWorker, RedisServer
 
 
@@ -84,7 +84,7 @@ class Context:
                        capture_output=True)
 
     def worker(self, group: str, queues: list[str], concurrency: int = 1, env: dict[str, str] | None = None,
-               app: str = "workers.celery_app", extra: list[str] | None = None) -> CeleryWorker:
+               app: str = "workers", extra: list[str] | None = None) -> CeleryWorker:
         w = CeleryWorker(env or self.env(), group, queues, concurrency=concurrency, extra=extra,
                          log_path=str(self.dir / f"{group}-{len(self._procs)}.log"), app=app)
         w.start()

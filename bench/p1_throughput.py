@@ -98,8 +98,8 @@ def _wait_completed(client: redis.Redis, queue: str, n: int, timeout: float = 5.
 def _round(ctx: Context, name: str, env: dict, client: redis.Redis, n: int) -> float:
     group, queues, queue, process, extra = SIDES[name]
     bare = process is None
-    app, task = ("bench.bare_app", "bare.noop") if bare else ("workers.celery_app", "vigil.system.canary")
-    module = "bench.bare_app import app as celery" if bare else "workers.celery_app import celery"
+    app, task = ("bench.bare_app", "bare.noop") if bare else ("workers", "vigil.system.canary")
+    module = "bench.bare_app import app as celery" if bare else "workers import celery"
     side_env = dict(env, **extra)
     subprocess.run([sys.executable, "-c", f"from {module}\nfor _ in range({n}): celery.send_task('{task}', "
                                           f"queue='{queue}')\n"], cwd=ROOT, env=side_env, check=True)

@@ -17,7 +17,7 @@ import time
 import redis
 import requests
 
-from app.queues import QUEUE_NAMES
+from app.celery.queues import QUEUE_NAMES
 from bench.harness import Context, Result, summary_ms, time_calls
 from bench.queue_fill import fill_queues, paused_workers
 from tests.servers import ROOT, free_port, wait_for
@@ -43,14 +43,14 @@ def run(ctx: Context, quick: bool = False) -> list[Result]:
     assert all(q["paused"] for q in body) and sum(1 for q in body if q["consumers"] == 0) == 6
     vigil = summary_ms(time_calls(lambda: session.get(url, timeout=10).raise_for_status(), 200 if quick else 500))
 
-    from workers.celery_app import celery
+    from app.celery.app import celery
 
     celery.conf.broker_url = env["REDIS_URL"]  # this process talks to the benchmark's Redis
     inspect = summary_ms(time_calls(lambda: celery.control.inspect(timeout=1.0).active(), 5 if quick else 20, warmup=2))
 
     flower_port = free_port()
     log = open(ctx.dir / "flower.log", "wb")
-    flower = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers.celery_app", "flower",
+    flower = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers", "flower",
                                f"--port={flower_port}", "--address=127.0.0.1"],
                               cwd=ROOT, env=dict(env, FLOWER_UNAUTHENTICATED_API="true"), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -1,6 +1,6 @@
 """Watch-to-detect latency: a file fully written to detection task started, p50/p95 over 200 files.
 
-The real path end to end: the service host (`python -m workers.host`: the file watcher on
+The real path end to end: the service host (`python -m workers.host.supervisor`: the file watcher on
 inotify) and a real detection worker on a real Redis. The benchmark writes each JPEG into a camera
 folder and notes the time right after `close()`; the worker's `task_prerun` records when the
 detection task started (the registry's `started_at`). Latency = started_at - closed_at, on the
@@ -45,7 +45,7 @@ def run(ctx: Context, quick: bool = False) -> list[Result]:
     # for the run, and put them back afterwards.
     saved = dict(os.environ)
     os.environ.update({k: v for k, v in env.items() if k.startswith(("VIGIL_", "REDIS_URL", "DATABASE_URL"))})
-    from app.settings import get_settings
+    from app.core.settings import get_settings
 
     get_settings.cache_clear()
     try:
@@ -61,10 +61,10 @@ def _measure(ctx: Context, env: dict[str, str], n: int) -> list[Result]:
     import numpy as np
     import redis
 
-    from app.settings import get_settings
+    from app.core.settings import get_settings
 
     pace = 0.1
-    from workers.celery_app import create_celery
+    from app.celery.app import create_celery
 
     celery = create_celery(get_settings())
     client = redis.Redis.from_url(env["REDIS_URL"], decode_responses=True)

@@ -1,6 +1,6 @@
 """Built-in detector frames per second on 640x480 images, one core.
 
-The built-in backend (OpenCV HOG people + Haar faces, app/services/detectors.py) runs on real
+The built-in backend (OpenCV HOG people + Haar faces, app/pipeline/ai/detectors.py) runs on real
 photographs from scikit-image's wheel, resized to 640x480 and stored as JPEG, exactly as the
 detection task calls it: read the file, decode, detect. The process is pinned to one core and
 OpenCV to one thread.
@@ -51,7 +51,7 @@ def _time(fn, paths: list[str], n: int) -> list[float]:
 def run(ctx: Context, quick: bool = False) -> list[Result]:
     import cv2
 
-    from app.services.detectors import BuiltinDetector
+    from app.pipeline.ai.detectors import BuiltinDetector
 
     paths = _frames(ctx)
     import psutil

@@ -5,7 +5,7 @@
    the same logger with the console handler only (what every process paid before the sink). The
    ratio says what the sink adds on the calling thread; the rows are then checked in the table.
 2. `job metrics`: the per-task cost of the metrics receivers (`task_prerun` + `task_postrun` in
-   `workers/observability.py`, multiprocess mmap writes), called with a real task and request,
+   `workers/hooks/observability.py`, multiprocess mmap writes), called with a real task and request,
    against one `time.perf_counter()` pair (the floor any duration measurement pays). Reported in
    microseconds, to set against a task's own cost (a Celery no-op task costs around a millisecond
    of broker round trips).
@@ -32,8 +32,8 @@ def _log_emit(ctx: Context, n: int) -> Result:
     env = ctx.env()
     os.environ.update({k: v for k, v in env.items() if k in ("VIGIL_VAR_DIR", "DATABASE_URL", "REDIS_URL")})
     ctx.migrate(env)
-    from app.log_sink import DatabaseLogHandler
-    from app.logging_config import FORMAT, ContextFilter
+    from app.observability.log_sink import DatabaseLogHandler
+    from app.observability.logging_setup import FORMAT, ContextFilter
 
     devnull = open(os.devnull, "w")
     console = logging.StreamHandler(devnull)
@@ -68,7 +68,7 @@ def _log_emit(ctx: Context, n: int) -> Result:
 
 
 def _job_metrics(n: int) -> Result:
-    from workers import observability
+    from workers.hooks import observability
     from workers.tasks.system import canary as task
 
     task.push_request(id="bench", delivery_info={"routing_key": "analysis"})

@@ -15,7 +15,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from dataclasses import replace
+from app.core.settings import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -26,9 +26,9 @@ ROUNDS = {True: 1, False: 3}
 
 
 def _engine_and_settings(ctx: Context, url: str):
-    from app.db import make_engine
-    from app.migrate import upgrade
-    from app.settings import Settings
+    from app.core.db import make_engine
+    from app.core.migrate import upgrade
+    from app.core.settings import Settings
 
     upgrade(url)
     settings = replace(Settings.from_env({"VIGIL_VAR_DIR": str(ctx.dir / "var")}), database_url=url,
@@ -99,7 +99,7 @@ def _single_delete(engine, cutoff: datetime) -> None:
 def _measure(engine, settings, rows: int, batched: bool) -> dict:
     from sqlalchemy.orm import sessionmaker
 
-    from app.services.cleanup import run_retention_cleanup
+    from app.ops.cleanup import run_retention_cleanup
 
     _seed(engine, rows)
     with _Writer(engine) as writer:

@@ -7,7 +7,7 @@ import sys
 
 import redis
 
-from app.queues import QUEUE_NAMES
+from app.celery.queues import QUEUE_NAMES
 from bench.harness import Context, fill
 from tests.servers import ROOT, CeleryWorker
 
@@ -15,7 +15,7 @@ from tests.servers import ROOT, CeleryWorker
 def template(env: dict, client: redis.Redis, queue: str) -> tuple[bytes, str]:
     """Publish one real job through Vigil's app and take its message off the list as a template."""
     out = subprocess.run([sys.executable, "-c", (
-        "from workers.celery_app import celery\n"
+        "from app.celery.app import celery\n"
         f"print(celery.send_task('vigil.system.canary', kwargs={{'sleep': 0}}, queue='{queue}').id)\n")],
         cwd=ROOT, env=env, check=True, capture_output=True, text=True)
     job_id = out.stdout.strip().splitlines()[-1]
@@ -29,7 +29,7 @@ def paused_workers(ctx: Context, env: dict) -> list[CeleryWorker]:
     stays put while it is measured."""
     client = redis.Redis.from_url(env["REDIS_URL"])
     client.sadd("vigil:queues:paused", *QUEUE_NAMES)
-    from app.queues import WORKER_GROUPS
+    from app.celery.queues import WORKER_GROUPS
 
     return [ctx.worker(group, list(queues), concurrency=1, env=env) for group, queues in WORKER_GROUPS.items()]
 

@@ -5,9 +5,9 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from app.db import make_engine
+from app.core.db import make_engine
 from app.models import Base
-from app.settings import get_settings
+from app.core.settings import get_settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):

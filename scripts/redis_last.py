@@ -17,7 +17,7 @@ import redis
 
 
 def main() -> int:
-    from app.settings import get_settings
+    from app.core.settings import get_settings
 
     conf = str(get_settings().var_dir / "redis" / "redis.conf")  # written by `vigil redis-conf`
     port = 6379

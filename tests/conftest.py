@@ -40,7 +40,7 @@ def pytest_configure(config: pytest.Config) -> None:
     })
     for key in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "VIGIL_AUTH_READS"):
         os.environ.pop(key, None)
-    from app.migrate import upgrade
+    from app.core.migrate import upgrade
 
     upgrade(os.environ["DATABASE_URL"])
 
@@ -88,7 +88,7 @@ def _db_name(nodeid: str) -> str:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request, tmp_path) -> str:
     """A freshly migrated database on each backend; every model test runs on both."""
-    from app.migrate import upgrade
+    from app.core.migrate import upgrade
 
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path}/test.db"
@@ -100,7 +100,7 @@ def db_url(request, tmp_path) -> str:
 
 @pytest.fixture
 def session_factory(db_url):
-    from app.db import make_engine
+    from app.core.db import make_engine
     from sqlalchemy.orm import sessionmaker
 
     engine = make_engine(db_url)
@@ -111,7 +111,7 @@ def session_factory(db_url):
 # --- app -----------------------------------------------------------------------------------------------
 @pytest.fixture
 def settings():
-    from app.settings import Settings
+    from app.core.settings import Settings
 
     return Settings.from_env()
 
@@ -169,8 +169,8 @@ def celery_workers() -> dict[str, CeleryWorker]:
     # In a deployment the service host archives finished jobs into SQL; the session has no host.
     import threading
 
-    from app.settings import Settings
-    from workers.registry_archiver import RegistryArchiver
+    from app.core.settings import Settings
+    from workers.host.services.registry_archiver import RegistryArchiver
 
     stop = threading.Event()
     threading.Thread(target=RegistryArchiver(Settings.from_env()).run, args=(stop,), daemon=True).start()
@@ -228,7 +228,7 @@ def photos(tmp_path_factory):
 @pytest.fixture
 def reset_ai_breakers(settings):
     """Tests that drive the real `detector`/`analyser` breakers leave them closed for the others."""
-    from app.services.breakers import SERVICES, breaker
+    from app.pipeline.ai.breakers import SERVICES, breaker
 
     yield
     for name in SERVICES:
@@ -237,7 +237,7 @@ def reset_ai_breakers(settings):
 @pytest.fixture
 def obs_settings(db_url, tmp_path):
     """Settings on the parametrised database, with a private export folder and a fast log sink."""
-    from app.settings import Settings
+    from app.core.settings import Settings
 
     return Settings.from_env(database_url=db_url, export_dir=tmp_path / "exports", log_flush_interval=0.1)
 
@@ -249,12 +249,12 @@ def obs_client(obs_settings):
     flask_app = create_app(obs_settings)
     flask_app.testing = True
     yield flask_app.test_client()
-    from app.logging_config import db_sink
+    from app.observability.logging_setup import db_sink
 
     sink = db_sink()
     if sink is not None:  # hand the process's sink back to the session database
         sink.flush(timeout=5)
-        from app.settings import get_settings
+        from app.core.settings import get_settings
 
         sink.retarget(get_settings().database_url)
 

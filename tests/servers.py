@@ -185,7 +185,7 @@ class CeleryWorker:
 
     def __init__(self, env: dict[str, str], group: str, queues: list[str], concurrency: int = 1,
                  node: str | None = None, extra: list[str] | None = None, log_path: str | None = None,
-                 app: str = "workers.celery_app"):
+                 app: str = "workers"):
         self.env = env
         self.app = app
         self.group = group
@@ -214,7 +214,7 @@ class CeleryWorker:
         def ready():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker {self.node} exited:\n{self.log()}")
-            if self.app != "workers.celery_app":
+            if self.app != "workers":
                 return f"{self.node} ready." in self.log()
             return client.exists(f"vigil:hb:{self.node}")
 

@@ -6,10 +6,10 @@ from flask import Flask
 from app.api import (alerts, breakers, cleanup, gpu, health, infrastructure, logs, metrics, monitoring,
                      notifications, openapi, performance, pipeline, queues, services, storage, supervisor,
                      system_config)
-from app.api.auth import init_auth
-from app.api.errors import register_error_handlers
-from app.api.instrumentation import init_instrumentation
-from app.api.request_ids import init_request_ids
+from app.api.kit.auth import init_auth
+from app.api.kit.errors import register_error_handlers
+from app.api.kit.instrumentation import init_instrumentation
+from app.api.kit.request_ids import init_request_ids
 
 BLUEPRINTS = (
     health.bp, openapi.bp,

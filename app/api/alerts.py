@@ -6,12 +6,13 @@ from datetime import datetime
 from flask import Blueprint
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.endpoint import endpoint
+from app.api.kit.endpoint import endpoint
 from app.api.pipeline import dependencies_required
-from app.api.respond import settings, who
-from app.services import alert_rules, alerts
-from app.services.alert_rules import RuleCreate, RuleUpdate, Severity
-from app.services.alerts import AlertStatus
+from app.api.kit.respond import settings, who
+from app.alerts import rules as alert_rules
+from app.alerts import alerts
+from app.alerts.rules import RuleCreate, RuleUpdate, Severity
+from app.alerts.alerts import AlertStatus
 
 bp = Blueprint("alerts", __name__, url_prefix="/api/alerts")
 TAGS = ["alerts"]

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app
 
-from app.api.endpoint import endpoint
-from app.api.pipeline import dependencies_required
-from app.services import breakers
-from app.services.pipeline import iso_now
+from app.api.kit.endpoint import endpoint
+from app.api.kit.respond import dependencies_required
+from app.pipeline.ai import breakers
+from app.core.time import iso_now
 
 bp = Blueprint("breakers", __name__)
 

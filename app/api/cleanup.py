@@ -4,11 +4,10 @@ from __future__ import annotations
 from flask import Blueprint, current_app
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.endpoint import endpoint
-from app.db import get_sessionmaker, session_scope
-from app.redis_client import get_redis
-from app.services import cleanup
-
+from app.api.kit.endpoint import endpoint
+from app.core.db import get_sessionmaker, session_scope
+from app.core.redis_client import get_redis
+from app.ops import cleanup
 bp = Blueprint("cleanup", __name__)
 
 

@@ -6,10 +6,10 @@ from datetime import datetime, timezone
 from flask import Blueprint, current_app
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.endpoint import endpoint
-from app.db import session_scope
-from app.services import gpu
-from app.services.registry import get_registry
+from app.api.kit.endpoint import endpoint
+from app.core.db import session_scope
+from app.ops import gpu
+from app.jobs.registry import get_registry
 
 bp = Blueprint("gpu", __name__)
 

@@ -1,18 +1,15 @@
 """Health probes (003/004). Liveness does no I/O; readiness and health run the parallel checks."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
 
 from flask import Blueprint, current_app, jsonify
 
-from app.api.endpoint import endpoint
-from app.services import health
-
+from app.core.time import iso_now
+from app.api.kit.endpoint import endpoint
+from app.ops import health
 bp = Blueprint("health", __name__)
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 @bp.get("/health")
@@ -33,7 +30,7 @@ def fast_liveness():
 def ready():
     verdict = health.readiness(current_app.config["VIGIL_SETTINGS"])
     body = {"ready": verdict["ready"], "status": verdict["status"], "reasons": verdict["reasons"],
-            "timestamp": _now()}
+            "timestamp": iso_now()}
     return jsonify(body), 200 if verdict["ready"] else 503
 
 
@@ -47,7 +44,7 @@ def readiness_detail():
         "status": verdict["status"],
         "services": {name: r.as_service() for name, r in verdict["services"].items()},
         "workers": verdict["workers"],
-        "timestamp": _now(),
+        "timestamp": iso_now(),
     }
     return jsonify(body), 200 if verdict["ready"] else 503
 
@@ -64,7 +61,7 @@ def detailed_health():
     }, settings.health_timeout)
     status = health.overall(results)
     body = {"status": status, "services": {name: r.as_service() for name, r in results.items()},
-            "timestamp": _now()}
+            "timestamp": iso_now()}
     return jsonify(body), 200 if status == "healthy" else 503
 
 
@@ -72,7 +69,7 @@ def detailed_health():
 @endpoint(summary="Full health: infrastructure, AI services, circuit breakers, workers (503 when a critical "
                   "component is unhealthy)", probe=True, tags=["health"], errors={503: "Critical component unhealthy"})
 def full_health():
-    from app.services.health_full import full_health as build
+    from app.ops.health_full import full_health as build
 
     body, status = build(current_app.config["VIGIL_SETTINGS"], current_app.config["VIGIL_VERSION"])
     return jsonify(body), status

@@ -6,11 +6,10 @@ from typing import Literal
 from flask import Blueprint
 from pydantic import BaseModel, Field
 
-from app.api.auth import actor
-from app.api.endpoint import endpoint
-from app.api.respond import audited, ok, settings
-from app.services import infrastructure
-
+from app.api.kit.auth import actor
+from app.api.kit.endpoint import endpoint
+from app.api.kit.respond import audited, ok, settings
+from app.ops import infrastructure
 bp = Blueprint("infrastructure", __name__, url_prefix="/api/v1/platform/system/infrastructure")
 TAGS = ["infrastructure"]
 

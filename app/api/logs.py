@@ -12,11 +12,12 @@ from typing import Any, Callable, Literal
 from flask import Blueprint, current_app, send_file
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.api.endpoint import endpoint
-from app.api.errors import ApiError
-from app.db import get_sessionmaker
-from app.services import exports, logs
-from app.settings import Settings
+from app.api.kit.endpoint import endpoint
+from app.api.kit.errors import ApiError
+from app.core.db import get_sessionmaker
+from app.observability import exports
+from app.observability import logs
+from app.core.settings import Settings
 
 bp = Blueprint("logs", __name__)
 

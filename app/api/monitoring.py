@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app
 
-from app.api.endpoint import endpoint
-from app.services import monitoring
-
+from app.api.kit.endpoint import endpoint
+from app.observability import monitoring
 bp = Blueprint("monitoring", __name__)
 
 

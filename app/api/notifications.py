@@ -7,11 +7,12 @@ from typing import Literal
 from flask import Blueprint
 from pydantic import BaseModel, Field
 
-from app.api.endpoint import endpoint
-from app.api.respond import audited, settings
-from app.services import jobs, notifications
-from app.services.errors import InvalidInput
-from app.services.registry import get_registry
+from app.api.kit.endpoint import endpoint
+from app.api.kit.respond import audited, settings
+from app.jobs import enqueue
+from app.alerts import notifications
+from app.core.errors import InvalidInput
+from app.jobs.registry import get_registry
 
 bp = Blueprint("notifications", __name__, url_prefix="/api/notification")
 TAGS = ["notifications"]
@@ -52,7 +53,7 @@ def test_notification(body: TestBody):
         payload["recipients"] = body.email_recipients
     else:
         payload["url"] = body.webhook_url
-    job = jobs.enqueue("notification", payload, priority="high", settings=settings())
+    job = enqueue.enqueue("notification", payload, priority="high", settings=settings())
     audited("notification_test", "notification", job.job_id, {"channel": body.channel})
     registry = get_registry(settings())
     deadline = time.monotonic() + TEST_WAIT_SECONDS

@@ -6,10 +6,9 @@ from typing import Literal
 from flask import Blueprint, current_app
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.endpoint import endpoint
-from app.db import session_scope
-from app.services import performance
-
+from app.api.kit.endpoint import endpoint
+from app.core.db import session_scope
+from app.ops import performance
 bp = Blueprint("performance", __name__)
 
 

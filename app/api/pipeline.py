@@ -2,17 +2,13 @@
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
-from typing import Iterator
-
-import redis
 from flask import Blueprint, current_app
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import OperationalError
 
-from app.api.endpoint import endpoint
-from app.services import pipeline
-from app.services.errors import Unavailable
+from app.api.kit.endpoint import endpoint
+from app.api.kit.respond import dependencies_required
+from app.pipeline import status
+from app.pipeline import telemetry as stages  # `telemetry` is this module's handler name
 
 bp = Blueprint("pipeline", __name__)
 STARTED_AT = time.time()  # the API process's start, for uptime_seconds
@@ -27,17 +23,6 @@ class LatencyHistoryQuery(BaseModel):
     bucket_seconds: int = Field(60, ge=10, le=3600, description="Bucket size, seconds")
 
 
-@contextmanager
-def dependencies_required() -> Iterator[None]:
-    """Redis or the database down is a 503 that names it, not a 500."""
-    try:
-        yield
-    except redis.RedisError as exc:
-        raise Unavailable(f"Redis unavailable: {type(exc).__name__}") from None
-    except OperationalError as exc:
-        raise Unavailable(f"Database unavailable: {type(exc.orig).__name__}") from None
-
-
 def _settings():
     return current_app.config["VIGIL_SETTINGS"]
 
@@ -47,7 +32,7 @@ def _settings():
           errors={503: "Redis unavailable"})
 def pipeline_status():
     with dependencies_required():
-        return pipeline.pipeline_status(_settings())
+        return status.pipeline_status(_settings())
 
 
 @bp.get("/api/system/telemetry")
@@ -55,7 +40,7 @@ def pipeline_status():
           errors={503: "Redis unavailable"})
 def telemetry():
     with dependencies_required():
-        return pipeline.telemetry(_settings())
+        return stages.telemetry(_settings())
 
 
 @bp.get("/api/system/pipeline-latency")
@@ -63,7 +48,7 @@ def telemetry():
           tags=["pipeline"], errors={503: "Redis unavailable"})
 def pipeline_latency(query: LatencyQuery):
     with dependencies_required():
-        return pipeline.latency(_settings(), query.window_minutes)
+        return stages.latency(_settings(), query.window_minutes)
 
 
 @bp.get("/api/system/pipeline-latency/history")
@@ -71,7 +56,7 @@ def pipeline_latency(query: LatencyQuery):
           tags=["pipeline"], errors={503: "Redis unavailable"})
 def pipeline_latency_history(query: LatencyHistoryQuery):
     with dependencies_required():
-        return pipeline.latency_history(_settings(), query.since, query.bucket_seconds)
+        return stages.latency_history(_settings(), query.since, query.bucket_seconds)
 
 
 @bp.get("/api/system/stats")
@@ -79,4 +64,4 @@ def pipeline_latency_history(query: LatencyHistoryQuery):
           errors={503: "Database unavailable"})
 def stats():
     with dependencies_required():
-        return pipeline.stats(_settings(), STARTED_AT)
+        return stages.stats(_settings(), STARTED_AT)

@@ -1,6 +1,6 @@
-"""Queue and job operations (000): /api/v1/platform/system/queues, /jobs.
+"""Queue and job operations (000): /api/v1/platform/system/queues, /enqueue.
 
-Handlers validate, call `app.services.queues` / `job_ops` / `jobs`, and wrap the result in the
+Handlers validate, call `app.jobs.queues` / `job_ops` / `jobs`, and wrap the result in the
 000 envelope. Every mutation is audited.
 """
 from __future__ import annotations
@@ -10,10 +10,12 @@ from typing import Any, Literal
 from flask import Blueprint
 from pydantic import BaseModel, Field, field_validator
 
-from app.api.endpoint import endpoint
-from app.api.respond import audited, ok, settings
-from app.services import job_ops, jobs, queues
-from app.services.registry import get_registry
+from app.api.kit.endpoint import endpoint
+from app.api.kit.respond import audited, ok, settings
+from app.jobs import ops
+from app.jobs import enqueue
+from app.jobs import queues
+from app.jobs.registry import get_registry
 
 bp = Blueprint("queues", __name__, url_prefix="/api/v1/platform/system")
 TAGS = ["queues"]
@@ -42,7 +44,7 @@ class DeleteFilterQuery(BaseModel):
     @field_validator("older_than")
     @classmethod
     def _age(cls, v: str | None) -> str | None:
-        job_ops.parse_age(v)  # raises ValueError with a clear message
+        ops.parse_age(v)  # raises ValueError with a clear message
         return v
 
 
@@ -119,7 +121,7 @@ def resume_queue(queue_name: str):
 @bp.post("/queues/<queue_name>/retry-failed")
 @endpoint(summary="Retry every failed job of the queue", tags=TAGS, errors={404: "Unknown queue"})
 def retry_failed_jobs(queue_name: str):
-    result = job_ops.retry_failed(queue_name, settings())
+    result = ops.retry_failed(queue_name, settings())
     audited("jobs_retried", "queue", queue_name, {"retried": result["retried"]})
     return ok(result)
 
@@ -128,8 +130,8 @@ def retry_failed_jobs(queue_name: str):
 @endpoint(query=DeleteFilterQuery, summary="Delete a queue's jobs by status, task and age", tags=TAGS,
           errors={404: "Unknown queue"})
 def delete_queue_jobs(queue_name: str, query: DeleteFilterQuery):
-    result = job_ops.delete_matching(queue_name, query.status, task=query.task,
-                                     older_than=job_ops.parse_age(query.older_than), settings=settings())
+    result = ops.delete_matching(queue_name, query.status, task=query.task,
+                                     older_than=ops.parse_age(query.older_than), settings=settings())
     audited("jobs_deleted", "queue", queue_name, {**query.model_dump(), "deleted": result["deleted"]})
     return ok(result)
 
@@ -141,7 +143,7 @@ def enqueue_job(body: EnqueueBody):
     `batch_id`; `notification` a `channel` and `message`; `alerts` an `event_id` (evaluate the alert
     rules for that event again; alerts already raised are not raised twice); `cleanup` an optional
     `dry_run`. The same `idempotency_key` returns the first job (200) and enqueues nothing."""
-    result = jobs.enqueue(body.task, body.payload, priority=body.priority, idempotency_key=body.idempotency_key,
+    result = enqueue.enqueue(body.task, body.payload, priority=body.priority, idempotency_key=body.idempotency_key,
                           settings=settings())
     data = {"job_id": result.job_id, "status": "queued", "task": result.task, "queue": result.queue,
             "created": result.created}
@@ -157,14 +159,14 @@ def enqueue_job(body: EnqueueBody):
 @endpoint(path=JobPath, summary="One job: payload, state, attempts, error and stack trace, result", tags=TAGS,
           errors={404: "Unknown job"})
 def get_job(job_id: str):
-    return ok(job_view(job_ops.get_job(job_id, settings())))
+    return ok(job_view(ops.get_job(job_id, settings())))
 
 
 @bp.post("/jobs/<job_id>/retry")
 @endpoint(path=JobPath, summary="Re-queue a failed job (same task, arguments and queue)", tags=TAGS,
           errors={404: "Unknown job", 409: "The job is not failed"})
 def retry_job(job_id: str):
-    result = job_ops.retry_job(job_id, settings())
+    result = ops.retry_job(job_id, settings())
     audited("job_retried", "job", job_id)
     return ok(result)
 
@@ -173,6 +175,6 @@ def retry_job(job_id: str):
 @endpoint(path=JobPath, summary="Delete a job: from the queue, revoked, or terminated; says which", tags=TAGS,
           errors={404: "Unknown job"})
 def delete_job(job_id: str):
-    result = job_ops.delete_job(job_id, settings())
+    result = ops.delete_job(job_id, settings())
     audited("job_deleted", "job", job_id, {"action": result["action"], "previous_state": result["previous_state"]})
     return ok(result)

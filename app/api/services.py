@@ -11,11 +11,12 @@ from typing import Literal
 from flask import Blueprint, current_app, g
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.auth import actor
-from app.api.endpoint import endpoint
+from app.api.kit.auth import actor
+from app.api.kit.endpoint import endpoint
 from app.api.supervisor import WorkerName
-from app.services import health, supervisor
-from app.services.errors import InvalidInput
+from app.ops import health
+from app.ops import supervisor
+from app.core.errors import InvalidInput
 
 bp = Blueprint("services", __name__)
 

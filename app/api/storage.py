@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app
 
-from app.api.endpoint import endpoint
-from app.db import session_scope
-from app.services import cleanup
-
+from app.api.kit.endpoint import endpoint
+from app.core.db import session_scope
+from app.ops import cleanup
 bp = Blueprint("storage", __name__)
 
 

@@ -1,20 +1,20 @@
 """Worker supervisor (001): status, start/stop/restart/reset, restart history.
 
 Handlers only read what the supervisor publishes and hand commands to it
-(app/services/supervisor.py); the supervisor itself runs in the service host.
+(app/ops/supervisor.py); the supervisor itself runs in the service host.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
 
 from flask import Blueprint, current_app, g
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.api.auth import actor
-from app.api.endpoint import endpoint
-from app.db import session_scope
-from app.services import supervisor
-
+from app.core.time import iso_utc
+from app.core.time import iso_now
+from app.api.kit.auth import actor
+from app.api.kit.endpoint import endpoint
+from app.core.db import session_scope
+from app.ops import supervisor
 bp = Blueprint("supervisor", __name__)
 
 KIND_ORDER = {"service": 0, "celery": 1, "beat": 2}
@@ -22,8 +22,6 @@ ERRORS = {400: "Invalid worker name, or the worker cannot do that now", 404: "Un
           503: "Supervisor not running, or it did not take the command in time"}
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def _settings():
@@ -80,8 +78,8 @@ def _status() -> dict:
     beat = current.beat or {}
     return {"running": True, "worker_count": len(workers), "workers": workers,
             "supervisor": {"node": beat.get("node"), "pid": beat.get("pid"),
-                           "started_at": supervisor.to_iso(beat.get("started_at"))},
-            "timestamp": _now()}
+                           "started_at": iso_utc(beat.get("started_at"))},
+            "timestamp": iso_now()}
 
 
 def _act(action: str, name: str):

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app
 
-from app.api.endpoint import endpoint
-from app.api.pipeline import dependencies_required
-from app.api.respond import who
-from app.services import runtime_config
-from app.services.runtime_config import ConfigUpdate, SeverityUpdate
+from app.api.kit.endpoint import endpoint
+from app.api.kit.respond import dependencies_required
+from app.api.kit.respond import who
+from app.pipeline import runtime_config
+from app.pipeline.runtime_config import ConfigUpdate, SeverityUpdate
 
 bp = Blueprint("system_config", __name__)
 

@@ -65,7 +65,7 @@ class Alert(Base):
 
 
 class AlertCooldown(Base):
-    """The event time of the last alert a rule raised for a camera; app/services/alerts.py claims
+    """The event time of the last alert a rule raised for a camera; app/alerts/alerts.py claims
     it with one conditional UPDATE, which is what makes the cooldown hold across workers."""
 
     __tablename__ = "alert_cooldowns"

@@ -11,7 +11,7 @@ from app.models.base import Base, UTCDateTime, utcnow
 class DetectionBatch(Base):
     """A closed detection batch: the durable record of one camera window and what became of it.
 
-    Open batches live in Redis (app/services/batches.py), where several detection workers add to
+    Open batches live in Redis (app/pipeline/batches.py), where several detection workers add to
     them atomically; a batch gets its row here when it closes, and the analysis fills in the rest.
     The stage timestamps are the ones the pipeline-latency figures are computed from.
     """

@@ -1,2 +1,2 @@
 """Task modules, one per queue family. Task names are `vigil.<family>.<name>`; the router sends
-each family to its queue (see workers/celery_app.py)."""
+each family to its queue (see app/celery/app.py)."""

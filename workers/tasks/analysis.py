@@ -1,11 +1,11 @@
 """Analysis family (queue `analysis`).
 
-The work is `app.services.events.analyse_batch`; this module owns the retry policy. An analyser
+The work is `app.pipeline.events.analyse_batch`; this module owns the retry policy. An analyser
 that is unavailable is retried `MAX_RETRIES` times with backoff; the last attempt falls back to
-the rule-based scorer when `VIGIL_ANALYSIS_FALLBACK` is on (see app/services/events.py). A retried
+the rule-based scorer when `VIGIL_ANALYSIS_FALLBACK` is on (see app/pipeline/events.py). A retried
 or duplicated analysis never writes a second event: the event is unique per batch.
 
-The event is then handed to the alert rules (`app.services.alerts.schedule_firing`), as a job of
+The event is then handed to the alert rules (`app.alerts.alerts.schedule_firing`), as a job of
 its own on `notification:high`: a slow or failing rule evaluation cannot slow down or fail the
 analysis, and it is retried on its own. If the hand-over itself fails (database or broker away),
 the analysis is retried, finds its event and hands it over again. It is handed over for a found event too, not only a new one: a worker killed
@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import time
 
-from app.services import alerts
-from app.services.analysers import AnalyserUnavailable
-from app.services.breakers import CircuitOpenError
-from app.services.events import analyse_batch
-from app.settings import get_settings
-from workers.celery_app import celery
+from app.alerts import alerts
+from app.pipeline.ai.analysers import AnalyserUnavailable
+from app.pipeline.ai.breakers import CircuitOpenError
+from app.pipeline.events import analyse_batch
+from app.core.settings import get_settings
+from app.celery.app import celery
 
 MAX_RETRIES = 3
 MAX_COUNTDOWN = 300

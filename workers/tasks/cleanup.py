@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import time
 
-from app.db import get_sessionmaker
-from app.queues import QUEUE_NAMES
-from app.redis_client import get_redis
-from app.services import cleanup
-from app.services.cleanup import CleanupLock, current_holder
-from app.services.registry import get_registry
-from app.settings import get_settings
-from workers.celery_app import celery
+from app.core.db import get_sessionmaker
+from app.celery.queues import QUEUE_NAMES
+from app.core.redis_client import get_redis
+from app.ops import cleanup
+from app.ops.cleanup import CleanupLock, current_holder
+from app.jobs.registry import get_registry
+from app.core.settings import get_settings
+from app.celery.app import celery
 
 
 @celery.task(name="vigil.cleanup.trim_registry", soft_time_limit=240, time_limit=300)
@@ -31,7 +31,7 @@ def trim_registry() -> dict[str, int]:
 
 @celery.task(name="vigil.cleanup.run", bind=True, soft_time_limit=540, time_limit=600)
 def run_cleanup(self, trigger: str = "manual", dry_run: bool = False) -> dict:
-    """Retention cleanup (events, detections, GPU stats, logs and their files); see app/services/cleanup.py.
+    """Retention cleanup (events, detections, GPU stats, logs and their files); see app/ops/cleanup.py.
 
     One at a time across every worker and beat: a second run (two beats, or a manual run during the
     nightly one) finds the lock taken and returns `skipped` without touching anything.

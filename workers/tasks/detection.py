@@ -1,6 +1,6 @@
 """Detection family (queues `detection:high`, `detection`).
 
-The work is `app.services.detections.process_image`; this module owns the retry policy:
+The work is `app.pipeline.detections.process_image`; this module owns the retry policy:
 
 * breaker open: retry when it will let a trial call through (`retry_after`), not before;
 * detector unavailable (timeout, 5xx, malformed answer): retry with exponential backoff;
@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import time
 
-from app.services.breakers import CircuitOpenError
-from app.services.detections import process_image
-from app.services.detectors import DetectorUnavailable
-from app.settings import get_settings
-from workers.celery_app import celery
+from app.pipeline.ai.breakers import CircuitOpenError
+from app.pipeline.detections import process_image
+from app.pipeline.ai.detectors import DetectorUnavailable
+from app.core.settings import get_settings
+from app.celery.app import celery
 
 MAX_RETRIES = 12
 MAX_COUNTDOWN = 300

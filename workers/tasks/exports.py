@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from app.services import exports
-from app.services.registry import get_registry
-from app.settings import get_settings
-from workers.celery_app import celery
+from app.observability import exports
+from app.jobs.registry import get_registry
+from app.core.settings import get_settings
+from app.celery.app import celery
 
 
 @celery.task(name="vigil.cleanup.export_logs", bind=True, soft_time_limit=540, time_limit=600)

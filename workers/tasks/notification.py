@@ -1,13 +1,13 @@
 """Notification family (queues `notification:high`, `notification`): one e-mail or webhook each,
 and the evaluation of the alert rules for an event (`fire_alerts`), which produces them.
 
-The delivery is `app.services.notifications.deliver`; this module owns the retry policy: a
+The delivery is `app.alerts.notifications.deliver`; this module owns the retry policy: a
 temporary failure (server down, timeout, 4xx SMTP, 5xx HTTP) is retried with exponential backoff
 (2 s up to 300 s, at most `MAX_RETRIES` times); a permanent one (address or message refused,
 channel not configured) fails at once and stays `failed` in the registry, retryable by hand.
 
 A notification that carries an `alert_id` reports its outcome to the alert
-(`app.services.alerts.record_delivery`): delivered, or failed once no retry is left. That report is
+(`app.alerts.alerts.record_delivery`): delivered, or failed once no retry is left. That report is
 bookkeeping: if it cannot be written, the delivery still counts and is not repeated.
 """
 from __future__ import annotations
@@ -17,11 +17,11 @@ import logging
 import redis
 from sqlalchemy.exc import OperationalError
 
-from app.services import alerts
-from app.services.errors import Unavailable as BrokerUnavailable
-from app.services.notifications import Unavailable, deliver
-from app.settings import get_settings
-from workers.celery_app import celery
+from app.alerts import alerts
+from app.core.errors import Unavailable as BrokerUnavailable
+from app.alerts.notifications import Unavailable, deliver
+from app.core.settings import get_settings
+from app.celery.app import celery
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def send(self, channel: str, **payload) -> dict:
 def fire_alerts(self, event_id: int) -> dict:
     """Evaluate the alert rules for one event; raise its alerts and enqueue their notifications.
 
-    Safe to retry (see app/services/alerts.py): the database or the broker being unavailable is
+    Safe to retry (see app/alerts/alerts.py): the database or the broker being unavailable is
     retried with backoff, and the retry only completes what the failed attempt left undone.
     """
     try:

@@ -5,7 +5,7 @@ import os
 import time
 from typing import Any
 
-from workers.celery_app import celery
+from app.celery.app import celery
 
 
 class CanaryFailure(RuntimeError):

@@ -1,0 +1,1 @@
+"""Alerting: alert rules, alerts and the notification channels (e-mail, webhook) they deliver on."""

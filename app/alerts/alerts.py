@@ -1,0 +1,435 @@
+"""Alerts: events fire alert rules, alerts become notifications (e-mail, webhook), operators
+acknowledge or dismiss them.
+
+The flow. The analysis task hands each scored event to `schedule_firing`, which enqueues
+`vigil.notification.fire_alerts` on `notification:high` when any rule is enabled (idempotency key
+per event, so a repeated analysis publishes nothing new). That task runs `fire_for_event`: every
+enabled rule that matches (app/alerts/rules.py) and whose cooldown has elapsed raises one
+`Alert`, and `dispatch` enqueues one `vigil.notification.send` job per channel, on
+`notification:high` for high and critical rules. The send task reports back through
+`record_delivery`; the alert is `delivered` once any channel delivered, `failed` once every channel
+failed for good (or none could be used), and `pending` until then. Push is a channel of the spec
+that Vigil has no transport for: it is recorded as `unavailable`, never pretended.
+
+Every step can be repeated safely, which is what lets the tasks retry and a crashed worker's job be
+re-run: an alert is unique per (rule, event), a repeat finds it and only enqueues the channels that
+have no job yet, and those enqueues carry an idempotency key per (alert, channel), so no channel is
+notified twice.
+
+Cooldown. One row per (rule, camera) in `alert_cooldowns` holds the event time of the last alert.
+Raising an alert claims it with a single conditional UPDATE (`last_fired_at <= event time -
+cooldown`) in the same transaction that inserts the alert. PostgreSQL re-checks the condition on
+the row after a concurrent claim commits, and SQLite runs one writer at a time, so of several
+workers firing for one camera at once exactly one wins; a failed insert rolls the claim back, so a
+cooldown never starts without its alert. Why not a Redis `SET NX EX`: it cannot commit together with
+the alert row (a crash in between would swallow an alert for a whole cooldown), and its TTL would
+not follow a rule whose cooldown is changed. The clock is the event's time, not the worker's, so a
+re-evaluation decides exactly as the first one did however late it runs; an event older than the
+rule's last alert for that camera does not fire again.
+
+Alert rows are changed by many processes (acknowledge in the API, deliveries in several notification
+workers at once): simple transitions are one conditional UPDATE; read-modify-write changes of the
+`deliveries` map start with an UPDATE of the row (`_locked`), which takes the row lock on
+PostgreSQL and the write lock on SQLite before anything is read.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterable, Literal
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.core.db import session_scope
+from app.models import Alert, AlertCooldown, AlertRule, Detection, Event, utcnow
+from app.observability import audit
+from app.jobs.enqueue import enqueue
+from app.alerts import notifications
+from app.alerts.rules import load, matches, site_zone
+from app.observability.audit import Audit
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.observability.logs import iso
+from app.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+AlertStatus = Literal["pending", "delivered", "acknowledged", "dismissed", "failed"]
+HIGH_PRIORITY = frozenset({"high", "critical"})
+ACKNOWLEDGEABLE = ("pending", "delivered")
+DISMISSABLE = ("pending", "delivered", "acknowledged")
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def as_dict(alert: Alert) -> dict[str, Any]:
+    """An alert in 004's shape (id, status, rule_id, event_id, timestamps) plus what it was about
+    and how each channel fared."""
+    return {"id": alert.id, "status": alert.status, "rule_id": alert.rule_id, "rule_name": alert.rule_name,
+            "event_id": alert.event_id, "camera_id": alert.camera_id, "severity": alert.severity,
+            "risk_score": alert.risk_score, "channels": alert.channels, "deliveries": alert.deliveries,
+            "created_at": iso(alert.created_at), "delivered_at": iso(alert.delivered_at),
+            "acknowledged_at": iso(alert.acknowledged_at), "dismissed_at": iso(alert.dismissed_at)}
+
+
+def load_alert(session: Session, alert_id: str, fresh: bool = False) -> Alert:
+    """The alert, or NotFound (404); `fresh` re-reads a row this transaction just updated."""
+    alert = session.get(Alert, alert_id, populate_existing=fresh)
+    if alert is None:
+        raise NotFound(f"No alert with id '{alert_id}'", code="alert_not_found")
+    return alert
+
+
+def event_time(event: Event) -> datetime:
+    """The time an event "happened" for schedules and cooldowns: when its activity began, so a
+    person seen at 05:59 fires a night rule ending at 06:00 however late the analysis finishes."""
+    return event.started_at
+
+
+def object_types_of(session: Session, events: Iterable[Event]) -> dict[int, set[str]]:
+    """Each event's detected object types, from its batch's detections (one query for all)."""
+    by_batch = {e.batch_id: e.id for e in events}
+    out: dict[int, set[str]] = {event_id: set() for event_id in by_batch.values()}
+    if by_batch:
+        rows = session.execute(select(Detection.batch_id, Detection.object_type).distinct()
+                               .where(Detection.batch_id.in_(list(by_batch)))).all()
+        for batch_id, kind in rows:
+            out[by_batch[batch_id]].add(kind)
+    return out
+
+
+# ---- firing -------------------------------------------------------------------------------------------------
+def schedule_firing(settings: Settings, event_id: int, batch_id: str) -> str | None:
+    """Hand a scored event to the alert rules; returns the job id, or None when no rule is enabled.
+
+    Raises when the database or the broker cannot take the hand-over: the analysis task retries,
+    finds its event (unique per batch) and hands it over again, so an alert is not lost to a
+    broker blip. The idempotency key is the event's batch id, a random id, rather than the event
+    id, which a new database would hand out again while the key still lives in Redis.
+    """
+    with session_scope(settings) as session:
+        if session.execute(select(AlertRule.id).where(AlertRule.enabled.is_(True)).limit(1)).first() is None:
+            return None
+    return enqueue("alerts", {"event_id": event_id}, priority="high", settings=settings,
+                        idempotency_key=f"alerts:batch:{batch_id}").job_id
+
+
+@dataclass
+class Outcome:
+    rule_id: str
+    result: str            # raised | existing | cooldown | no_match
+    alert_id: str | None = None
+    reasons: list[str] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rule_id": self.rule_id, "result": self.result}
+        if self.alert_id:
+            out["alert_id"] = self.alert_id
+        if self.reasons:
+            out["reasons"] = self.reasons
+        return out
+
+
+def _claim_cooldown(session: Session, rule: AlertRule, camera_id: str, at: datetime) -> bool:
+    """Claim the (rule, camera) cooldown for an event at `at`, in the caller's transaction."""
+    if rule.cooldown_seconds <= 0:
+        return True
+    result = session.execute(
+        update(AlertCooldown)
+        .where(AlertCooldown.rule_id == rule.id, AlertCooldown.camera_id == camera_id,
+               AlertCooldown.last_fired_at <= at - timedelta(seconds=rule.cooldown_seconds))
+        .values(last_fired_at=at).execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+def _ensure_cooldown_row(settings: Settings, rule_id: str, camera_id: str) -> None:
+    """The row the claim updates; created ahead, in its own transaction, so that two workers creating
+    it at once cost a harmless duplicate-key error here instead of an aborted claim."""
+    with session_scope(settings) as session:
+        if session.get(AlertCooldown, (rule_id, camera_id)) is not None:
+            return
+    try:
+        with session_scope(settings) as session:
+            session.add(AlertCooldown(rule_id=rule_id, camera_id=camera_id, last_fired_at=EPOCH))
+    except IntegrityError:
+        pass  # another worker created it (or the rule was just deleted: the claim will find no row)
+
+
+def _existing(session: Session, rule_id: str, event_id: int) -> Alert | None:
+    query = select(Alert).where(Alert.rule_id == rule_id, Alert.event_id == event_id)
+    return session.execute(query).scalar_one_or_none()
+
+
+def _raise_alert(settings: Settings, rule: AlertRule, event: Event) -> Outcome:
+    """Raise the rule's alert for the event, unless it exists already or the cooldown holds."""
+    with session_scope(settings) as session:
+        found = _existing(session, rule.id, event.id)
+    if found is not None:
+        return Outcome(rule.id, "existing", found.id)
+    at = event_time(event)
+    if rule.cooldown_seconds > 0:
+        _ensure_cooldown_row(settings, rule.id, event.camera_id)
+    try:
+        with session_scope(settings) as session:
+            if not _claim_cooldown(session, rule, event.camera_id, at):
+                # A concurrent evaluation of this very event may be what claimed it: then its alert
+                # is this one (and dispatching it again is harmless).
+                found = _existing(session, rule.id, event.id)
+                if found is not None:
+                    return Outcome(rule.id, "existing", found.id)
+                return Outcome(rule.id, "cooldown", reasons=[f"cooldown of {rule.cooldown_seconds}s for camera "
+                                                            f"{event.camera_id} has not elapsed"])
+            alert = Alert(rule_id=rule.id, rule_name=rule.name, event_id=event.id, camera_id=event.camera_id,
+                          severity=rule.severity, risk_score=event.risk_score, status="pending",
+                          channels=list(rule.channels), deliveries={})
+            session.add(alert)
+            session.flush()
+            return Outcome(rule.id, "raised", alert.id)
+    except IntegrityError:  # a concurrent evaluation of the same event raised it first
+        with session_scope(settings) as session:
+            found = _existing(session, rule.id, event.id)
+        if found is None:
+            raise
+        return Outcome(rule.id, "existing", found.id)
+
+
+def fire_for_event(settings: Settings, event_id: int) -> dict[str, Any]:
+    """Evaluate every enabled rule for one event, raise the alerts and enqueue their notifications.
+
+    Safe to repeat (see the module docstring). A rule whose alert could not be dispatched does not
+    stop the others; the first such error is raised at the end, so the task retries the whole
+    evaluation, which then only completes what is missing.
+    """
+    with session_scope(settings) as session:
+        event = session.get(Event, event_id)
+        if event is None:
+            raise NotFound(f"No event with id {event_id}", code="event_not_found")
+        kinds = object_types_of(session, [event])[event.id]
+        rules = list(session.execute(select(AlertRule).where(AlertRule.enabled.is_(True))
+                                     .order_by(AlertRule.created_at, AlertRule.id)).scalars())
+    tz = site_zone(settings)
+    outcomes: list[Outcome] = []
+    failure: Exception | None = None
+    for rule in rules:
+        match = matches(rule, event, kinds, event_time(event), tz)
+        if not match.matched:
+            outcomes.append(Outcome(rule.id, "no_match", reasons=match.reasons))
+            continue
+        outcome = _raise_alert(settings, rule, event)
+        outcomes.append(outcome)
+        if outcome.alert_id:
+            try:
+                dispatch(settings, outcome.alert_id)
+            except Exception as exc:
+                log.warning("alert %s of rule %s: dispatch failed: %s", outcome.alert_id, rule.id, exc)
+                failure = failure or exc
+    if failure is not None:
+        raise failure
+    return {"event_id": event_id, "rules_evaluated": len(rules),
+            "alerts": [o.alert_id for o in outcomes if o.result == "raised"],
+            "outcomes": [o.as_dict() for o in outcomes]}
+
+
+# ---- notifications ------------------------------------------------------------------------------------------
+def _notification(settings: Settings, alert: Alert, event: Event, channel: str) -> dict[str, Any] | str:
+    """The notification payload for one channel, or why the channel cannot be used."""
+    if channel == "push":
+        return "push notifications are not available in Vigil"
+    subject = f"[{alert.severity.upper()}] {alert.rule_name}: camera {alert.camera_id}"
+    message = (f"Alert rule '{alert.rule_name}' fired for event {event.id} on camera {alert.camera_id}: "
+               f"risk {event.risk_score}/100 ({event.risk_level}), started {iso(event.started_at)}.\n"
+               f"{event.summary}\nAlert {alert.id}, severity {alert.severity}.")
+    payload: dict[str, Any] = {"channel": channel, "subject": subject[:200], "message": message[:10000],
+                               "event_id": event.id, "alert_id": alert.id,
+                               # what a webhook receiver routes on, without parsing the message
+                               "alert": {"severity": alert.severity, "rule_id": alert.rule_id,
+                                         "rule_name": alert.rule_name, "camera_id": alert.camera_id,
+                                         "risk_score": event.risk_score, "risk_level": event.risk_level,
+                                         "event_started_at": iso(event.started_at),
+                                         "created_at": iso(alert.created_at)}}
+    if channel == "email":
+        if not notifications.email_configured(settings):
+            return "e-mail is not configured (VIGIL_SMTP_HOST is empty)"
+        if not settings.alert_recipients:
+            return "no alert recipients (VIGIL_ALERT_EMAIL_RECIPIENTS is empty)"
+        payload["recipients"] = settings.alert_recipients
+    else:
+        if not settings.alert_webhook_url:
+            return "no alert webhook (VIGIL_ALERT_WEBHOOK_URL is empty)"
+        payload["url"] = settings.alert_webhook_url
+    return payload
+
+
+def dispatch(settings: Settings, alert_id: str) -> dict[str, Any]:
+    """Enqueue a notification for each of the alert's channels that has none yet; record the job
+    ids, and the channels that cannot be used with the reason. Enqueue failures (broker down)
+    propagate after what did succeed is recorded."""
+    with session_scope(settings) as session:
+        alert = load_alert(session, alert_id)
+        event = session.get(Event, alert.event_id)
+    entries: dict[str, dict[str, Any]] = {}
+    failure: Exception | None = None
+    for channel in alert.channels:
+        if channel in alert.deliveries:
+            continue
+        payload = _notification(settings, alert, event, channel)
+        if isinstance(payload, str):
+            entries[channel] = {"status": "unavailable", "error": payload}
+            continue
+        try:
+            job = enqueue("notification", payload, settings=settings,
+                               priority="high" if alert.severity in HIGH_PRIORITY else "normal",
+                               idempotency_key=f"alert:{alert.id}:{channel}")
+        except InvalidInput as exc:  # a destination in the settings that the payload rules refuse
+            entries[channel] = {"status": "failed", "error": exc.message}
+        except Exception as exc:
+            failure = failure or exc
+        else:
+            entries[channel] = {"status": "queued", "job_id": job.job_id, "queue": job.queue}
+    result = _change(settings, alert_id, lambda a: _add_deliveries(a, entries)) if entries else as_dict(alert)
+    if failure is not None:
+        raise failure
+    return result
+
+
+def _add_deliveries(alert: Alert, entries: dict[str, dict[str, Any]]) -> None:
+    deliveries = dict(alert.deliveries)
+    for channel, entry in entries.items():
+        # The send task may have reported already (it can run before this write): keep its word.
+        if deliveries.get(channel, {}).get("status") not in ("delivered", "failed"):
+            deliveries[channel] = {**deliveries.get(channel, {}), **entry}
+    alert.deliveries = deliveries
+
+
+def record_delivery(settings: Settings, alert_id: str, channel: str, job_id: str | None, *, delivered: bool,
+                    error: str | None = None) -> dict[str, Any]:
+    """The send task's report for one channel: delivered, or failed for good."""
+
+    def apply(alert: Alert) -> None:
+        entry = {**alert.deliveries.get(channel, {}), "status": "delivered" if delivered else "failed",
+                 "at": iso(utcnow())}
+        if job_id:
+            entry["job_id"] = job_id
+        if error:
+            entry["error"] = error[:500]
+        else:
+            entry.pop("error", None)
+        alert.deliveries = {**alert.deliveries, channel: entry}
+
+    return _change(settings, alert_id, apply)
+
+
+def _refresh_status(alert: Alert) -> None:
+    """pending -> delivered once any channel delivered; -> failed once none is left that could."""
+    states = [alert.deliveries.get(c, {}).get("status") for c in alert.channels]
+    if "delivered" in states and alert.delivered_at is None:
+        alert.delivered_at = utcnow()
+    if alert.status in ("acknowledged", "dismissed"):
+        return  # an operator's decision stands; delivered_at still records the delivery
+    if "delivered" in states:
+        alert.status = "delivered"
+    elif all(s in ("failed", "unavailable") for s in states):
+        alert.status = "failed"
+    else:
+        alert.status = "pending"
+
+
+def _locked(session: Session, alert_id: str) -> Alert:
+    """The alert, read after an UPDATE of its row: the row (PostgreSQL) or database (SQLite) is
+    locked for this transaction before anything is read, so concurrent read-modify-writes queue up
+    instead of overwriting each other."""
+    session.execute(update(Alert).where(Alert.id == alert_id).values(updated_at=utcnow())
+                    .execution_options(synchronize_session=False))
+    return load_alert(session, alert_id, fresh=True)
+
+
+def _change(settings: Settings, alert_id: str, apply: Callable[[Alert], None]) -> dict[str, Any]:
+    with session_scope(settings) as session:
+        alert = _locked(session, alert_id)
+        apply(alert)
+        _refresh_status(alert)
+        session.flush()
+        return as_dict(alert)
+
+
+# ---- operators ------------------------------------------------------------------------------------------------
+def _transition(settings: Settings, alert_id: str, to: str, allowed: tuple[str, ...], stamp: str, verb: str,
+                who: Audit) -> dict[str, Any]:
+    """One conditional UPDATE, so two operators (or an operator and a delivery) cannot both win."""
+    now = utcnow()
+    with session_scope(settings) as session:
+        result = session.execute(update(Alert).where(Alert.id == alert_id, Alert.status.in_(allowed))
+                                 .values(status=to, updated_at=now, **{stamp: now})
+                                 .execution_options(synchronize_session=False))
+        alert = load_alert(session, alert_id, fresh=True)
+        if result.rowcount == 0:
+            raise Conflict(f"Alert {alert_id} is {alert.status}; only {' or '.join(allowed)} alerts can be {verb}",
+                           code="alert_status_conflict", extra={"status": alert.status})
+        session.add(audit.entry(f"alert_{to}", "alert", alert_id, who, {"rule_id": alert.rule_id,
+                                                                        "event_id": alert.event_id}))
+        return as_dict(alert)
+
+
+def acknowledge(settings: Settings, alert_id: str, who: Audit) -> dict[str, Any]:
+    return _transition(settings, alert_id, "acknowledged", ACKNOWLEDGEABLE, "acknowledged_at", "acknowledged", who)
+
+
+def dismiss(settings: Settings, alert_id: str, who: Audit) -> dict[str, Any]:
+    return _transition(settings, alert_id, "dismissed", DISMISSABLE, "dismissed_at", "dismissed", who)
+
+
+def get_alert(settings: Settings, alert_id: str) -> dict[str, Any]:
+    with session_scope(settings) as session:
+        return as_dict(load_alert(session, alert_id))
+
+
+def list_alerts(settings: Settings, *, status: str | None = None, severity: str | None = None,
+                rule_id: str | None = None, camera_id: str | None = None, limit: int = 50,
+                offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
+    """Alerts matching the filters, newest first, and how many match in all."""
+    where = [c for c in (Alert.status == status if status else None, Alert.severity == severity if severity else None,
+                         Alert.rule_id == rule_id if rule_id else None,
+                         Alert.camera_id == camera_id if camera_id else None) if c is not None]
+    with session_scope(settings) as session:
+        total = session.execute(select(func.count()).select_from(Alert).where(*where)).scalar_one()
+        rows = session.execute(select(Alert).where(*where).order_by(Alert.created_at.desc(), Alert.id.desc())
+                               .limit(limit).offset(offset)).scalars()
+        return total, [as_dict(a) for a in rows]
+
+
+# ---- testing a rule -------------------------------------------------------------------------------------------
+def test_rule(settings: Settings, rule_id: str, event_ids: list[int] | None = None,
+              test_time: datetime | None = None, limit: int = 50) -> dict[str, Any]:
+    """Evaluate a rule against stored events without raising alerts or sending anything.
+
+    The cooldown is ignored (it depends on what fired before, not on the rule). Each event is judged
+    at its own time unless `test_time` is given ("would it have fired at 03:00?"). At most `limit`
+    events are tested, newest first: the given ones, or the latest stored.
+    """
+    tz = site_zone(settings)
+    if test_time is not None and test_time.tzinfo is None:
+        test_time = test_time.replace(tzinfo=timezone.utc)
+    with session_scope(settings) as session:
+        rule = load(session, rule_id)
+        query = select(Event).order_by(Event.id.desc()).limit(limit)
+        missing: list[int] = []
+        if event_ids is not None:
+            wanted = list(dict.fromkeys(event_ids))
+            query = query.where(Event.id.in_(wanted))
+            stored = set(session.execute(select(Event.id).where(Event.id.in_(wanted))).scalars())
+            missing = [i for i in wanted if i not in stored]
+        events = list(session.execute(query).scalars())
+        kinds = object_types_of(session, events)
+    results = []
+    for event in events:
+        at = test_time or event_time(event)
+        match = matches(rule, event, kinds[event.id], at, tz)
+        results.append({"event_id": event.id, "camera_id": event.camera_id, "risk_score": event.risk_score,
+                        "object_types": sorted(kinds[event.id]), "evaluated_at": iso(at),
+                        "matched": match.matched, "reasons": match.reasons})
+    matched = sum(1 for r in results if r["matched"])
+    return {"rule_id": rule.id, "rule_name": rule.name, "enabled": rule.enabled, "test_time": iso(test_time),
+            "events_tested": len(results), "events_matched": matched,
+            "match_rate": round(matched / len(results), 4) if results else None,
+            "results": results, "events_not_found": missing}

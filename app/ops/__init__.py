@@ -1,0 +1,1 @@
+"""Operations: supervisor client, health, infrastructure, GPU, performance, cleanup and storage."""

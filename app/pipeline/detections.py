@@ -1,0 +1,166 @@
+"""One image through the detector: filter, thumbnails, SQL rows, the camera's batch, stage samples.
+
+The detection task (`workers/tasks/detection.py`) calls `process_image` and owns only the retry
+policy. The work is idempotent per job: a job run twice (a worker killed after the commit; acks
+are late) finds its own rows by `job_id` and neither inserts nor batches them again.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+
+from app.core.db import session_scope
+from app.models import Camera, Detection
+from app.pipeline import telemetry
+from app.pipeline import runtime_config
+from app.pipeline.batches import get_aggregator
+from app.pipeline.ai.breakers import breaker
+from app.pipeline.cameras import ensure_camera
+from app.pipeline.ai.detectors import Detection as Found, get_detector
+from app.jobs.enqueue import resolve_in_root
+from app.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class InvalidImagePath(ValueError):
+    """The job names a path outside the camera root, or one that is not there: never retried."""
+
+
+@dataclass
+class Outcome:
+    camera_id: str
+    found: int
+    kept: int
+    batch_id: str | None
+    detection_ids: list[int]
+    inference_time_ms: float | None
+    backend: str
+    repeated: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"camera_id": self.camera_id, "detections_found": self.found, "detections_kept": self.kept,
+                "batch_id": self.batch_id, "detection_ids": self.detection_ids,
+                "inference_time_ms": self.inference_time_ms, "backend": self.backend, "repeated": self.repeated}
+
+
+def _utc(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+def write_thumbnails(settings: Settings, image_path: Path, camera_id: str, stem: str,
+                     found: list[Found]) -> list[str | None]:
+    """A JPEG crop (with a margin) per detection, longest side `thumbnail_max_side`. A thumbnail that
+    cannot be written is logged and left out; it never fails the detection."""
+    import cv2
+
+    paths: list[str | None] = [None] * len(found)
+    image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+    if image is None:
+        return paths
+    height, width = image.shape[:2]
+    folder = Path(settings.thumbnail_dir) / camera_id
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        log.warning("cannot create thumbnail folder %s", folder, exc_info=True)
+        return paths
+    for i, d in enumerate(found):
+        mx, my = int(d.width * 0.1), int(d.height * 0.1)
+        x0, y0 = max(0, d.x - mx), max(0, d.y - my)
+        x1, y1 = min(width, d.x + d.width + mx), min(height, d.y + d.height + my)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        crop = image[y0:y1, x0:x1]
+        scale = min(1.0, settings.thumbnail_max_side / max(crop.shape[:2]))
+        if scale < 1.0:
+            crop = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
+                              interpolation=cv2.INTER_AREA)
+        target = folder / f"{stem}_{i}.jpg"
+        try:
+            if cv2.imwrite(str(target), crop, [cv2.IMWRITE_JPEG_QUALITY, 85]):
+                paths[i] = str(target)
+        except cv2.error:
+            log.warning("thumbnail %s not written", target, exc_info=True)
+    return paths
+
+
+def _existing(settings: Settings, job_id: str) -> list[Detection]:
+    with session_scope(settings) as session:
+        return list(session.execute(select(Detection).where(Detection.job_id == job_id)
+                                    .order_by(Detection.id)).scalars())
+
+
+def _assign(settings: Settings, ids: list[int], batch_id: str) -> None:
+    with session_scope(settings) as session:
+        session.execute(update(Detection).where(Detection.id.in_(ids)).values(batch_id=batch_id))
+
+
+def _add_to_batch(settings: Settings, camera_id: str, ids: list[int], seen_at: float | None,
+                  detected_at: float) -> str:
+    config = runtime_config.effective(settings)
+    batch_id, _count, _opened = get_aggregator(settings).add(
+        camera_id, ids, window=config["batch_window_seconds"], idle=config["batch_idle_timeout_seconds"],
+        seen_at=seen_at)
+    batched_at = time.time()
+    telemetry.record(settings, "detect_to_batch", (batched_at - detected_at) * 1000, batched_at)
+    _assign(settings, ids, batch_id)
+    return batch_id
+
+
+def process_image(settings: Settings, *, job_id: str, camera_id: str, path: str, file_hash: str | None,
+                  seen_at: float | None, started_at: float, first_attempt: bool) -> Outcome:
+    """Detect objects in one image and feed the camera's batch.
+
+    Raises `InvalidImagePath` (never retried), `breakers.CircuitOpenError` and the detector's
+    `DetectorUnavailable` (retried by the task), `ServiceRejected` (the image was refused: not retried).
+    """
+    try:
+        real = resolve_in_root(path, settings.camera_root)
+    except ValueError as exc:
+        raise InvalidImagePath(str(exc)) from None
+    if not real.is_file():
+        raise InvalidImagePath(f"no such file: {real}")
+    if seen_at is not None and first_attempt:
+        telemetry.record(settings, "watch_to_detect", (started_at - seen_at) * 1000, started_at)
+        telemetry.record(settings, "watch", (seen_at - os.stat(real).st_mtime) * 1000, seen_at)
+
+    done = _existing(settings, job_id)
+    if done:  # this job already stored its detections: finish what is missing, add nothing
+        ids = [d.id for d in done]
+        batch_id = done[0].batch_id or _add_to_batch(settings, camera_id, ids, seen_at, time.time())
+        return Outcome(camera_id, len(done), len(done), batch_id, ids, None, "", repeated=True)
+
+    detector = get_detector(settings)
+    call_started = time.time()
+    result = breaker(detector.service, settings).call(detector.detect, real)
+    detected_at = time.time()
+    telemetry.record(settings, "detect", (detected_at - call_started) * 1000, detected_at)
+
+    threshold = runtime_config.effective(settings)["detection_confidence_threshold"]
+    kept = [d for d in result.detections if d.confidence >= threshold]
+    if not kept:
+        return Outcome(camera_id, len(result.detections), 0, None, [], result.inference_time_ms, result.backend)
+
+    stem = (file_hash or job_id)[:16] + "_" + job_id[:8]
+    thumbs = write_thumbnails(settings, real, camera_id, stem, kept)
+    with session_scope(settings) as session:
+        if session.get(Camera, camera_id) is None:  # a job sent through the API, not the watcher
+            ensure_camera(session, camera_id, camera_id, str(real.parent))
+        rows = [Detection(camera_id=camera_id, file_path=str(real), file_hash=file_hash, object_type=d.object_type,
+                          confidence=d.confidence, bbox_x=d.x, bbox_y=d.y, bbox_width=d.width, bbox_height=d.height,
+                          thumbnail_path=thumb, job_id=job_id, seen_at=_utc(seen_at), detected_at=_utc(detected_at))
+                for d, thumb in zip(kept, thumbs)]
+        session.add_all(rows)
+        session.flush()
+        ids = [row.id for row in rows]
+    batch_id = _add_to_batch(settings, camera_id, ids, seen_at, detected_at)
+    return Outcome(camera_id, len(result.detections), len(kept), batch_id, ids, result.inference_time_ms,
+                   result.backend)

@@ -1,0 +1,164 @@
+"""Notification delivery with a real SMTP server (aiosmtpd), a real webhook receiver and a real
+notification worker."""
+from __future__ import annotations
+
+import json
+import threading
+from app.core.settings import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from app import create_app
+from app.jobs.registry import get_registry
+from tests.servers import CeleryWorker, free_port
+
+P = "/api/v1/platform/system"
+
+
+class Mailbox:
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):  # aiosmtpd handler hook
+        self.messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
+                              "data": envelope.content.decode(errors="replace")})
+        return "250 OK"
+
+
+class SmtpServer:
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.mailbox = Mailbox()
+        self.controller = None
+
+    def start(self):
+        from aiosmtpd.controller import Controller
+
+        self.controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+        return self
+
+    def stop(self):
+        if self.controller:
+            self.controller.stop()
+            self.controller = None
+
+
+class Hook:
+    """A webhook receiver that answers with the statuses it is given, in turn."""
+
+    def __init__(self, statuses=(200,)):
+        self.statuses = list(statuses)
+        self.received = []
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                hook.received.append(json.loads(self.rfile.read(length)))
+                status = hook.statuses.pop(0) if len(hook.statuses) > 1 else hook.statuses[0]
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def smtp():
+    server = SmtpServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def notifier(smtp):
+    from tests.conftest import worker_env
+
+    env = worker_env(VIGIL_SMTP_HOST="127.0.0.1", VIGIL_SMTP_PORT=str(smtp.port), VIGIL_SMTP_STARTTLS="false")
+    worker = CeleryWorker(env, "notification_worker", ["notification:high", "notification"], concurrency=2).start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def mail_client(settings, smtp):
+    return create_app(replace(settings, smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_starttls=False)).test_client()
+
+
+def _final(wait, job_id, timeout=30):
+    registry = get_registry()
+    return wait(lambda: (registry.get(job_id) or {}).get("state") in ("completed", "failed") and registry.get(job_id),
+                timeout, interval=0.05, what=f"notification {job_id}")
+
+
+def _send(client, api_headers, payload, priority="normal"):
+    r = client.post(f"{P}/jobs", json={"task": "notification", "payload": payload, "priority": priority},
+                    headers=api_headers)
+    assert r.status_code == 202, r.get_json()
+    return r.get_json()["data"]["job_id"]
+
+
+@pytest.mark.slow
+def test_email_is_delivered_through_smtp(notifier, smtp, mail_client, api_headers, wait):
+    job_id = _send(mail_client, api_headers, {"channel": "email", "recipients": ["ops@example.com"],
+                                              "subject": "Person at the gate", "message": "risk 87"})
+    job = _final(wait, job_id)
+    assert job["state"] == "completed" and job["result"]["delivered_to"] == ["ops@example.com"]
+    mail = smtp.mailbox.messages[-1]
+    assert mail["to"] == ["ops@example.com"] and "Subject: Person at the gate" in mail["data"]
+    assert "risk 87" in mail["data"] and mail["from"] == "vigil@localhost"
+
+
+@pytest.mark.slow
+def test_webhook_retries_5xx_and_fails_fast_on_4xx(notifier, mail_client, api_headers, wait):
+    flaky = Hook([503, 502, 200])
+    refusing = Hook([404])
+    try:
+        ok = _send(mail_client, api_headers, {"channel": "webhook", "url": flaky.url, "message": "m", "event_id": 7})
+        bad = _send(mail_client, api_headers, {"channel": "webhook", "url": refusing.url, "message": "m"})
+        ok_job, bad_job = _final(wait, ok, 40), _final(wait, bad)
+        assert ok_job["state"] == "completed" and ok_job["attempts"] == 3 and len(flaky.received) == 3
+        assert flaky.received[-1]["event_id"] == 7 and flaky.received[-1]["sent_at"].endswith("Z")
+        assert bad_job["state"] == "failed" and "refused" in bad_job["error"] and len(refusing.received) == 1
+    finally:
+        flaky.close()
+        refusing.close()
+
+
+@pytest.mark.parametrize("payload,field", [
+    ({"channel": "email", "message": "x"}, "payload"),
+    ({"channel": "email", "message": "x", "recipients": ["not an address"]}, "payload.recipients"),
+    ({"channel": "webhook", "message": "x"}, "payload"),
+    ({"channel": "webhook", "message": "x", "url": "file:///etc/passwd"}, "payload.url"),
+])
+def test_bad_notification_payloads_are_400(client, api_headers, payload, field):
+    r = client.post(f"{P}/jobs", json={"task": "notification", "payload": payload}, headers=api_headers)
+    assert r.status_code == 400 and r.get_json()["error"]["details"][0]["field"] == field
+
+
+def test_notification_config_and_test_endpoint(notifier, mail_client, client, api_headers):
+    config = mail_client.get("/api/notification/config").get_json()
+    assert config["email_configured"] is True and config["available_channels"] == ["email", "webhook"]
+    assert "password" not in json.dumps(config).lower()
+    assert config["alert_email_recipients"] == 0 and config["alert_webhook_configured"] is False
+    assert client.get("/api/notification/config").get_json()["email_configured"] is False
+    hook = Hook([200])
+    try:
+        r = mail_client.post("/api/notification/test", json={"channel": "webhook", "webhook_url": hook.url},
+                             headers=api_headers)
+        assert r.status_code == 200 and r.get_json()["success"] is True and len(hook.received) == 1
+    finally:
+        hook.close()
+    r = mail_client.post("/api/notification/test", json={"channel": "push"}, headers=api_headers)
+    assert r.status_code == 400 and "push" in r.get_json()["detail"]
+    assert mail_client.post("/api/notification/test", json={"channel": "email"}).status_code == 401

@@ -1,0 +1,157 @@
+"""Detector backends: the built-in OpenCV one on real photographs, the HTTP one against a real
+local model server (answers, timeouts, 5xx, garbage, 4xx), and both behind the real breaker."""
+import time
+import uuid
+from app.core.settings import replace
+
+import pytest
+from sqlalchemy import select
+
+from app.core.db import session_scope
+from app.models import Detection
+from app.core.redis_client import get_redis
+from app.pipeline.ai.breakers import BreakerConfig, CircuitBreaker, CircuitOpenError, ServiceRejected
+from app.pipeline.ai.detectors import BuiltinDetector, DetectorUnavailable, HttpDetector, UnreadableImage
+
+YOLO_ANSWER = {"detections": [{"class": "person", "confidence": 0.91, "bbox": {"x": 10, "y": 20, "width": 30,
+                                                                               "height": 60}},
+                              {"class": "car", "confidence": 0.3, "bbox": {"x": 1, "y": 2, "width": 3, "height": 4}}],
+               "inference_time_ms": 12.5}
+
+
+def test_builtin_finds_the_person_in_astronaut_and_nothing_in_coffee(photos):
+    detector = BuiltinDetector()
+    people = detector.detect(photos["astronaut"])
+    confident = [d for d in people.detections if d.confidence >= 0.5]
+    assert confident, people
+    assert {d.object_type for d in confident} <= {"person", "face"}
+    face = max(confident, key=lambda d: d.confidence)
+    # the astronaut's face is in the upper middle of the 512x512 picture
+    assert 150 < face.x + face.width / 2 < 350 and face.y + face.height / 2 < 250
+    assert people.image_size == (512, 512) and people.inference_time_ms > 0
+    empty = detector.detect(photos["coffee"])
+    assert [d for d in empty.detections if d.confidence >= 0.5] == []
+
+
+def test_builtin_rejects_an_undecodable_file(tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8 not really a jpeg \xff\xd9")
+    with pytest.raises(UnreadableImage):
+        BuiltinDetector().detect(bad)
+
+
+def test_http_detector_parses_the_model_server_answer(scripted_server, photos):
+    server = scripted_server(lambda req: (200, YOLO_ANSWER, 0))
+    result = HttpDetector(server.url, timeout=5).detect(photos["astronaut"])
+    assert [(d.object_type, d.confidence, d.x, d.y, d.width, d.height) for d in result.detections] == [
+        ("person", 0.91, 10, 20, 30, 60), ("car", 0.3, 1, 2, 3, 4)]
+    assert result.inference_time_ms == 12.5
+    req = server.requests[0]
+    assert req.method == "POST" and req.path == "/detect"
+    assert req.headers["Content-Type"].startswith("multipart/form-data")
+    assert photos["astronaut"].read_bytes() in req.body  # the image itself was sent
+
+
+@pytest.mark.parametrize("answer,kind,message", [
+    ((503, {"detail": "loading"}, 0), DetectorUnavailable, "HTTP 503"),
+    ((500, "Internal Server Error", 0), DetectorUnavailable, "HTTP 500"),
+    ((200, "<html>not json</html>", 0), DetectorUnavailable, "not the expected JSON"),
+    ((200, {"detections": [{"class": "person", "confidence": 7}]}, 0), DetectorUnavailable, "not the expected JSON"),
+    ((200, {"boxes": []}, 0), DetectorUnavailable, "not the expected JSON"),
+    ((200, YOLO_ANSWER, 2.0), DetectorUnavailable, "timed out"),
+    ((415, {"detail": "unsupported image"}, 0), ServiceRejected, "HTTP 415"),
+])
+def test_http_detector_failures(scripted_server, photos, answer, kind, message):
+    server = scripted_server(lambda req: answer)
+    t0 = time.monotonic()
+    with pytest.raises(kind, match=message):
+        HttpDetector(server.url, timeout=0.5).detect(photos["coffee"])
+    assert time.monotonic() - t0 < 5
+
+
+def test_http_detector_unreachable(photos):
+    from tests.servers import free_port
+
+    with pytest.raises(DetectorUnavailable, match="unreachable"):
+        HttpDetector(f"http://127.0.0.1:{free_port()}", timeout=1).detect(photos["coffee"])
+
+
+def test_breaker_opens_after_five_failures_ignores_4xx_and_recovers_through_half_open(scripted_server, photos,
+                                                                                      settings):
+    mode = {"answer": (500, "boom", 0)}
+    server = scripted_server(lambda req: mode["answer"] if req.path == "/detect" else (200, {}, 0))
+    detector = HttpDetector(server.url, timeout=1)
+    b = CircuitBreaker(f"det-{uuid.uuid4().hex[:8]}", get_redis(settings),
+                       BreakerConfig(failure_threshold=5, recovery_seconds=1.0, half_open_max_calls=3,
+                                     success_threshold=2))
+    path = photos["coffee"]
+
+    mode["answer"] = (422, {"detail": "bad image"}, 0)
+    for _ in range(8):
+        with pytest.raises(ServiceRejected):
+            b.call(detector.detect, path)
+    assert b.snapshot()["state"] == "closed"  # eight 4xx answers: the service is up
+
+    mode["answer"] = (500, "boom", 0)
+    for _ in range(5):
+        with pytest.raises(DetectorUnavailable):
+            b.call(detector.detect, path)
+    assert b.snapshot()["state"] == "open"
+    before = server.calls("/detect")
+    for _ in range(3):
+        with pytest.raises(CircuitOpenError):
+            b.call(detector.detect, path)
+    assert server.calls("/detect") == before  # refused without touching the server
+
+    time.sleep(1.1)
+    mode["answer"] = (200, YOLO_ANSWER, 0)
+    assert b.call(detector.detect, path).detections
+    assert b.snapshot()["state"] == "half_open"
+    b.call(detector.detect, path)
+    assert b.snapshot()["state"] == "closed"
+
+
+def test_process_image_with_http_backend_filters_stores_and_batches(scripted_server, photos, settings, tmp_path,
+                                                                     reset_ai_breakers):
+    """The detection service end to end with the HTTP backend: threshold applied, rows with bbox and
+    thumbnail in SQL, detections in the camera's batch, stage samples recorded."""
+    from app.pipeline.batches import get_aggregator
+    from app.pipeline.detections import process_image
+
+    server = scripted_server(lambda req: (200, YOLO_ANSWER, 0))
+    root = tmp_path / "cams"
+    (root / "porch").mkdir(parents=True)
+    image = root / "porch" / "a.jpg"
+    image.write_bytes(photos["astronaut"].read_bytes())
+    s = replace(settings, camera_root=root, detector_backend="http", detector_url=server.url,
+                thumbnail_dir=tmp_path / "thumbs")
+    job_id = str(uuid.uuid4())
+    camera = f"porch_{uuid.uuid4().hex[:6]}"
+    now = time.time()
+    out = process_image(s, job_id=job_id, camera_id=camera, path=str(image), file_hash=None, seen_at=now - 0.05,
+                        started_at=now, first_attempt=True)
+    assert out.found == 2 and out.kept == 1 and out.batch_id  # the 0.3 car is under the 0.5 threshold
+    with session_scope(s) as session:
+        rows = list(session.execute(select(Detection).where(Detection.job_id == job_id)).scalars())
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row.object_type, row.bbox_x, row.bbox_y, row.bbox_width, row.bbox_height) == ("person", 10, 20, 30, 60)
+    assert row.batch_id == out.batch_id and row.thumbnail_path and (tmp_path / "thumbs" / camera).is_dir()
+    batch = get_aggregator(s).get(out.batch_id)
+    assert batch["camera_id"] == camera and batch["detection_ids"] == [row.id]
+
+    again = process_image(s, job_id=job_id, camera_id=camera, path=str(image), file_hash=None, seen_at=now,
+                          started_at=now, first_attempt=False)
+    assert again.repeated and again.detection_ids == [row.id] and server.calls("/detect") == 1
+    get_redis(s).zrem("vigil:batches:deadlines", out.batch_id)  # keep the session's closer out of it
+
+
+def test_process_image_refuses_paths_outside_the_root(settings, tmp_path, photos):
+    from app.pipeline.detections import InvalidImagePath, process_image
+
+    root = tmp_path / "cams"
+    root.mkdir()
+    s = replace(settings, camera_root=root)
+    with pytest.raises(InvalidImagePath):
+        process_image(s, job_id="x", camera_id="c", path=str(photos["astronaut"]), file_hash=None, seen_at=None,
+                      started_at=time.time(), first_attempt=True)

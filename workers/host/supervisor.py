@@ -1,0 +1,455 @@
+"""The service host and worker supervisor (`python -m workers.host`, the Procfile's `watcher`).
+
+One process, three jobs:
+
+* **In-process services** (file watcher, GPU monitor, performance monitor, and any `Service` added
+  in `build_services`) each run in their own thread. The supervisor watches the threads rather than
+  trusting them to report their own death: a thread that ends for any reason while it was meant to
+  run (an exception, an injected SystemExit, a `return`) is a crash. A crashed service is restarted
+  after 1, 2, 4, 8, 16 s (`VIGIL_SUPERVISOR_BACKOFF`); after the fifth restart it is `failed` until
+  someone resets it. A running service publishes a heartbeat under `<name>@<host>`.
+* **Celery worker groups and beat** are watched through their heartbeats and controlled through
+  Celery remote control (`workers/host/pools.py`).
+* **The supervisor loop** (one thread) owns every state change: it takes commands from
+  `vigil:supervisor:commands`, applies them, answers on a reply key once the effect is observed,
+  publishes every worker's state and its own heartbeat, and writes restart history to SQL. Only
+  this thread mutates worker state, so there are no locks to get wrong. In-process services are
+  supervised even while Redis or the database is away; only publishing waits for them.
+
+Which process supervises what, and how this fits honcho and compose: docs/architecture.md.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from app.core.context import component_var
+from app.core.db import session_scope
+from app.core.redis_client import get_redis
+from app.jobs import heartbeats
+from app.ops.supervisor import (COMMAND_MAX_AGE, COMMANDS_KEY, REPLY_KEY, REPLY_TTL, STATE_KEY,
+                                     SUPERVISOR_GROUP, record_events)
+from app.core.settings import Settings, get_settings
+from workers.host.pools import CeleryGroups
+from workers.host.service import Service
+from workers.host.state import Pending, WorkerState
+
+log = logging.getLogger(__name__)
+
+OUTBOX_LIMIT = 10_000
+
+
+class _Runner:
+    """A service's thread; records how it ended."""
+
+    def __init__(self, service: Service):
+        self.service = service
+        self.stop = threading.Event()
+        self.error: str | None = None
+        self.thread = threading.Thread(target=self._main, name=f"svc-{service.name}", daemon=True)
+
+    def start(self) -> "_Runner":
+        self.thread.start()
+        return self
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def _main(self) -> None:
+        component_var.set(self.service.name)  # this thread's log lines carry the service's name
+        try:
+            self.service.run(self.stop)
+            if not self.stop.is_set():
+                self.error = "RuntimeError: service loop returned without being stopped"
+        except BaseException as exc:  # noqa: BLE001 - any way out of run() while meant to run is a crash
+            self.error = f"{type(exc).__name__}: {exc}"[:500]
+            if not self.stop.is_set():
+                log.error("service %s crashed", self.service.name, exc_info=True)
+
+
+class ServiceHost:
+    """Runs the services and supervises everything listed in the supervisor endpoints."""
+
+    def __init__(self, services: list[Service], settings: Settings | None = None,
+                 backoff: tuple[float, ...] | None = None, tick: float = 0.1):
+        self.settings = settings or get_settings()
+        self.backoff = tuple(backoff) if backoff is not None else self.settings.backoff_seconds
+        self.max_restarts = len(self.backoff)
+        self.tick_seconds = tick
+        self.redis = get_redis(self.settings)
+        self.node = heartbeats.node_name(SUPERVISOR_GROUP)
+        self.started_at = time.time()
+        self.services = {s.name: s for s in services}
+        self.workers: dict[str, WorkerState] = {
+            s.name: WorkerState(s.name, "service", getattr(s, "category", "infrastructure"), self.max_restarts)
+            for s in services}
+        self.pools = CeleryGroups(self)
+        for state in self.pools.create_states():
+            self.workers.setdefault(state.name, state)
+        self.runners: dict[str, _Runner] = {}
+        self.shutdown = threading.Event()
+        self._loop_thread: threading.Thread | None = None
+        self._pending: list[Pending] = []
+        self._outbox: list[dict[str, Any]] = []
+        self._dirty = True
+        self._last_publish = 0.0
+        self._last_observe = 0.0
+        self._last_outbox_warning = 0.0
+
+    def node_of(self, name: str) -> str:
+        return heartbeats.node_name(name)
+
+    # ---- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._restore()
+        for name, w in self.workers.items():
+            if w.kind == "service" and not w.manual_stop:
+                self._spawn(name)
+        self._loop_thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
+        self._loop_thread.start()
+
+    def stop(self, timeout: float = 10) -> None:
+        self.shutdown.set()
+        for runner in self.runners.values():
+            runner.stop.set()
+        if self._loop_thread is not None:
+            self._loop_thread.join(timeout)
+        for runner in list(self.runners.values()):
+            runner.thread.join(timeout)
+        for name, w in self.workers.items():
+            if w.kind == "service" and w.status == "running":
+                w.status = "stopped"
+        self._flush_history()
+        try:
+            self._publish(time.time(), force=True)
+        except Exception:
+            log.debug("final state publish failed", exc_info=True)
+        for node in [self.node] + [self.node_of(n) for n, w in self.workers.items() if w.kind == "service"]:
+            try:
+                heartbeats.remove(self.redis, node)
+            except Exception:
+                pass
+
+    def run_forever(self) -> None:
+        def _term(signum, _frame):
+            log.info("signal %s: stopping services", signum)
+            self.shutdown.set()
+
+        signal.signal(signal.SIGTERM, _term)
+        signal.signal(signal.SIGINT, _term)
+        self.start()
+        while not self.shutdown.wait(0.5):
+            if self._loop_thread is not None and not self._loop_thread.is_alive():
+                # Without its loop nothing is supervised: exit so the process manager restarts us.
+                log.critical("supervisor loop died; exiting for the process manager to restart the host")
+                self.stop()
+                sys.exit(1)
+        self.stop()
+
+    # ---- the loop ------------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self.shutdown.is_set():
+            command = None
+            try:
+                popped = self.redis.brpop([COMMANDS_KEY], timeout=self.tick_seconds)
+                if popped:
+                    command = json.loads(popped[1])
+            except Exception:
+                log.debug("command poll failed", exc_info=True)
+                self.shutdown.wait(self.tick_seconds)
+            if command is not None:
+                try:
+                    self._handle(command)
+                except Exception:
+                    log.exception("supervisor command %s failed", command)
+                    self._reply(command, 500, "supervisor error; see the service host's log")
+            try:
+                self.tick(time.time())
+            except Exception:
+                log.exception("supervisor tick failed")
+
+    def tick(self, now: float) -> None:
+        self._tick_services(now)
+        if now - self._last_observe >= min(self.settings.heartbeat_interval / 2, 1.0):
+            self._last_observe = now
+            try:
+                self.pools.observe(now)
+            except Exception:
+                log.debug("pool observation failed (Redis away?)", exc_info=True)
+        self._check_pending(now)
+        self._flush_history()
+        try:
+            self._publish(now)
+        except Exception:
+            log.debug("state publish failed (Redis away?)", exc_info=True)
+
+    # ---- in-process services ----------------------------------------------------------------------------
+    def _spawn(self, name: str) -> None:
+        w = self.workers[name]
+        self.runners[name] = _Runner(self.services[name]).start()
+        w.status, w.last_started_at, w.next_restart_at, w.pending_start = "running", time.time(), None, False
+        log.info("service %s running", name)
+        if w.auto_restart:
+            w.auto_restart = False
+            self.history(w, "success", attempt=w.restart_count)
+        self.changed()
+
+    def _tick_services(self, now: float) -> None:
+        for name in self.services:
+            w = self.workers[name]
+            runner = self.runners.get(name)
+            if runner is not None and not runner.alive():
+                del self.runners[name]
+                self._withdraw_heartbeat(name)
+                if runner.stop.is_set():
+                    if w.status in ("running", "restarting") and not w.pending_start:
+                        w.status = "stopped"
+                        self.changed()
+                else:
+                    self.crashed(w, runner.error or "service thread ended", now)
+            if w.pending_start and name not in self.runners and not self.shutdown.is_set():
+                self._spawn(name)
+            elif w.status == "crashed" and w.next_restart_at is not None and now >= w.next_restart_at:
+                w.auto_restart = True
+                self._spawn(name)
+
+    def _withdraw_heartbeat(self, name: str) -> None:
+        try:
+            heartbeats.remove(self.redis, self.node_of(name))
+        except Exception:
+            log.debug("heartbeat removal for %s failed", name, exc_info=True)
+
+    # ---- crash policy (every kind) --------------------------------------------------------------------
+    def crashed(self, w: WorkerState, error: str, now: float, node: str | None = None) -> None:
+        """Record a crash and decide what happens next: a restart after the backoff, or `failed`."""
+        if w.last_started_at and now - w.last_started_at >= self.settings.supervisor_stable_seconds:
+            w.restart_count = 0  # it ran fine for a long while: this is not a crash loop
+        w.last_crashed_at, w.error, w.auto_restart = now, error[:500], False
+        log.warning("worker %s crashed: %s", w.name, error)
+        self.history(w, "crashed", attempt=w.restart_count, error=error, node=node)
+        if not w.controllable or w.manual_stop:
+            w.status = "crashed" if not w.manual_stop else w.status
+        elif not w.enabled:
+            w.status, w.next_restart_at = "crashed", None
+        elif w.restart_count >= w.max_restarts:
+            w.status, w.next_restart_at = "failed", None
+            log.error("worker %s failed after %d restarts", w.name, w.restart_count)
+            self.history(w, "failed", attempt=w.restart_count,
+                         error=f"gave up after {w.restart_count} restarts; last error: {error}"[:1000], node=node)
+        else:
+            delay = self.backoff[w.restart_count]
+            w.restart_count += 1
+            w.status, w.next_restart_at = "crashed", now + delay
+        self.changed()
+        if w.kind == "celery":
+            self.pools.apply_hold(w)
+
+    def history(self, w: WorkerState, status: str, *, attempt: int | None = None, error: str | None = None,
+                action: str | None = None, node: str | None = None) -> None:
+        event = {"worker_name": w.name, "timestamp": time.time(), "status": status,
+                 "attempt": w.restart_count if attempt is None else attempt, "error": error, "action": action,
+                 "node": node}
+        if len(self._outbox) < OUTBOX_LIMIT:
+            self._outbox.append(event)
+
+    def _flush_history(self) -> None:
+        if not self._outbox:
+            return
+        batch = list(self._outbox)
+        try:
+            with session_scope(self.settings) as session:
+                record_events(session, batch)
+        except Exception:
+            now = time.time()
+            if now - self._last_outbox_warning > 60:
+                self._last_outbox_warning = now
+                log.warning("restart history not written yet (%d pending); retrying", len(batch), exc_info=True)
+            return
+        del self._outbox[:len(batch)]
+
+    def changed(self) -> None:
+        self._dirty = True
+
+    # ---- commands -------------------------------------------------------------------------------------
+    def _handle(self, cmd: dict[str, Any]) -> None:
+        if time.time() - float(cmd.get("issued_at") or 0) > COMMAND_MAX_AGE:
+            log.info("dropping stale supervisor command %s", cmd)
+            return
+        name, action = cmd.get("worker"), cmd.get("action")
+        w = self.workers.get(name or "")
+        if w is None:
+            self._reply(cmd, 404, f"Unknown worker '{name}'")
+            return
+        log.info("supervisor command: %s %s (by %s, request %s)", action, name, cmd.get("actor"),
+                 cmd.get("request_id"))
+        if action == "reset":
+            result: Any = self._reset(w)
+        elif action in ("enable", "disable"):
+            result = self._enable(w, action == "enable")
+        elif w.kind == "service":
+            result = self._service_command(w, action, cmd)
+        else:
+            result = self.pools.command(w, action, cmd)
+        self.changed()
+        if isinstance(result, Pending):
+            self._pending.append(result)
+            self._check_pending(time.time())
+        else:
+            self._reply(cmd, *result)
+
+    def _reset(self, w: WorkerState) -> tuple[int, str]:
+        if not w.controllable:
+            return 400, f"Worker '{w.name}' is not restarted by Vigil; there is no restart count to reset"
+        w.restart_count, w.next_restart_at = 0, None
+        self.history(w, "manual", action="reset", attempt=0)
+        if w.status == "failed":
+            w.error = None
+            if w.kind == "service":
+                w.auto_restart = True
+                self._spawn(w.name)
+            else:
+                w.status, w.auto_restart, w.transition_at = "restarting", True, time.time()
+                self.pools.restarted(w)
+        return 200, f"Worker '{w.name}' restart count reset"
+
+    def _enable(self, w: WorkerState, enable: bool) -> tuple[int, str]:
+        if not w.controllable:
+            return 400, f"Worker '{w.name}' is managed by the process manager, not by Vigil"
+        w.enabled = enable
+        if enable and w.status == "crashed" and w.next_restart_at is None and not w.manual_stop:
+            w.next_restart_at = time.time()  # self-healing resumes now
+        if not enable:
+            w.next_restart_at = None if w.status == "crashed" else w.next_restart_at
+        if w.kind == "celery":
+            self.pools.restarted(w)
+        return 200, f"Service {w.name} {'enabled' if enable else 'disabled'}"
+
+    def _service_command(self, w: WorkerState, action: str, cmd: dict[str, Any]) -> tuple[int, str] | Pending:
+        name = w.name
+        runner = self.runners.get(name)
+        running = runner is not None and runner.alive() and not runner.stop.is_set()
+        if action == "stop":
+            if w.status == "stopped" and not running:
+                return 400, f"Worker '{name}' is already stopped"
+            w.manual_stop, w.next_restart_at, w.pending_start, w.auto_restart = True, None, False, False
+            self.history(w, "manual", action="stop")
+            if runner is not None:
+                runner.stop.set()
+            else:
+                w.status = "stopped"
+            return Pending(cmd, lambda: name not in self.runners and w.status == "stopped",
+                           f"Worker '{name}' stopped successfully",
+                           f"Worker '{name}' was asked to stop; its thread has not ended yet")
+        if action in ("start", "restart"):
+            if not w.enabled:
+                return 400, f"Worker '{name}' is disabled; enable it first"
+            if action == "start" and running:
+                return 400, f"Worker '{name}' is already running"
+            w.manual_stop, w.next_restart_at, w.auto_restart = False, None, False
+            self.history(w, "manual", action=action)
+            if runner is not None:  # restart, or start while a previous thread is still stopping
+                runner.stop.set()
+                w.pending_start, w.status = True, "restarting"
+            else:
+                self._spawn(name)
+            verb = "started" if action == "start" else "restarted"
+            return Pending(cmd, lambda: (self.runners.get(name) not in (None, runner) and w.status == "running"),
+                           f"Worker '{name}' {verb} successfully",
+                           f"Worker '{name}' {action} requested; its previous thread has not ended yet")
+        return 400, f"Unsupported action '{action}'"
+
+    def _check_pending(self, now: float) -> None:
+        keep = []
+        for p in self._pending:
+            try:
+                done = p.done()
+            except Exception:
+                done = False
+            if done:
+                self._reply(p.command, 200, p.ok_message)
+            elif now >= float(p.command.get("deadline") or now) - 0.5:
+                self._reply(p.command, 202, p.late_message)
+            else:
+                keep.append(p)
+        self._pending = keep
+
+    def _reply(self, cmd: dict[str, Any], code: int, message: str) -> None:
+        w = self.workers.get(cmd.get("worker") or "")
+        self._flush_history()  # whoever reads the history after the reply sees the command in it
+        try:
+            self._write_state()  # whoever reads the state after the reply sees the effect
+        except Exception:
+            log.debug("state publish failed", exc_info=True)
+        body = {"id": cmd.get("id"), "code": code, "message": message,
+                "worker": w.snapshot() if w is not None else None}
+        key = REPLY_KEY + str(cmd.get("id"))
+        try:
+            with self.redis.pipeline() as pipe:
+                pipe.lpush(key, json.dumps(body, default=str))
+                pipe.expire(key, REPLY_TTL)
+                pipe.execute()
+        except Exception:
+            log.warning("could not reply to supervisor command %s", cmd.get("id"), exc_info=True)
+
+    # ---- persistence and publication --------------------------------------------------------------------
+    def _restore(self) -> None:
+        """Operator choices (stopped, disabled) and pool counters survive a restart of this process;
+        a service's own restart count starts afresh with the process."""
+        try:
+            raw = self.redis.hgetall(STATE_KEY)
+        except Exception:
+            log.warning("could not read previous supervisor state; starting fresh", exc_info=True)
+            return
+        persisted: dict[str, dict[str, Any]] = {}
+        for name, value in raw.items():
+            try:
+                persisted[name] = json.loads(value)
+            except ValueError:
+                continue
+        for name, w in self.workers.items():
+            old = persisted.get(name)
+            if w.kind == "service" and old:
+                w.enabled = bool(old.get("enabled", True))
+                w.manual_stop = bool(old.get("manual_stop"))
+        self.pools.restore(persisted)
+        gone = [name for name in persisted if name not in self.workers]
+        if gone:
+            try:
+                self.redis.hdel(STATE_KEY, *gone)
+            except Exception:
+                pass
+
+    def _write_state(self) -> None:
+        self._dirty = False
+        mapping = {name: json.dumps(w.snapshot(), default=str) for name, w in self.workers.items()}
+        self.redis.hset(STATE_KEY, mapping=mapping)
+
+    def _publish(self, now: float, force: bool = False) -> None:
+        interval = self.settings.heartbeat_interval
+        if not (force or self._dirty or now - self._last_publish >= interval):
+            return
+        beat_due = force or now - self._last_publish >= interval
+        self._write_state()
+        if not beat_due:
+            return
+        self._last_publish = now
+        ttl = self.settings.heartbeat_ttl
+        heartbeats.publish(self.redis, self.node, {"kind": "supervisor", "pid": os.getpid(),
+                                                   "started_at": self.started_at, "workers": len(self.workers)}, ttl)
+        for name, service in self.services.items():
+            w = self.workers[name]
+            runner = self.runners.get(name)
+            if w.status == "running" and runner is not None and runner.alive():
+                payload = {"kind": "service", "pid": os.getpid(), "status": w.status,
+                           "restart_count": w.restart_count, "started_at": w.last_started_at}
+                try:
+                    payload.update(service.status())
+                except Exception:
+                    log.debug("status() of %s failed", name, exc_info=True)
+                heartbeats.publish(self.redis, self.node_of(name), payload, ttl)
