@@ -3,34 +3,92 @@
 Each field names its environment variable, its default and what it is for; `docs/configuration.md`
 is checked against this module by a test, so the two cannot drift. Defaults are the embedded ones:
 SQLite and a local Redis under `var/`, which is what `make run` starts.
+
+`Settings` is a pydantic-settings `BaseSettings` so that one declaration per setting carries its variable, default,
+type and description, and the declared type drives parsing and validation: no hand-written parser to keep in step
+with the fields. What pydantic-settings does not do as it comes, and how it is done here:
+
+- Variable names are not all `VIGIL_`-prefixed (DATABASE_URL, REDIS_URL, CELERY_*, FLOWER_PORT), so each field
+  names its variable as its validation alias, matched case-sensitively as `os.environ.get` did.
+- `from_env(environ)` reads a given mapping; the stock sources read `os.environ` only. `_EnvironSource` is
+  pydantic-settings' env source pointed at that mapping (a context variable carries it into the class's sources).
+  No `.env` or secrets-directory source: Vigil never read them, and a stray `.env` must not change a process.
+- Templates: a default such as `{var_dir}/vigil.db` names settings declared before it (their parsed values), and
+  an environment value may do the same (`{{`/`}}` for a literal brace); explicit overrides are taken as given.
+  pydantic has no such thing, so `_EnvironSource` fills them in before validation.
+- Booleans keep Vigil's words (1/true/yes/on, 0/false/no/off, and empty for off) rather than pydantic's set,
+  so an existing `VIGIL_X=` still means off; paths are made absolute (after `~`) as before; an empty string for
+  an optional setting means unset.
+- Errors: pydantic's `ValidationError` becomes `SettingsError` naming the variable and the value (a secret's value
+  masked), because callers catch `SettingsError` and start-up prints it.
+- Secrets stay plain `str` (not `SecretStr`): callers use them as strings. `public()` masks them, `repr` omits them.
+- `settings_fields()` keeps its dataclass-like rows (`name`, `default`, `metadata["env"]`) for the docs table and
+  the tests that read it.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
-import typing
-from dataclasses import dataclass, field
+from contextvars import ContextVar
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
+
+from pydantic import AfterValidator, BeforeValidator, Field, TypeAdapter, ValidationError
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
 def _env(name: str, default: Any, doc: str, *, secret: bool = False) -> Any:
-    return field(default=default, metadata={"env": name, "doc": doc, "secret": secret})
+    return Field(default=default, validation_alias=name, description=doc, repr=not secret,
+                 json_schema_extra={"secret": secret})
 
 
 class SettingsError(ValueError):
     """A setting's value cannot be parsed; raised at start-up so a typo fails loudly."""
 
 
-@dataclass(frozen=True)
-class Settings:
+def _flag(value: Any) -> Any:
+    """Vigil's boolean words, so values that worked before keep working (pydantic's own set differs)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError("not a boolean: use 1/true/yes/on or 0/false/no/off")
+
+
+def _none_if_empty(value: Any) -> Any:
+    """`VIGIL_API_KEY=` in a compose file means unset, not a key that is the empty string."""
+    return None if value == "" else value
+
+
+def _absolute(path: Path) -> Path:
+    """Absolute at start-up, so a later chdir (daemons, workers) cannot move the state."""
+    return path.expanduser().absolute()
+
+
+Flag = Annotated[bool, BeforeValidator(_flag)]
+AbsPath = Annotated[Path, AfterValidator(_absolute)]
+OptionalStr = Annotated[str | None, BeforeValidator(_none_if_empty)]
+
+# The mapping `from_env` reads. pydantic-settings builds its sources inside `__init__` with no per-call argument
+# for them, so the mapping travels in a context variable (not a module global that threads would share).
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("vigil_settings_environ", default=None)
+
+
+class Settings(BaseSettings):
+    """The settings of one process; immutable, so a value read at start-up is the value everywhere."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", case_sensitive=True, populate_by_name=True)
+
     # --- where things live -------------------------------------------------------------------
-    var_dir: Path = _env("VIGIL_VAR_DIR", "var",
-                         "Directory for embedded state: SQLite file, Redis data, local API key, beat schedule.")
+    var_dir: AbsPath = _env("VIGIL_VAR_DIR", "var",
+                            "Directory for embedded state: SQLite file, Redis data, local API key, beat schedule.")
     database_url: str = _env("DATABASE_URL", "sqlite:///{var_dir}/vigil.db",
                              "SQLAlchemy URL. PostgreSQL (`postgresql+psycopg2://...`) in production; "
                              "SQLite file under `var/` by default.")
@@ -40,11 +98,12 @@ class Settings:
                            "Celery broker. Defaults to REDIS_URL: the registry and the queues it describes "
                            "then share one durability story.")
     result_backend: str = _env("CELERY_RESULT_BACKEND", "{redis_url}", "Celery result backend (Redis).")
-    camera_root: Path = _env("VIGIL_CAMERA_ROOT", "{var_dir}/cameras",
-                             "Root the file watcher watches; one sub-folder per camera.")
-    thumbnail_dir: Path = _env("VIGIL_THUMBNAIL_DIR", "{var_dir}/thumbnails", "Where detection thumbnails are written.")
-    clips_dir: Path = _env("VIGIL_CLIPS_DIR", "{var_dir}/clips", "Where event clips are written.")
-    export_dir: Path = _env("VIGIL_EXPORT_DIR", "{var_dir}/exports", "Where log exports are written.")
+    camera_root: AbsPath = _env("VIGIL_CAMERA_ROOT", "{var_dir}/cameras",
+                                "Root the file watcher watches; one sub-folder per camera.")
+    thumbnail_dir: AbsPath = _env("VIGIL_THUMBNAIL_DIR", "{var_dir}/thumbnails",
+                                  "Where detection thumbnails are written.")
+    clips_dir: AbsPath = _env("VIGIL_CLIPS_DIR", "{var_dir}/clips", "Where event clips are written.")
+    export_dir: AbsPath = _env("VIGIL_EXPORT_DIR", "{var_dir}/exports", "Where log exports are written.")
 
     # --- network -------------------------------------------------------------------------------
     host: str = _env("VIGIL_HOST", "127.0.0.1", "Interface the API binds to (`0.0.0.0` in containers).")
@@ -53,15 +112,15 @@ class Settings:
     public_url: str = _env("VIGIL_PUBLIC_URL", "", "Base URL used in links the API hands out (empty: relative links).")
 
     # --- auth ----------------------------------------------------------------------------------
-    api_key: str | None = _env("VIGIL_API_KEY", None,
-                               "API key accepted in `X-API-Key` for mutating endpoints (role admin). "
-                               "`make run` creates one under `var/` when unset.", secret=True)
-    jwt_secret: str | None = _env("VIGIL_JWT_SECRET", None,
-                                  "HS256 secret for Bearer JWTs carrying `roles`. Unset: JWTs are refused.",
-                                  secret=True)
-    jwt_audience: str | None = _env("VIGIL_JWT_AUDIENCE", None, "Expected `aud` claim of Bearer JWTs, if any.")
-    jwt_issuer: str | None = _env("VIGIL_JWT_ISSUER", None, "Expected `iss` claim of Bearer JWTs, if any.")
-    auth_reads: bool = _env("VIGIL_AUTH_READS", False,
+    api_key: OptionalStr = _env("VIGIL_API_KEY", None,
+                                "API key accepted in `X-API-Key` for mutating endpoints (role admin). "
+                                "`make run` creates one under `var/` when unset.", secret=True)
+    jwt_secret: OptionalStr = _env("VIGIL_JWT_SECRET", None,
+                                   "HS256 secret for Bearer JWTs carrying `roles`. Unset: JWTs are refused.",
+                                   secret=True)
+    jwt_audience: OptionalStr = _env("VIGIL_JWT_AUDIENCE", None, "Expected `aud` claim of Bearer JWTs, if any.")
+    jwt_issuer: OptionalStr = _env("VIGIL_JWT_ISSUER", None, "Expected `iss` claim of Bearer JWTs, if any.")
+    auth_reads: Flag = _env("VIGIL_AUTH_READS", False,
                             "Require credentials for read-only endpoints too (probes stay open).")
 
     # --- Celery --------------------------------------------------------------------------------
@@ -73,7 +132,7 @@ class Settings:
                                          "Seconds between a worker's sweeps for messages past the visibility "
                                          "timeout.")
     result_expires: int = _env("VIGIL_RESULT_EXPIRES", 86400, "Seconds Celery keeps task results in Redis.")
-    task_events: bool = _env("VIGIL_TASK_EVENTS", False,
+    task_events: Flag = _env("VIGIL_TASK_EVENTS", False,
                              "Workers send task events, which Flower needs for its per-task view. Off by default: "
                              "they cost a third of a no-op job's throughput (bench P1); the job registry lists "
                              "every job regardless.")
@@ -101,7 +160,7 @@ class Settings:
     detection_confidence_threshold: float = _env("VIGIL_DETECTION_CONFIDENCE_THRESHOLD", 0.5,
                                                   "Default minimum detection confidence (0-1).")
     cleanup_time: str = _env("VIGIL_CLEANUP_TIME", "03:00", "Daily cleanup time (HH:MM, UTC; beat runs on UTC).")
-    delete_images: bool = _env("VIGIL_DELETE_IMAGES", False, "Cleanup also deletes original images.")
+    delete_images: Flag = _env("VIGIL_DELETE_IMAGES", False, "Cleanup also deletes original images.")
 
     # --- file watcher ---------------------------------------------------------------------------
     watcher_observer: str = _env("VIGIL_WATCHER_OBSERVER", "auto",
@@ -128,8 +187,8 @@ class Settings:
     smtp_host: str = _env("VIGIL_SMTP_HOST", "", "SMTP server for the e-mail channel (empty: e-mail not configured).")
     smtp_port: int = _env("VIGIL_SMTP_PORT", 587, "SMTP port.")
     smtp_user: str = _env("VIGIL_SMTP_USER", "", "SMTP login (empty: no AUTH).")
-    smtp_password: str | None = _env("VIGIL_SMTP_PASSWORD", None, "SMTP password.", secret=True)
-    smtp_starttls: bool = _env("VIGIL_SMTP_STARTTLS", True, "Upgrade the SMTP connection with STARTTLS.")
+    smtp_password: OptionalStr = _env("VIGIL_SMTP_PASSWORD", None, "SMTP password.", secret=True)
+    smtp_starttls: Flag = _env("VIGIL_SMTP_STARTTLS", True, "Upgrade the SMTP connection with STARTTLS.")
     smtp_from: str = _env("VIGIL_SMTP_FROM", "vigil@localhost", "Sender address of notification e-mail.")
     notify_timeout: float = _env("VIGIL_NOTIFY_TIMEOUT", 10.0,
                                  "Seconds one SMTP conversation or webhook call may take before it counts as "
@@ -155,12 +214,12 @@ class Settings:
     llm_url: str = _env("VIGIL_LLM_URL", "",
                         "Base URL of the OpenAI-compatible API, up to `/v1` (e.g. `http://ai:8002/v1`).")
     llm_model: str = _env("VIGIL_LLM_MODEL", "nemotron", "Model name sent in each chat-completions request.")
-    llm_api_key: str | None = _env("VIGIL_LLM_API_KEY", None, "Bearer key for the LLM server, if it wants one.",
-                                   secret=True)
+    llm_api_key: OptionalStr = _env("VIGIL_LLM_API_KEY", None, "Bearer key for the LLM server, if it wants one.",
+                                    secret=True)
     llm_timeout: float = _env("VIGIL_LLM_TIMEOUT", 60.0,
                               "Seconds one LLM analysis may take before it counts as a failure.")
     llm_max_tokens: int = _env("VIGIL_LLM_MAX_TOKENS", 512, "`max_tokens` of each chat-completions request.")
-    analysis_fallback: bool = _env("VIGIL_ANALYSIS_FALLBACK", True,
+    analysis_fallback: Flag = _env("VIGIL_ANALYSIS_FALLBACK", True,
                                    "When the LLM is unavailable (breaker open, or retries spent), score the "
                                    "batch with the rule-based analyser instead of leaving it unscored.")
     site_timezone: str = _env("VIGIL_SITE_TIMEZONE", "UTC",
@@ -208,7 +267,7 @@ class Settings:
                                        "not have committed the row that references it yet).")
 
     # --- observability: logs, exports, metrics, monitoring (issue 6) ---------------------------
-    log_db: bool = _env("VIGIL_LOG_DB", True,
+    log_db: Flag = _env("VIGIL_LOG_DB", True,
                         "Write structured log records of the API, workers and service host to the `logs` table "
                         "(buffered, written by a background thread).")
     log_db_level: str = _env("VIGIL_LOG_DB_LEVEL", "INFO",
@@ -222,9 +281,9 @@ class Settings:
                                      "Seconds a log search may run in the database before it is cancelled (400).")
     export_retention_hours: int = _env("VIGIL_EXPORT_RETENTION_HOURS", 24,
                                        "Hours a finished log export file is kept under VIGIL_EXPORT_DIR.")
-    metrics_dir: Path = _env("VIGIL_METRICS_DIR", "{var_dir}/metrics",
-                             "prometheus-client multiprocess directory shared by the API and worker processes "
-                             "(one sub-folder per host, so containers sharing the volume never collide).")
+    metrics_dir: AbsPath = _env("VIGIL_METRICS_DIR", "{var_dir}/metrics",
+                                "prometheus-client multiprocess directory shared by the API and worker processes "
+                                "(one sub-folder per host, so containers sharing the volume never collide).")
     prometheus_url: str = _env("VIGIL_PROMETHEUS_URL", "http://localhost:9090",
                                "Prometheus server whose HTTP API /api/system/monitoring/* reads (empty: none).")
     prometheus_timeout: float = _env("VIGIL_PROMETHEUS_TIMEOUT", 2.0, "Seconds per call to the Prometheus HTTP API.")
@@ -233,38 +292,47 @@ class Settings:
     # --- logging / database --------------------------------------------------------------------
     log_level: str = _env("VIGIL_LOG_LEVEL", "INFO", "Python log level for API and workers.")
     db_pool_size: int = _env("VIGIL_DB_POOL_SIZE", 10, "SQLAlchemy pool size (PostgreSQL).")
-    db_echo: bool = _env("VIGIL_DB_ECHO", False, "Log every SQL statement (debugging only).")
+    db_echo: Flag = _env("VIGIL_DB_ECHO", False, "Log every SQL statement (debugging only).")
 
     # -------------------------------------------------------------------------------------------
+    def __init__(self, **values: Any) -> None:
+        """Reads the environment like `from_env`; pydantic's errors become `SettingsError` naming the variable."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            # Not chained: the message says it all, and pydantic's own would repeat a secret's value.
+            raise SettingsError(_explain(exc)) from None
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keyword overrides, then the environment (with templates); no `.env` or secrets directory."""
+        environ = _ENVIRON.get()
+        return init_settings, _EnvironSource(settings_cls, os.environ if environ is None else environ)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
         """Build settings from an environment mapping; keyword overrides win (tests use them)."""
-        environ = os.environ if environ is None else environ
-        hints = typing.get_type_hints(cls)
-        raw: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            if f.name in overrides:
-                raw[f.name] = overrides[f.name]
-                continue
-            value = environ.get(f.metadata["env"])
-            raw[f.name] = f.default if value is None else value
-        # Templates such as "{var_dir}/vigil.db" refer to other settings; resolve in field order.
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            value = raw[f.name]
-            if isinstance(value, str) and "{" in value and f.name not in overrides:
-                value = value.format(**{k: v for k, v in values.items()})
-            values[f.name] = _convert(f.metadata["env"], value, hints[f.name])
-        return cls(**values)
+        unknown = sorted(set(overrides) - set(cls.model_fields))
+        if unknown:
+            raise TypeError(f"unknown settings: {', '.join(unknown)}")
+        token = _ENVIRON.set(os.environ if environ is None else environ)
+        try:
+            return cls(**overrides)
+        finally:
+            _ENVIRON.reset(token)
 
     def public(self) -> dict[str, Any]:
         """Settings safe to show (secrets masked), for `vigil settings` and debugging."""
         out = {}
-        for f in dataclasses.fields(self):
+        for f in settings_fields():
             value = getattr(self, f.name)
-            if f.metadata.get("secret") and value:
+            if f.secret and value:
                 value = "***"
-            out[f.metadata["env"]] = str(value) if isinstance(value, Path) else value
+            out[f.env] = str(value) if isinstance(value, Path) else value
         return out
 
     @property
@@ -293,37 +361,115 @@ class Settings:
         return self.database_url.startswith("sqlite")
 
 
-def _convert(name: str, value: Any, typ: Any) -> Any:
-    optional = False
-    if typing.get_origin(typ) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        args = [a for a in typing.get_args(typ) if a is not type(None)]
-        optional, typ = True, args[0]
-    if value is None:
-        if optional:
-            return None
-        raise SettingsError(f"{name} is required")
-    if optional and isinstance(value, str) and value == "":
-        return None
-    try:
-        if typ is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in _TRUE:
-                return True
-            if text in _FALSE:
-                return False
-            raise ValueError(f"not a boolean: {value!r}")
-        if typ is Path:
-            return Path(value).expanduser().absolute()
-        return typ(value)
-    except (TypeError, ValueError) as exc:
-        raise SettingsError(f"{name}: {exc}") from exc
+class _EnvironSource(EnvSettingsSource):
+    """pydantic-settings' environment source reading `from_env`'s mapping, with `{setting}` templates filled in."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ  # read by _load_env_vars, which the base __init__ calls
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return dict(self._environ)  # names as given: model_config is case-sensitive, empty values count
+
+    def __call__(self) -> dict[str, Any]:
+        found = super().__call__()        # {VARIABLE: text} for the variables that are set
+        overrides = self.current_state    # the keyword overrides, keyed by VARIABLE: taken as given
+        earlier = _Earlier(self.settings_cls)
+        data: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            env = field.validation_alias
+            if env in overrides:
+                earlier.raw[name] = overrides[env]
+                continue
+            value = found.get(env, field.default)
+            if isinstance(value, str) and "{" in value:
+                value = earlier.fill(env, value, secret=not field.repr)
+                data[env] = value
+            elif env in found:
+                data[env] = value
+            earlier.raw[name] = value
+        return data
 
 
-def settings_fields() -> list[dataclasses.Field]:
+class _Earlier(dict):
+    """The settings declared so far, each parsed only when a template names it (a template sees parsed values:
+    `{var_dir}` is the absolute directory). Only earlier settings, so templates resolve in one pass, no cycles."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__()
+        self.settings_cls = settings_cls
+        self.raw: dict[str, Any] = {}
+
+    def __missing__(self, name: str) -> Any:
+        if name not in self.raw:
+            raise KeyError(name)
+        field = self.settings_cls.model_fields[name]
+        try:
+            value = _adapter(self.settings_cls, name).validate_python(self.raw[name])
+        except ValidationError as exc:
+            raise SettingsError(_explain(exc, field.validation_alias)) from None
+        self[name] = value
+        return value
+
+    def fill(self, env: str, template: str, *, secret: bool = False) -> str:
+        shown = "***" if secret else repr(template)
+        try:
+            return template.format_map(self)
+        except SettingsError:  # a setting the template names is itself bad: that is the error to report
+            raise
+        except KeyError as exc:
+            raise SettingsError(f"{env}={shown}: {{{exc.args[0]}}} names no setting declared before it "
+                                "(write {{ and }} for literal braces)") from exc
+        except (ValueError, IndexError, AttributeError) as exc:
+            raise SettingsError(f"{env}={shown}: not a valid template ({exc}; write {{{{ and }}}} for "
+                                "literal braces)") from exc
+
+
+@lru_cache(maxsize=None)
+def _adapter(settings_cls: type[BaseSettings], name: str) -> TypeAdapter:
+    """One field's type with its validators, to parse a value a template refers to."""
+    field = settings_cls.model_fields[name]
+    return TypeAdapter(Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation)
+
+
+def _explain(exc: ValidationError, env: str | None = None) -> str:
+    """`VARIABLE='value': what is wrong`, one per bad value; a secret's value is not repeated.
+
+    `env` names the variable when `exc` comes from one field's own validation (its locations name no field)."""
+    by_name = {f.name: f for f in settings_fields()}
+    by_env = {f.env: f for f in by_name.values()}
+    problems = []
+    for err in exc.errors():
+        key = env or (str(err["loc"][0]) if err["loc"] else "?")
+        f = by_env.get(key) or by_name.get(key)
+        name = f.env if f else key
+        shown = "***" if f and f.secret else repr(err["input"])
+        reason = str(err["ctx"]["error"]) if err["type"] == "value_error" else err["msg"]
+        problems.append(f"{name}={shown}: {reason}")
+    return "; ".join(problems)
+
+
+@dataclass(frozen=True)
+class SettingField:
+    """One declared setting as the docs table and tools see it (it replaces the `dataclasses.Field` rows)."""
+
+    name: str
+    env: str
+    default: Any
+    doc: str
+    secret: bool
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The `dataclasses.Field` view (`metadata["env"]`) that existing callers read."""
+        return {"env": self.env, "doc": self.doc, "secret": self.secret}
+
+
+def settings_fields() -> list[SettingField]:
     """The documented settings, in declaration order."""
-    return list(dataclasses.fields(Settings))
+    return [SettingField(name, f.validation_alias, f.default, f.description,
+                         bool((f.json_schema_extra or {}).get("secret")))
+            for name, f in Settings.model_fields.items()]
 
 
 def settings_table() -> str:
@@ -332,7 +478,7 @@ def settings_table() -> str:
     for f in settings_fields():
         default = f.default
         shown = "*(unset)*" if default is None else ("*(empty)*" if default == "" else f"`{default}`")
-        rows.append(f"| `{f.metadata['env']}` | {shown} | {f.metadata['doc']} |")
+        rows.append(f"| `{f.env}` | {shown} | {f.doc} |")
     return "\n".join(rows)
 
 
@@ -343,5 +489,9 @@ def get_settings() -> Settings:
 
 
 def replace(settings: Settings, **changes: Any) -> Settings:
-    """A copy of `settings` with `changes` applied: the one way tests and tools derive settings."""
-    return dataclasses.replace(settings, **changes)
+    """A copy of `settings` with `changes` applied: the one way tests and tools derive settings.
+
+    The changes are validated as the environment is (a wrong type fails here, not in the code that reads it).
+    Nothing is re-derived: changing `redis_url` leaves `broker_url` as it was, as before."""
+    current = {name: getattr(settings, name) for name in type(settings).model_fields}
+    return type(settings).from_env({}, **{**current, **changes})
