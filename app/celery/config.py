@@ -3,7 +3,8 @@
 Every choice here is explained in docs/architecture.md ("Celery topology"); the short version:
 JSON only; acks late + reject on worker loss so a killed worker's job is re-run, not lost;
 prefetch 1 so a long detection never holds a second message hostage; strict queue priority so
-`:high` queues drain first; a visibility timeout longer than the longest job can be held.
+`:high` queues drain first; a visibility timeout longer than the longest job can be held, retry
+countdowns included (`RETRY_COUNTDOWN_MAX`).
 """
 from __future__ import annotations
 
@@ -27,6 +28,15 @@ TASK_MODULES = (
 )
 
 EXCHANGE = Exchange("vigil", type="direct", durable=True)
+
+# The longest countdown any task retry waits, in seconds: every task's `retry_backoff_max` and every
+# explicit countdown (an open breaker's `retry_after`, the analysis's failed alert hand-over) is
+# capped by it. A message waiting out its countdown is an ETA message a worker holds unacknowledged,
+# so this is one term of the visibility timeout's budget (docs/architecture.md, "Visibility
+# timeout"): the longest hard time limit (600 s) + a reserved message's wait behind it (600 s) + this
+# (300 s) = 1500 s, under the 1800 s default.
+# Raising it means raising VIGIL_VISIBILITY_TIMEOUT too, or a retried job runs twice.
+RETRY_COUNTDOWN_MAX = 300
 
 
 def route_task(name: str, args: Any, kwargs: Any, options: dict[str, Any], task: Any = None, **kw: Any):

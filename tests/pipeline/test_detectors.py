@@ -155,3 +155,80 @@ def test_process_image_refuses_paths_outside_the_root(settings, tmp_path, photos
     with pytest.raises(InvalidImagePath):
         process_image(s, job_id="x", camera_id="c", path=str(photos["astronaut"]), file_hash=None, seen_at=None,
                       started_at=time.time(), first_attempt=True)
+
+
+def test_every_retry_is_jittered_and_capped_within_the_visibility_timeout(settings):
+    """One cap for every countdown, and it fits the visibility timeout's budget: a message held for its
+    countdown, then waiting behind the longest job, must not be redelivered (docs/architecture.md)."""
+    from app.celery.app import celery
+    from app.celery.config import RETRY_COUNTDOWN_MAX
+
+    celery.loader.import_default_modules()
+    tasks = {name: task for name, task in celery.tasks.items() if name.startswith("vigil.")}
+    retrying = {name: task for name, task in tasks.items() if getattr(task, "autoretry_for", ())}
+    assert set(retrying) == {"vigil.detection.detect", "vigil.analysis.analyze", "vigil.notification.send",
+                             "vigil.notification.fire_alerts"}
+    for name, task in retrying.items():
+        assert (task.retry_backoff_max, task.retry_jitter) == (RETRY_COUNTDOWN_MAX, True), name
+    assert {name: (task.retry_backoff, task.max_retries) for name, task in retrying.items()} == {
+        "vigil.detection.detect": (2, 12), "vigil.analysis.analyze": (5, 3), "vigil.notification.send": (2, 8),
+        "vigil.notification.fire_alerts": (2, 5)}
+    longest = max(task.time_limit or celery.conf.task_time_limit for task in tasks.values())
+    assert settings.visibility_timeout > 2 * longest + RETRY_COUNTDOWN_MAX
+
+
+@pytest.mark.slow
+def test_detection_retries_are_jittered_and_capped_by_a_real_worker(settings, photos):
+    """A real detection worker whose detector is unreachable. Jobs arrive as their eleventh attempt,
+    where the plain exponential is 2 * 2 ** 10 = 2048 s: each is retried after at most the cap, and
+    the countdowns are spread between 0 and the cap (jitter), not all the same."""
+    import re
+    from datetime import datetime
+
+    import redis
+
+    from app.celery.app import create_celery
+    from app.celery.config import RETRY_COUNTDOWN_MAX
+    from app.jobs.registry import JobRegistry, get_registry
+    from tests.conftest import worker_env
+    from tests.servers import CeleryWorker, free_port, wait_for
+
+    url = settings.redis_url.rsplit("/", 1)[0] + "/8"  # a broker of its own: no other worker competes
+    redis.Redis.from_url(url).flushdb()
+    env = worker_env(REDIS_URL=url, VIGIL_DETECTOR_BACKEND="http", VIGIL_DETECTOR_URL=f"http://127.0.0.1:{free_port()}",
+                     VIGIL_BREAKER_FAILURE_THRESHOLD="1000")  # the breaker stays closed: backoff, not retry_after
+    worker = CeleryWorker(env, "detection_worker", ["detection"], concurrency=1).start()
+    job_ids = [str(uuid.uuid4()) for _ in range(8)]
+    try:
+        cam = settings.camera_root / f"jitter_{uuid.uuid4().hex[:6]}"
+        cam.mkdir(parents=True)
+        image = cam / "a.jpg"
+        image.write_bytes(photos["coffee"].read_bytes())
+        app = create_celery(replace(settings, redis_url=url, broker_url=url, result_backend=url))
+        sent = time.time()
+        for job_id in job_ids:
+            app.send_task("vigil.detection.detect", queue="detection", task_id=job_id, retries=10,
+                          kwargs={"camera_id": cam.name, "path": str(image)})
+        registry = JobRegistry(redis.Redis.from_url(url, decode_responses=True))
+
+        def retried():
+            jobs = [registry.get(job_id) or {} for job_id in job_ids]
+            return all("Retry in" in (job.get("error") or "") for job in jobs) and jobs
+
+        jobs = wait_for(retried, 30, interval=0.2, what="every job's retry")
+        seen = time.time()
+        countdowns = []
+        for job in jobs:
+            assert "unreachable" in job["error"] and job["state"] == "waiting", job
+            countdown = int(re.search(r"Retry in (\d+)s", job["error"]).group(1))
+            eta = datetime.fromisoformat(job["eta"]).timestamp()
+            assert sent + countdown - 1 <= eta <= seen + countdown + 1, job  # the message is held that long
+            countdowns.append(countdown)
+        assert all(0 <= c <= RETRY_COUNTDOWN_MAX for c in countdowns), countdowns
+        # Uniform on 0..300: eight countdowns within 10 s of each other would have odds below 1e-9.
+        assert max(countdowns) - min(countdowns) > 10, countdowns
+    finally:
+        worker.stop()
+        redis.Redis.from_url(url).flushdb()
+        for job_id in job_ids:  # the publish was recorded in this process's registry too
+            get_registry().forget(job_id)
