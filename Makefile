@@ -33,5 +33,12 @@ test: install redis
 bench: install redis
 	VIGIL_REDIS_SERVER=$$(VENV=$(VENV) scripts/ensure-redis) $(BIN)/python -m bench $(BENCH_ARGS)
 
+# ruff (lint rules and format, configured in pyproject.toml) and the import-linter layer and cycle
+# contracts (setup.cfg); `make test` runs this first.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -10,6 +10,8 @@ __version__ = "0.1.0"
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the API. `settings` defaults to the environment's (tests pass their own)."""
+    # Imported here, not at the top: every `app.*` import runs this package, and only the API needs
+    # the handlers and Flask's side.
     from app import api
     from app.observability.logging_setup import configure_logging
 

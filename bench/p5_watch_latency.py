@@ -1,6 +1,6 @@
 """Watch-to-detect latency: a file fully written to detection task started, p50/p95 over 200 files.
 
-The real path end to end: the service host (`python -m workers.host.supervisor`: the file watcher on
+The real path end to end: the service host (`python -m workers.host`: the file watcher on
 inotify) and a real detection worker on a real Redis. The benchmark writes each JPEG into a camera
 folder and notes the time right after `close()`; the worker's `task_prerun` records when the
 detection task started (the registry's `started_at`). Latency = started_at - closed_at, on the

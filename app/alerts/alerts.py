@@ -31,6 +31,10 @@ Alert rows are changed by many processes (acknowledge in the API, deliveries in 
 workers at once): simple transitions are one conditional UPDATE; read-modify-write changes of the
 `deliveries` map start with an UPDATE of the row (`_locked`), which takes the row lock on
 PostgreSQL and the write lock on SQLite before anything is read.
+
+One module for the whole life of an alert (fire, deliver, operate, test) although it is a little over
+400 lines: every step locks and moves the same row through the same statuses, and splitting them
+would spread that state machine over several files.
 """
 from __future__ import annotations
 
@@ -43,6 +47,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.core.time import iso_utc
 from app.core.db import session_scope
 from app.models import Alert, AlertCooldown, AlertRule, Detection, Event, utcnow
 from app.observability import audit
@@ -51,7 +56,6 @@ from app.alerts import notifications
 from app.alerts.rules import load, matches, site_zone
 from app.observability.audit import Audit
 from app.core.errors import Conflict, InvalidInput, NotFound
-from app.observability.logs import iso
 from app.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,8 +73,8 @@ def as_dict(alert: Alert) -> dict[str, Any]:
     return {"id": alert.id, "status": alert.status, "rule_id": alert.rule_id, "rule_name": alert.rule_name,
             "event_id": alert.event_id, "camera_id": alert.camera_id, "severity": alert.severity,
             "risk_score": alert.risk_score, "channels": alert.channels, "deliveries": alert.deliveries,
-            "created_at": iso(alert.created_at), "delivered_at": iso(alert.delivered_at),
-            "acknowledged_at": iso(alert.acknowledged_at), "dismissed_at": iso(alert.dismissed_at)}
+            "created_at": iso_utc(alert.created_at), "delivered_at": iso_utc(alert.delivered_at),
+            "acknowledged_at": iso_utc(alert.acknowledged_at), "dismissed_at": iso_utc(alert.dismissed_at)}
 
 
 def load_alert(session: Session, alert_id: str, fresh: bool = False) -> Alert:
@@ -238,7 +242,7 @@ def _notification(settings: Settings, alert: Alert, event: Event, channel: str) 
         return "push notifications are not available in Vigil"
     subject = f"[{alert.severity.upper()}] {alert.rule_name}: camera {alert.camera_id}"
     message = (f"Alert rule '{alert.rule_name}' fired for event {event.id} on camera {alert.camera_id}: "
-               f"risk {event.risk_score}/100 ({event.risk_level}), started {iso(event.started_at)}.\n"
+               f"risk {event.risk_score}/100 ({event.risk_level}), started {iso_utc(event.started_at)}.\n"
                f"{event.summary}\nAlert {alert.id}, severity {alert.severity}.")
     payload: dict[str, Any] = {"channel": channel, "subject": subject[:200], "message": message[:10000],
                                "event_id": event.id, "alert_id": alert.id,
@@ -246,8 +250,8 @@ def _notification(settings: Settings, alert: Alert, event: Event, channel: str) 
                                "alert": {"severity": alert.severity, "rule_id": alert.rule_id,
                                          "rule_name": alert.rule_name, "camera_id": alert.camera_id,
                                          "risk_score": event.risk_score, "risk_level": event.risk_level,
-                                         "event_started_at": iso(event.started_at),
-                                         "created_at": iso(alert.created_at)}}
+                                         "event_started_at": iso_utc(event.started_at),
+                                         "created_at": iso_utc(alert.created_at)}}
     if channel == "email":
         if not notifications.email_configured(settings):
             return "e-mail is not configured (VIGIL_SMTP_HOST is empty)"
@@ -308,7 +312,7 @@ def record_delivery(settings: Settings, alert_id: str, channel: str, job_id: str
 
     def apply(alert: Alert) -> None:
         entry = {**alert.deliveries.get(channel, {}), "status": "delivered" if delivered else "failed",
-                 "at": iso(utcnow())}
+                 "at": iso_utc(utcnow())}
         if job_id:
             entry["job_id"] = job_id
         if error:
@@ -426,10 +430,10 @@ def test_rule(settings: Settings, rule_id: str, event_ids: list[int] | None = No
         at = test_time or event_time(event)
         match = matches(rule, event, kinds[event.id], at, tz)
         results.append({"event_id": event.id, "camera_id": event.camera_id, "risk_score": event.risk_score,
-                        "object_types": sorted(kinds[event.id]), "evaluated_at": iso(at),
+                        "object_types": sorted(kinds[event.id]), "evaluated_at": iso_utc(at),
                         "matched": match.matched, "reasons": match.reasons})
     matched = sum(1 for r in results if r["matched"])
-    return {"rule_id": rule.id, "rule_name": rule.name, "enabled": rule.enabled, "test_time": iso(test_time),
+    return {"rule_id": rule.id, "rule_name": rule.name, "enabled": rule.enabled, "test_time": iso_utc(test_time),
             "events_tested": len(results), "events_matched": matched,
             "match_rate": round(matched / len(results), 4) if results else None,
             "results": results, "events_not_found": missing}

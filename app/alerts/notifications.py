@@ -16,6 +16,7 @@ from typing import Any
 
 from app.core.time import iso_now
 from app.core.settings import Settings
+import requests
 
 
 class Rejected(Exception):
@@ -64,7 +65,6 @@ def send_email(settings: Settings, recipients: list[str], subject: str, body: st
 
 
 def send_webhook(settings: Settings, url: str | None, payload: dict[str, Any]) -> dict[str, Any]:
-    import requests
 
     if not url:
         raise Rejected("no webhook url")

@@ -6,9 +6,10 @@ from datetime import datetime
 from flask import Blueprint
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api.kit.current import current_settings
 from app.api.kit.endpoint import endpoint
 from app.api.pipeline import dependencies_required
-from app.api.kit.respond import settings, who
+from app.api.kit.respond import who
 from app.alerts import rules as alert_rules
 from app.alerts import alerts
 from app.alerts.rules import RuleCreate, RuleUpdate, Severity
@@ -44,7 +45,7 @@ class RuleTestBody(BaseModel):
 @endpoint(summary="List alert rules", tags=TAGS, errors={503: "Database unavailable"})
 def list_rules():
     with dependencies_required():
-        rules = alert_rules.list_rules(settings())
+        rules = alert_rules.list_rules(current_settings())
     return {"rules": rules, "count": len(rules)}
 
 
@@ -53,14 +54,14 @@ def list_rules():
           errors={503: "Database unavailable"})
 def create_rule(body: RuleCreate):
     with dependencies_required():
-        return alert_rules.create_rule(settings(), body, who())
+        return alert_rules.create_rule(current_settings(), body, who())
 
 
 @bp.get("/rules/<rule_id>")
 @endpoint(summary="Get an alert rule", tags=TAGS, errors=RULE_ERRORS)
 def get_rule(rule_id: str):
     with dependencies_required():
-        return alert_rules.get_rule(settings(), rule_id)
+        return alert_rules.get_rule(current_settings(), rule_id)
 
 
 @bp.put("/rules/<rule_id>")
@@ -68,14 +69,14 @@ def get_rule(rule_id: str):
           errors=RULE_ERRORS)
 def update_rule(rule_id: str, body: RuleUpdate):
     with dependencies_required():
-        return alert_rules.update_rule(settings(), rule_id, body, who())
+        return alert_rules.update_rule(current_settings(), rule_id, body, who())
 
 
 @bp.delete("/rules/<rule_id>")
 @endpoint(summary="Delete an alert rule; its alerts are kept (audited)", tags=TAGS, errors=RULE_ERRORS)
 def delete_rule(rule_id: str):
     with dependencies_required():
-        return alert_rules.delete_rule(settings(), rule_id, who())
+        return alert_rules.delete_rule(current_settings(), rule_id, who())
 
 
 @bp.post("/rules/<rule_id>/test")
@@ -85,7 +86,7 @@ def test_rule(rule_id: str, body: RuleTestBody):
     """Each event says whether it matched and, if not, every criterion that failed. The cooldown
     is not applied: it depends on what fired before, not on the rule."""
     with dependencies_required():
-        return alerts.test_rule(settings(), rule_id, body.event_ids, body.test_time, body.limit)
+        return alerts.test_rule(current_settings(), rule_id, body.event_ids, body.test_time, body.limit)
 
 
 # ---- alerts -------------------------------------------------------------------------------------------------
@@ -94,7 +95,7 @@ def test_rule(rule_id: str, body: RuleTestBody):
 def list_alerts(query: AlertsQuery):
     """`count` is the number of alerts matching the filters, not only this page."""
     with dependencies_required():
-        total, rows = alerts.list_alerts(settings(), status=query.status, severity=query.severity,
+        total, rows = alerts.list_alerts(current_settings(), status=query.status, severity=query.severity,
                                          rule_id=query.rule_id, camera_id=query.camera_id, limit=query.limit,
                                          offset=query.offset)
     return {"alerts": rows, "count": total, "limit": query.limit, "offset": query.offset}
@@ -105,18 +106,18 @@ def list_alerts(query: AlertsQuery):
           errors={404: "No such alert", 503: "Database unavailable"})
 def get_alert(alert_id: str):
     with dependencies_required():
-        return alerts.get_alert(settings(), alert_id)
+        return alerts.get_alert(current_settings(), alert_id)
 
 
 @bp.post("/<alert_id>/acknowledge")
 @endpoint(summary="Acknowledge an alert (only pending or delivered ones)", tags=TAGS, errors=ALERT_ERRORS)
 def acknowledge_alert(alert_id: str):
     with dependencies_required():
-        return alerts.acknowledge(settings(), alert_id, who())
+        return alerts.acknowledge(current_settings(), alert_id, who())
 
 
 @bp.post("/<alert_id>/dismiss")
 @endpoint(summary="Dismiss an alert (only pending, delivered or acknowledged ones)", tags=TAGS, errors=ALERT_ERRORS)
 def dismiss_alert(alert_id: str):
     with dependencies_required():
-        return alerts.dismiss(settings(), alert_id, who())
+        return alerts.dismiss(current_settings(), alert_id, who())

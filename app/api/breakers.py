@@ -1,8 +1,9 @@
 """Circuit breakers (004)."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app
+from flask import Blueprint
 
+from app.api.kit.current import current_settings
 from app.api.kit.endpoint import endpoint
 from app.api.kit.respond import dependencies_required
 from app.pipeline.ai import breakers
@@ -16,7 +17,7 @@ bp = Blueprint("breakers", __name__)
           errors={503: "Redis unavailable"})
 def list_breakers():
     with dependencies_required():
-        return {"circuit_breakers": breakers.all_breakers(current_app.config["VIGIL_SETTINGS"]),
+        return {"circuit_breakers": breakers.all_breakers(current_settings()),
                 "timestamp": iso_now()}
 
 
@@ -25,6 +26,6 @@ def list_breakers():
           errors={400: "Invalid name", 404: "No such breaker", 503: "Redis unavailable"})
 def reset_breaker(name: str):
     with dependencies_required():
-        body = breakers.reset_breaker(name, current_app.config["VIGIL_SETTINGS"])
+        body = breakers.reset_breaker(name, current_settings())
     body["timestamp"] = iso_now()
     return body

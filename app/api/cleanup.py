@@ -1,13 +1,14 @@
 """Data cleanup (003/004): trigger retention cleanup, its status, orphaned files."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app
+from flask import Blueprint
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api.kit.current import current_settings
 from app.api.kit.endpoint import endpoint
 from app.core.db import get_sessionmaker, session_scope
 from app.core.redis_client import get_redis
-from app.ops import cleanup
+from app.ops import cleanup, storage
 bp = Blueprint("cleanup", __name__)
 
 
@@ -30,7 +31,7 @@ class OrphanQuery(BaseModel):
           errors={202: "Still running: job id and progress", 409: "Another cleanup is running",
                   503: "No worker consumes the cleanup queue"})
 def trigger_cleanup(query: CleanupQuery):
-    settings = current_app.config["VIGIL_SETTINGS"]
+    settings = current_settings()
     status, body = cleanup.trigger_cleanup(settings, get_redis(settings), dry_run=query.dry_run)
     return body, status
 
@@ -38,7 +39,7 @@ def trigger_cleanup(query: CleanupQuery):
 @bp.get("/api/system/cleanup/status")
 @endpoint(summary="Cleanup settings, next scheduled run, the run in progress and the last one", tags=["cleanup"])
 def cleanup_status():
-    settings = current_app.config["VIGIL_SETTINGS"]
+    settings = current_settings()
     with session_scope(settings) as session:
         return cleanup.cleanup_status(settings, session, get_redis(settings))
 
@@ -48,6 +49,6 @@ def cleanup_status():
           tags=["cleanup"], errors={409: "More than half of a directory would go (pass force=true), or "
                                          "a cleanup is running"})
 def orphaned_files(query: OrphanQuery):
-    settings = current_app.config["VIGIL_SETTINGS"]
-    return cleanup.orphaned_files(settings, get_sessionmaker(settings), dry_run=query.dry_run, force=query.force,
+    settings = current_settings()
+    return storage.orphaned_files(settings, get_sessionmaker(settings), dry_run=query.dry_run, force=query.force,
                                   client=get_redis(settings))

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from flask import Blueprint, current_app
+from flask import Blueprint
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api.kit.current import current_settings
 from app.api.kit.endpoint import endpoint
 from app.core.db import session_scope
 from app.ops import gpu
@@ -25,7 +26,7 @@ class HistoryQuery(BaseModel):
 @bp.get("/api/system/gpu")
 @endpoint(summary="Current GPU statistics (all null without a GPU)", tags=["gpu"])
 def current_gpu():
-    settings = current_app.config["VIGIL_SETTINGS"]
+    settings = current_settings()
     with session_scope(settings) as session:
         return gpu.current(session, get_registry(settings), max_age=3 * settings.gpu_poll_interval)
 
@@ -36,6 +37,6 @@ def gpu_history(query: HistoryQuery):
     since = query.since
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=timezone.utc)
-    with session_scope(current_app.config["VIGIL_SETTINGS"]) as session:
+    with session_scope(current_settings()) as session:
         samples = gpu.history(session, since, query.limit, query.gpu_index)
     return {"samples": samples, "count": len(samples), "limit": query.limit}

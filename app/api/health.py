@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 
+from app.api.kit.current import current_settings, current_version
 from app.core.time import iso_now
 from app.api.kit.endpoint import endpoint
-from app.ops import health
+from app.ops import health, health_full
 bp = Blueprint("health", __name__)
 
 
@@ -28,7 +29,7 @@ def fast_liveness():
 @endpoint(summary="Readiness probe for orchestrators: 200 ready, 503 not", probe=True, tags=["health"],
           errors={503: "Not ready"})
 def ready():
-    verdict = health.readiness(current_app.config["VIGIL_SETTINGS"])
+    verdict = health.readiness(current_settings())
     body = {"ready": verdict["ready"], "status": verdict["status"], "reasons": verdict["reasons"],
             "timestamp": iso_now()}
     return jsonify(body), 200 if verdict["ready"] else 503
@@ -38,7 +39,7 @@ def ready():
 @endpoint(summary="Readiness probe with service and worker detail", probe=True, tags=["health"],
           errors={503: "Not ready"})
 def readiness_detail():
-    verdict = health.readiness(current_app.config["VIGIL_SETTINGS"])
+    verdict = health.readiness(current_settings())
     body = {
         "ready": verdict["ready"],
         "status": verdict["status"],
@@ -53,7 +54,7 @@ def readiness_detail():
 @endpoint(summary="Detailed health: database, Redis, AI (200 healthy, 503 degraded/unhealthy)", probe=True,
           tags=["health"], errors={503: "Degraded or unhealthy"})
 def detailed_health():
-    settings = current_app.config["VIGIL_SETTINGS"]
+    settings = current_settings()
     results = health.run_checks({
         "database": lambda: health.check_database(settings),
         "redis": lambda: health.check_redis(settings),
@@ -69,7 +70,5 @@ def detailed_health():
 @endpoint(summary="Full health: infrastructure, AI services, circuit breakers, workers (503 when a critical "
                   "component is unhealthy)", probe=True, tags=["health"], errors={503: "Critical component unhealthy"})
 def full_health():
-    from app.ops.health_full import full_health as build
-
-    body, status = build(current_app.config["VIGIL_SETTINGS"], current_app.config["VIGIL_VERSION"])
+    body, status = health_full.full_health(current_settings(), current_version())
     return jsonify(body), status

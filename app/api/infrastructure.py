@@ -6,9 +6,10 @@ from typing import Literal
 from flask import Blueprint
 from pydantic import BaseModel, Field
 
+from app.api.kit.current import current_settings
 from app.api.kit.auth import actor
 from app.api.kit.endpoint import endpoint
-from app.api.kit.respond import audited, ok, settings
+from app.api.kit.respond import audited, ok
 from app.ops import infrastructure
 bp = Blueprint("infrastructure", __name__, url_prefix="/api/v1/platform/system/infrastructure")
 TAGS = ["infrastructure"]
@@ -28,18 +29,18 @@ class AlertPath(BaseModel):
 def infrastructure_health():
     """Each service is `healthy`, `degraded` (performance impact) or `down` (unavailable), with
     the figures behind the verdict and a `reason` when it is not healthy."""
-    return ok({"services": infrastructure.health(settings())})
+    return ok({"services": infrastructure.health(current_settings())})
 
 
 @bp.get("/alerts")
 @endpoint(query=AlertsQuery, summary="Infrastructure alerts raised in the last hours, newest first", tags=TAGS)
 def infrastructure_alerts(query: AlertsQuery):
-    return ok({"alerts": infrastructure.alerts(settings(), query.hours, query.severity)})
+    return ok({"alerts": infrastructure.alerts(current_settings(), query.hours, query.severity)})
 
 
 @bp.post("/alerts/<alert_id>/acknowledge")
 @endpoint(path=AlertPath, summary="Acknowledge an infrastructure alert", tags=TAGS, errors={404: "Unknown alert"})
 def acknowledge_alert(alert_id: str):
-    body = infrastructure.acknowledge(settings(), alert_id, actor())
+    body = infrastructure.acknowledge(current_settings(), alert_id, actor())
     audited("alert_acknowledged", "infrastructure_alert", alert_id)
     return ok(body)

@@ -9,15 +9,15 @@ from datetime import datetime
 from functools import wraps
 from typing import Any, Callable, Literal
 
-from flask import Blueprint, current_app, send_file
+from flask import Blueprint, send_file
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.api.kit.current import current_settings
 from app.api.kit.endpoint import endpoint
 from app.api.kit.errors import ApiError
 from app.core.db import get_sessionmaker
 from app.observability import exports
 from app.observability import logs
-from app.core.settings import Settings
 
 bp = Blueprint("logs", __name__)
 
@@ -26,12 +26,9 @@ Level = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 PlatformLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 
-def _settings() -> Settings:
-    return current_app.config["VIGIL_SETTINGS"]
-
 
 def _session():
-    return get_sessionmaker(_settings())()
+    return get_sessionmaker(current_settings())()
 
 
 def _ok(data: Any) -> dict[str, Any]:
@@ -75,7 +72,7 @@ def list_logs(query: SystemLogsQuery):
                        source=query.source, text=query.search, start=query.start_date, end=query.end_date)
     with _session() as session:
         total, rows = logs.search(session, f, limit=query.limit, offset=query.offset,
-                                  timeout=_settings().log_search_timeout)
+                                  timeout=current_settings().log_search_timeout)
         return {"logs": [logs.as_system(r) for r in rows], "count": total, "limit": query.limit,
                 "offset": query.offset}
 
@@ -195,7 +192,7 @@ def search_logs(query: PlatformLogsQuery):
     f = query.to_filter()
     with _session() as session:
         total, rows = logs.search(session, f, limit=query.limit, offset=query.offset,
-                                  timeout=_settings().log_search_timeout)
+                                  timeout=current_settings().log_search_timeout)
         return _ok({"logs": [logs.as_platform(r) for r in rows],
                     "pagination": {"total": total, "limit": query.limit, "offset": query.offset}})
 
@@ -206,7 +203,7 @@ def search_logs(query: PlatformLogsQuery):
 def export_logs(query: ExportQuery):
     """Answers at once with `status: processing`; poll `/logs/export/{export_id}` until `completed`,
     then fetch `download_url`."""
-    settings = _settings()
+    settings = current_settings()
     export = exports.create(settings, query.to_filter(), query.format)
     body = exports.describe(settings, export)
     return _ok({"export_id": body["export_id"], "status": body["status"], "download_url": body["download_url"]})
@@ -215,7 +212,7 @@ def export_logs(query: ExportQuery):
 @bp.get(f"{PLATFORM}/export/<export_id>")
 @endpoint(path=ExportPath, summary="Status of a log export", tags=["logs"], errors={404: "No such export"})
 def export_status(export_id: str):
-    settings = _settings()
+    settings = current_settings()
     return _ok(exports.describe(settings, exports.get(settings, export_id)))
 
 
@@ -224,7 +221,7 @@ def export_status(export_id: str):
           errors={404: "No such export", 409: "Export not finished", 410: "Export expired"})
 def export_download(export_id: str):
     """The file itself (text/csv, application/json or text/plain), streamed from disk."""
-    settings = _settings()
+    settings = current_settings()
     path, export = exports.file_for_download(settings, export_id)
     return send_file(path, mimetype=exports.FORMATS[export.format].content_type, as_attachment=True,
                      download_name=path.name, conditional=True)

@@ -7,8 +7,9 @@ from typing import Literal
 from flask import Blueprint
 from pydantic import BaseModel, Field
 
+from app.api.kit.current import current_settings
 from app.api.kit.endpoint import endpoint
-from app.api.kit.respond import audited, settings
+from app.api.kit.respond import audited
 from app.jobs import enqueue
 from app.alerts import notifications
 from app.core.errors import InvalidInput
@@ -28,7 +29,7 @@ class TestBody(BaseModel):
 @bp.get("/config")
 @endpoint(summary="Which notification channels are configured (never passwords)", tags=TAGS)
 def notification_config():
-    s = settings()
+    s = current_settings()
     email = notifications.email_configured(s)
     return {"notification_enabled": True, "email_configured": email, "webhook_configured": True,
             "push_configured": False, "available_channels": (["email"] if email else []) + ["webhook"],
@@ -53,9 +54,9 @@ def test_notification(body: TestBody):
         payload["recipients"] = body.email_recipients
     else:
         payload["url"] = body.webhook_url
-    job = enqueue.enqueue("notification", payload, priority="high", settings=settings())
+    job = enqueue.enqueue("notification", payload, priority="high", settings=current_settings())
     audited("notification_test", "notification", job.job_id, {"channel": body.channel})
-    registry = get_registry(settings())
+    registry = get_registry(current_settings())
     deadline = time.monotonic() + TEST_WAIT_SECONDS
     record = registry.get(job.job_id)
     while record and record["state"] not in ("completed", "failed") and time.monotonic() < deadline:

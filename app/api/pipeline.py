@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import time
-from flask import Blueprint, current_app
+from flask import Blueprint
 from pydantic import BaseModel, Field
 
+from app.api.kit.current import current_settings
 from app.api.kit.endpoint import endpoint
 from app.api.kit.respond import dependencies_required
 from app.pipeline import status
@@ -23,16 +24,13 @@ class LatencyHistoryQuery(BaseModel):
     bucket_seconds: int = Field(60, ge=10, le=3600, description="Bucket size, seconds")
 
 
-def _settings():
-    return current_app.config["VIGIL_SETTINGS"]
-
 
 @bp.get("/api/system/pipeline")
 @endpoint(summary="Pipeline status: file watcher, open batches, degradation mode", tags=["pipeline"],
           errors={503: "Redis unavailable"})
 def pipeline_status():
     with dependencies_required():
-        return status.pipeline_status(_settings())
+        return status.pipeline_status(current_settings())
 
 
 @bp.get("/api/system/telemetry")
@@ -40,7 +38,7 @@ def pipeline_status():
           errors={503: "Redis unavailable"})
 def telemetry():
     with dependencies_required():
-        return stages.telemetry(_settings())
+        return stages.telemetry(current_settings())
 
 
 @bp.get("/api/system/pipeline-latency")
@@ -48,7 +46,7 @@ def telemetry():
           tags=["pipeline"], errors={503: "Redis unavailable"})
 def pipeline_latency(query: LatencyQuery):
     with dependencies_required():
-        return stages.latency(_settings(), query.window_minutes)
+        return stages.latency(current_settings(), query.window_minutes)
 
 
 @bp.get("/api/system/pipeline-latency/history")
@@ -56,7 +54,7 @@ def pipeline_latency(query: LatencyQuery):
           tags=["pipeline"], errors={503: "Redis unavailable"})
 def pipeline_latency_history(query: LatencyHistoryQuery):
     with dependencies_required():
-        return stages.latency_history(_settings(), query.since, query.bucket_seconds)
+        return stages.latency_history(current_settings(), query.since, query.bucket_seconds)
 
 
 @bp.get("/api/system/stats")
@@ -64,4 +62,4 @@ def pipeline_latency_history(query: LatencyHistoryQuery):
           errors={503: "Database unavailable"})
 def stats():
     with dependencies_required():
-        return stages.stats(_settings(), STARTED_AT)
+        return stages.stats(current_settings(), STARTED_AT)

@@ -10,8 +10,9 @@ from typing import Any, Literal
 from flask import Blueprint
 from pydantic import BaseModel, Field, field_validator
 
+from app.api.kit.current import current_settings
 from app.api.kit.endpoint import endpoint
-from app.api.kit.respond import audited, ok, settings
+from app.api.kit.respond import audited, ok
 from app.jobs import ops
 from app.jobs import enqueue
 from app.jobs import queues
@@ -89,14 +90,14 @@ def job_view(job: dict[str, Any]) -> dict[str, Any]:
 def list_queues():
     """Waiting counts come from the broker's lists; active, completed and failed from the job
     registry and worker heartbeats. No worker broadcast on this path."""
-    return ok({"queues": queues.overview(settings())})
+    return ok({"queues": queues.overview(current_settings())})
 
 
 @bp.get("/queues/<queue_name>/jobs")
 @endpoint(query=QueueJobsQuery, summary="Jobs of a queue by status, paginated with an exact total", tags=TAGS,
           errors={404: "Unknown queue"})
 def list_queue_jobs(queue_name: str, query: QueueJobsQuery):
-    total, page = queues.list_jobs(queue_name, query.status, query.offset, query.limit, settings())
+    total, page = queues.list_jobs(queue_name, query.status, query.offset, query.limit, current_settings())
     return ok({"jobs": [job_view(j) for j in page],
                "pagination": {"total": total, "limit": query.limit, "offset": query.offset}})
 
@@ -105,7 +106,7 @@ def list_queue_jobs(queue_name: str, query: QueueJobsQuery):
 @endpoint(summary="Stop every worker consuming the queue (persisted); jobs are still accepted", tags=TAGS,
           errors={404: "Unknown queue"})
 def pause_queue(queue_name: str):
-    result = queues.pause(queue_name, settings())
+    result = queues.pause(queue_name, current_settings())
     audited("queue_paused", "queue", queue_name)
     return ok(result)
 
@@ -113,7 +114,7 @@ def pause_queue(queue_name: str):
 @bp.post("/queues/<queue_name>/resume")
 @endpoint(summary="Let the queue's workers consume it again", tags=TAGS, errors={404: "Unknown queue"})
 def resume_queue(queue_name: str):
-    result = queues.resume(queue_name, settings())
+    result = queues.resume(queue_name, current_settings())
     audited("queue_resumed", "queue", queue_name)
     return ok(result)
 
@@ -121,7 +122,7 @@ def resume_queue(queue_name: str):
 @bp.post("/queues/<queue_name>/retry-failed")
 @endpoint(summary="Retry every failed job of the queue", tags=TAGS, errors={404: "Unknown queue"})
 def retry_failed_jobs(queue_name: str):
-    result = ops.retry_failed(queue_name, settings())
+    result = ops.retry_failed(queue_name, current_settings())
     audited("jobs_retried", "queue", queue_name, {"retried": result["retried"]})
     return ok(result)
 
@@ -131,7 +132,7 @@ def retry_failed_jobs(queue_name: str):
           errors={404: "Unknown queue"})
 def delete_queue_jobs(queue_name: str, query: DeleteFilterQuery):
     result = ops.delete_matching(queue_name, query.status, task=query.task,
-                                     older_than=ops.parse_age(query.older_than), settings=settings())
+                                     older_than=ops.parse_age(query.older_than), settings=current_settings())
     audited("jobs_deleted", "queue", queue_name, {**query.model_dump(), "deleted": result["deleted"]})
     return ok(result)
 
@@ -144,13 +145,13 @@ def enqueue_job(body: EnqueueBody):
     rules for that event again; alerts already raised are not raised twice); `cleanup` an optional
     `dry_run`. The same `idempotency_key` returns the first job (200) and enqueues nothing."""
     result = enqueue.enqueue(body.task, body.payload, priority=body.priority, idempotency_key=body.idempotency_key,
-                          settings=settings())
+                          settings=current_settings())
     data = {"job_id": result.job_id, "status": "queued", "task": result.task, "queue": result.queue,
             "created": result.created}
     if result.created:
         audited("job_enqueued", "job", result.job_id, {"task": body.task, "queue": result.queue})
         return ok(data, 202)
-    job = get_registry(settings()).get(result.job_id)
+    job = get_registry(current_settings()).get(result.job_id)
     data["status"] = job["state"] if job else "queued"
     return ok(data, 200)
 
@@ -159,14 +160,14 @@ def enqueue_job(body: EnqueueBody):
 @endpoint(path=JobPath, summary="One job: payload, state, attempts, error and stack trace, result", tags=TAGS,
           errors={404: "Unknown job"})
 def get_job(job_id: str):
-    return ok(job_view(ops.get_job(job_id, settings())))
+    return ok(job_view(ops.get_job(job_id, current_settings())))
 
 
 @bp.post("/jobs/<job_id>/retry")
 @endpoint(path=JobPath, summary="Re-queue a failed job (same task, arguments and queue)", tags=TAGS,
           errors={404: "Unknown job", 409: "The job is not failed"})
 def retry_job(job_id: str):
-    result = ops.retry_job(job_id, settings())
+    result = ops.retry_job(job_id, current_settings())
     audited("job_retried", "job", job_id)
     return ok(result)
 
@@ -175,6 +176,6 @@ def retry_job(job_id: str):
 @endpoint(path=JobPath, summary="Delete a job: from the queue, revoked, or terminated; says which", tags=TAGS,
           errors={404: "Unknown job"})
 def delete_job(job_id: str):
-    result = ops.delete_job(job_id, settings())
+    result = ops.delete_job(job_id, current_settings())
     audited("job_deleted", "job", job_id, {"action": result["action"], "previous_state": result["previous_state"]})
     return ok(result)

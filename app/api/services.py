@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from flask import Blueprint, current_app, g
+from flask import Blueprint, g
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api.kit.current import current_settings
 from app.api.kit.auth import actor
 from app.api.kit.endpoint import endpoint
 from app.api.supervisor import WorkerName
@@ -66,7 +67,7 @@ EXTERNAL = {"database": "the database (PostgreSQL or SQLite) is not run by Vigil
 @bp.get("/api/system/services")
 @endpoint(summary="Managed services and their health, by category", query=ServicesQuery, tags=["services"])
 def list_services(query: ServicesQuery):
-    settings = current_app.config["VIGIL_SETTINGS"]
+    settings = current_settings()
     running, managed = _managed(settings)
     services = _external(settings) + [{"name": "api", "category": "infrastructure", "status": "running",
                                        "enabled": True, "failure_count": 0, "last_restart": None,
@@ -86,7 +87,7 @@ def list_services(query: ServicesQuery):
 def _act(action: str, name: str):
     if name in EXTERNAL:
         raise InvalidInput(f"Cannot {action} '{name}': {EXTERNAL[name]}", code="not_managed")
-    settings = current_app.config["VIGIL_SETTINGS"]
+    settings = current_settings()
     result = supervisor.send_command(settings, action, name, actor=actor(), request_id=getattr(g, "request_id", None))
     info = supervisor.public_worker(result.worker) if result.worker else None
     body = {"action": action, "service": name, "success": True, "confirmed": result.status == 200,

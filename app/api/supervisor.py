@@ -6,9 +6,10 @@ Handlers only read what the supervisor publishes and hand commands to it
 from __future__ import annotations
 
 
-from flask import Blueprint, current_app, g
+from flask import Blueprint, g
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.api.kit.current import current_settings
 from app.core.time import iso_utc
 from app.core.time import iso_now
 from app.api.kit.auth import actor
@@ -23,9 +24,6 @@ ERRORS = {400: "Invalid worker name, or the worker cannot do that now", 404: "Un
 
 
 
-
-def _settings():
-    return current_app.config["VIGIL_SETTINGS"]
 
 
 class WorkerName(BaseModel):
@@ -73,7 +71,7 @@ def supervisor_status_alias():
 
 
 def _status() -> dict:
-    current = supervisor.require_running(_settings())
+    current = supervisor.require_running(current_settings())
     workers = ordered(current.workers)
     beat = current.beat or {}
     return {"running": True, "worker_count": len(workers), "workers": workers,
@@ -83,7 +81,7 @@ def _status() -> dict:
 
 
 def _act(action: str, name: str):
-    result = supervisor.send_command(_settings(), action, name, actor=actor(), request_id=getattr(g, "request_id", None))
+    result = supervisor.send_command(current_settings(), action, name, actor=actor(), request_id=getattr(g, "request_id", None))
     body = {"success": True, "message": result.message, "worker_name": name,
             "confirmed": result.status == 200}
     if result.worker:
@@ -122,7 +120,7 @@ def reset_worker(name: str):
 @bp.get("/api/system/supervisor/restart-history")
 @endpoint(summary="Restart history, newest first", query=HistoryQuery, tags=["supervisor"])
 def restart_history(query: HistoryQuery):
-    with session_scope(_settings()) as session:
+    with session_scope(current_settings()) as session:
         total, items = supervisor.restart_history(session, query.worker_name, query.limit, query.offset)
     return {"items": items, "pagination": {"total": total, "limit": query.limit, "offset": query.offset,
                                            "items_count": len(items),

@@ -19,6 +19,8 @@ from app.celery.queues import queue_for
 from app.core.redis_client import KEY_PREFIX, get_redis
 from app.core.errors import InvalidInput, Unavailable
 from app.core.settings import Settings, get_settings
+from app.celery.app import celery
+from app.jobs.registry import get_registry
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 CAMERA_ID = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
@@ -133,7 +135,6 @@ TASKS: dict[str, TaskSpec] = {
     "alerts": TaskSpec("notification", "vigil.notification.fire_alerts", AlertsPayload),
     "cleanup": TaskSpec("cleanup", "vigil.cleanup.run", CleanupPayload),
 }
-TASK_NAMES = {spec.task: spec for spec in TASKS.values()}
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,6 @@ def enqueue(family: str, payload: dict[str, Any], *, priority: str = "normal", i
     With an idempotency key, the first caller's job id is stored (SET NX) before publishing, so a
     concurrent or repeated call with the same key gets that job back and publishes nothing.
     """
-    from app.celery.app import celery
 
     settings = settings or get_settings()
     spec = TASKS[family] if family in TASKS else None
@@ -204,7 +204,6 @@ def enqueue(family: str, payload: dict[str, Any], *, priority: str = "normal", i
 def _undo(job_id: str, idempotency_key: str | None, settings: Settings) -> None:
     """A publish failed: the registry (and the idempotency key) must not claim a job that is not
     queued. Best effort: Redis may be what failed."""
-    from app.jobs.registry import get_registry
 
     try:
         if idempotency_key:
@@ -217,7 +216,6 @@ def _undo(job_id: str, idempotency_key: str | None, settings: Settings) -> None:
 def declare_queues() -> None:
     """Declare every queue and its binding on the broker once, so a publish can never be dropped
     for want of a binding (kombu's Redis transport discards unroutable messages silently)."""
-    from app.celery.app import celery
 
     with celery.connection_for_write() as conn:
         channel = conn.default_channel

@@ -15,8 +15,11 @@ from app.core.redis_client import get_broker_redis
 from app.celery.broker import Broker
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.jobs.queues import require_queue
-from app.jobs.registry import INDEX_KEY, JobRegistry, get_registry, job_from_sql
+from app.jobs.archive import job_from_sql
+from app.jobs.registry import INDEX_KEY, JOB_KEY, JobRegistry, get_registry
 from app.core.settings import Settings, get_settings
+from app.celery.app import celery
+from datetime import datetime, timezone
 
 RESET_HEADER = "vigil_reset_attempts"
 BULK_CHUNK = 500
@@ -35,7 +38,6 @@ def get_job(job_id: str, settings: Settings | None = None) -> dict[str, Any]:
 
 
 def _republish(job: dict[str, Any]) -> None:
-    from app.celery.app import celery
 
     celery.send_task(job["task"], args=job["args"], kwargs=job["kwargs"], queue=job["queue"], task_id=job["id"],
                      headers={RESET_HEADER: 1})
@@ -60,7 +62,6 @@ def delete_job(job_id: str, settings: Settings | None = None) -> dict[str, Any]:
     * finished: only the record goes (`record_removed`).
     The registry record and its SQL history are removed in every case.
     """
-    from app.celery.app import celery
 
     settings = settings or get_settings()
     job = get_job(job_id, settings)
@@ -138,7 +139,6 @@ def _delete_waiting(queue: str, task: str | None, older_than: float | None, regi
 
 
 def _created_at(registry: JobRegistry, ids: list[str]) -> dict[str, float | None]:
-    from app.jobs.registry import JOB_KEY
 
     out: dict[str, float | None] = {}
     for start in range(0, len(ids), BULK_CHUNK):
@@ -178,7 +178,6 @@ def parse_age(value: str | None, now: float | None = None) -> float | None:
     text = value.strip()
     if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
         return now - float(text[:-1]) * units[text[-1]]
-    from datetime import datetime, timezone
 
     try:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -20,6 +20,7 @@ from app.celery.broker import Broker
 from app.core.errors import NotFound
 from app.jobs.registry import INDEX_KEY, JOB_KEY, get_registry
 from app.core.settings import Settings, get_settings
+from app.celery.app import celery
 
 PAUSED_KEY = KEY_PREFIX + "queues:paused"          # set of queue names
 STOPPED_GROUPS_KEY = KEY_PREFIX + "workers:stopped"  # set of worker group names
@@ -27,11 +28,6 @@ STOPPED_GROUPS_KEY = KEY_PREFIX + "workers:stopped"  # set of worker group names
 WARNING_WAITING = 100
 CRITICAL_WAITING = 1000
 CRITICAL_FAILURES = 10
-LISTABLE_STATES = ("waiting", "active", "completed", "failed", "revoked")
-
-
-def paused_queues(client: redis.Redis) -> set[str]:
-    return set(client.smembers(PAUSED_KEY))
 
 
 def stopped_groups(client: redis.Redis) -> set[str]:
@@ -147,7 +143,6 @@ def _now_iso() -> str:
 
 
 def pause(queue: str, settings: Settings | None = None) -> dict[str, Any]:
-    from app.celery.app import celery
 
     settings = settings or get_settings()
     require_queue(queue)
@@ -157,7 +152,6 @@ def pause(queue: str, settings: Settings | None = None) -> dict[str, Any]:
 
 
 def resume(queue: str, settings: Settings | None = None) -> dict[str, Any]:
-    from app.celery.app import celery
 
     settings = settings or get_settings()
     require_queue(queue)

@@ -28,16 +28,15 @@ import os
 import time
 import uuid
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator
 
 import redis
-from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy import delete
 
 from app.core.time import iso_utc
-from app.core.redis_client import KEY_PREFIX
+from app.jobs.archive import upsert_jobs
+from app.core.redis_client import KEY_PREFIX, get_redis
+from app.models import Job
 
 log = logging.getLogger(__name__)
 
@@ -367,7 +366,6 @@ class JobRegistry:
                 raise RuntimeError("job archive lock is held; try again")
             for job_id in ids:
                 self.forget(job_id)
-            from app.models import Job
 
             with session_factory() as session:
                 session.execute(delete(Job).where(Job.id.in_(ids)))
@@ -390,59 +388,12 @@ class JobRegistry:
             removed += len(ids)
 
 
-def _parse_iso(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def upsert_jobs(session: Session, jobs: list[dict[str, Any]]) -> None:
-    """Insert or update job rows, on PostgreSQL and SQLite alike."""
-    from app.models import Job
-
-    now = datetime.now(timezone.utc)
-    rows = [{
-        "id": j["id"], "task_name": j["task"] or "", "queue": j["queue"] or "", "state": j["state"] or "",
-        "args": j["args"], "kwargs": j["kwargs"], "attempts": j["attempts"], "error_message": j["error"],
-        "traceback": j["traceback"], "result": j["result"], "worker": j["worker"],
-        "idempotency_key": j["idempotency_key"], "request_id": j["request_id"],
-        "created_at": _parse_iso(j["created_at"]) or now, "started_at": _parse_iso(j["started_at"]),
-        "finished_at": _parse_iso(j["finished_at"]), "updated_at": _parse_iso(j["updated_at"]) or now,
-    } for j in jobs]
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(Job).values(rows)
-    updatable = {c: stmt.excluded[c] for c in rows[0] if c not in ("id", "created_at")}
-    session.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=updatable))
-
-
-def job_from_sql(session: Session, job_id: str) -> dict[str, Any] | None:
-    """A finished job that has left the Redis index, in the registry's shape."""
-    from app.models import Job
-
-    row = session.execute(select(Job).where(Job.id == job_id)).scalar_one_or_none()
-    if row is None:
-        return None
-
-
-    return {
-        "id": row.id, "task": row.task_name, "queue": row.queue, "state": row.state, "args": row.args,
-        "kwargs": row.kwargs, "attempts": row.attempts, "worker": row.worker, "error": row.error_message,
-        "traceback": row.traceback, "result": row.result, "progress": None, "eta": None,
-        "request_id": row.request_id, "idempotency_key": row.idempotency_key,
-        "created_at": iso_utc(row.created_at), "started_at": iso_utc(row.started_at),
-        "finished_at": iso_utc(row.finished_at), "updated_at": iso_utc(row.updated_at),
-    }
-
-
 _registries: dict[int, JobRegistry] = {}
 os.register_at_fork(after_in_child=_registries.clear)  # their clients belong to the parent
 
 
 def get_registry(settings=None) -> JobRegistry:
     """The registry on the configured Redis (one per client, shared across threads)."""
-    from app.core.redis_client import get_redis
-
     client = get_redis(settings)
     reg = _registries.get(id(client))
     if reg is None:

@@ -20,12 +20,15 @@ from typing import Any, Callable, TextIO
 
 from sqlalchemy import select
 
+from app.core.time import iso_utc
 from app.core.db import get_engine, session_scope
 from app.models.export import LogExport
 from app.models.log import Log
 from app.core.errors import Conflict, NotFound, ServiceError, Unavailable
-from app.observability.logs import LogFilter, as_platform, conditions, database_errors, iso, prepare_connection
+from app.observability.logs import LogFilter, as_platform, conditions, database_errors, prepare_connection
 from app.core.settings import Settings
+from app.core.context import request_id_var
+from app.celery.app import celery
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +61,6 @@ CSV_COLUMNS = ("id", "timestamp", "level", "service", "message", "request_id", "
 def create(settings: Settings, f: LogFilter, fmt: str) -> LogExport:
     """Record the export, then queue its job. The row is committed first, so the job always finds
     it; a publish that fails marks it failed and answers 503 rather than leaving it processing."""
-    from app.core.context import request_id_var
-    from app.celery.app import celery
 
     export_id = f"export_logs_{uuid.uuid4().hex[:20]}"
     job_id = str(uuid.uuid4())
@@ -98,8 +99,8 @@ def describe(settings: Settings, export: LogExport) -> dict[str, Any]:
     return {"export_id": export.id, "status": export.status, "download_url": download_url(settings, export),
             "format": export.format, "row_count": export.row_count, "size_bytes": export.size_bytes,
             "filters": {k: v for k, v in (export.filters or {}).items() if v not in (None, False)},
-            "error": export.error, "created_at": iso(export.created_at), "started_at": iso(export.started_at),
-            "finished_at": iso(export.finished_at), "expires_at": iso(expires)}
+            "error": export.error, "created_at": iso_utc(export.created_at), "started_at": iso_utc(export.started_at),
+            "finished_at": iso_utc(export.finished_at), "expires_at": iso_utc(expires)}
 
 
 def file_for_download(settings: Settings, export_id: str) -> tuple[Path, LogExport]:
@@ -161,7 +162,7 @@ class _JsonWriter(_Writer):
 class _TextWriter(_Writer):
     def row(self, row: Any) -> None:
         message = row.message.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
-        self.fh.write(f"{iso(row.timestamp)} {row.level:<8} [{row.component}] req={row.request_id or '-'} "
+        self.fh.write(f"{iso_utc(row.timestamp)} {row.level:<8} [{row.component}] req={row.request_id or '-'} "
                       f"job={row.job_id or '-'}: {message}\n")
 
 

@@ -27,6 +27,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 from app.core.context import camera_id_var, component_var, job_id_var, request_id_var
+from app.core.db import get_engine
+from app.models.log import Log
+from app.core.settings import Settings, get_settings
+from app.observability import metrics
+from sqlalchemy import insert
 
 MAX_MESSAGE = 10_000
 MAX_EXTRA_VALUE = 2_000
@@ -179,10 +184,7 @@ class DatabaseLogHandler(logging.Handler):
             return True
 
     def _insert(self, rows: list[dict[str, Any]]) -> None:
-        from sqlalchemy import insert
 
-        from app.core.db import get_engine
-        from app.models.log import Log
 
         engine = get_engine(_settings_for(self.database_url))
         with engine.begin() as conn:
@@ -230,7 +232,6 @@ _settings_cache: dict[str, Any] = {}
 
 
 def _settings_for(database_url: str):
-    from app.core.settings import Settings, get_settings
 
     settings = _settings_cache.get(database_url)
     if settings is None:
@@ -242,7 +243,6 @@ def _settings_for(database_url: str):
 
 def _metric(name: str, op: str, *args: Any) -> None:
     try:
-        from app.observability import metrics
         getattr(getattr(metrics, name), op)(*args)
     except Exception:  # metrics must never break logging
         pass

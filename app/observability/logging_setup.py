@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TYPE_CHECKING
 
 from app.core.context import component_var, job_id_var, request_id_var
-
-if TYPE_CHECKING:
-    from app.observability.log_sink import DatabaseLogHandler
-    from app.core.settings import Settings
+from app.observability.log_sink import DatabaseLogHandler
+from app.core.settings import Settings
 
 FORMAT = "%(asctime)s %(levelname)s [%(component)s] %(name)s req=%(request_id)s job=%(job_id)s: %(message)s"
 
@@ -63,7 +60,6 @@ class SkipJobLifecycle(logging.Filter):
 def install_db_sink(logger: logging.Logger, settings: "Settings", component: str) -> "DatabaseLogHandler":
     """The process's database sink, attached to `logger` (one sink per process: a second call
     re-points it at `settings.database_url` and updates its component and level)."""
-    from app.observability.log_sink import DatabaseLogHandler
 
     global _sink
     if _sink is None:

@@ -28,8 +28,8 @@ from app.core.time import iso_utc
 from app.core.context import request_id_var
 from app.models.log import Log
 from app.core.errors import InvalidInput, NotFound, Unavailable
+import re2
 
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MAX_PATTERN = 1000
 _SLASHED = re.compile(r"^/(?P<pattern>.+)/(?P<flags>i?)$", re.S)
 
@@ -98,7 +98,6 @@ def _bad_regex(message: str) -> InvalidInput:
 @functools.lru_cache(maxsize=128)
 def compile_regex(pattern: str, ignore_case: bool = False):
     """An RE2 program for `pattern`, or a 400 saying why there can be none."""
-    import re2
 
     if len(pattern) > MAX_PATTERN:
         raise _bad_regex(f"longer than {MAX_PATTERN} characters")

@@ -35,6 +35,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from app.core.settings import Settings, get_settings
+from prometheus_client.parser import text_string_to_metric_families
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,6 @@ def render(settings: Settings | None = None, live: Iterable[Any] = ()) -> bytes:
 def sample_value(text: str, name: str, labels: dict[str, str] | None = None) -> float:
     """Sum of the samples named `name` whose labels include `labels`, parsed with prometheus-client's
     own parser (tests and operators' scripts use it to read /api/metrics)."""
-    from prometheus_client.parser import text_string_to_metric_families
 
     total = 0.0
     for family in text_string_to_metric_families(text):

@@ -33,23 +33,26 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import psutil
 import redis
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app.core.time import iso_utc
+from app.core.time import iso_now, iso_utc
 from app.core.redis_client import KEY_PREFIX
-from app.core.errors import Conflict, ServiceError
+from app.core.errors import Conflict, ServiceError, Unavailable
 from app.core.settings import Settings
+from app.pipeline import runtime_config
+from app.models import Detection, Event, GpuStat, Log
+from app.celery.app import celery
+from app.jobs import heartbeats
+from app.jobs.enqueue import enqueue
+from app.jobs.registry import TERMINAL, get_registry
 
 log = logging.getLogger(__name__)
 
 LOCK_KEY = KEY_PREFIX + "lock:cleanup"
 LAST_RUN_KEY = KEY_PREFIX + "cleanup:last"
 LOCK_TTL = 120.0                 # renewed every LOCK_TTL / 4 while the cleanup runs
-ORPHAN_MAX_FRACTION = 0.5        # refuse to delete more than this share of a directory without force
-ORPHAN_FILES_LISTED = 100
 
 # Release the lock only if we still hold it (a token comparison and delete in one step).
 _RELEASE = """
@@ -73,7 +76,6 @@ def effective_retention(session: Session, settings: Settings) -> tuple[int, bool
     """Retention in force: `retention_days` from the runtime config (PATCH /api/system/config) over
     the environment's default, read fresh so a change applies to the next run; `delete_images`
     from the environment."""
-    from app.pipeline import runtime_config
     return int(runtime_config.effective(settings, fresh=True)["retention_days"]), settings.delete_images
 
 
@@ -162,7 +164,7 @@ class CleanupReport:
                 "gpu_stats_deleted": self.gpu_stats_deleted, "logs_deleted": self.logs_deleted,
                 "thumbnails_deleted": self.thumbnails_deleted, "images_deleted": self.images_deleted,
                 "space_reclaimed": self.space_reclaimed, "retention_days": self.retention_days,
-                "dry_run": self.dry_run, "timestamp": iso_utc(datetime.now(timezone.utc)),
+                "dry_run": self.dry_run, "timestamp": iso_now(),
                 "cutoff": iso_utc(self.cutoff), "delete_images": self.delete_images,
                 "files_skipped": self.files_skipped, "batches": self.batches, "phase": self.phase,
                 "duration_seconds": round(time.time() - self.started, 3)}
@@ -232,7 +234,6 @@ def run_retention_cleanup(settings: Settings, session_factory: Callable[[], Sess
                           now: datetime | None = None,
                           progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Delete (or, with `dry_run`, count) everything past retention; returns the report."""
-    from app.models import Detection, Event, GpuStat, Log
 
     now = now or datetime.now(timezone.utc)
     with session_factory() as session:
@@ -308,137 +309,6 @@ def run_retention_cleanup(settings: Settings, session_factory: Callable[[], Sess
     return report.as_dict()
 
 
-# ---- orphaned files ------------------------------------------------------------------------------------------
-def _reference_columns(kind: str) -> list[Any]:
-    """Columns that reference files of a directory: thumbnails from detections; clips from any
-    `clip_path` column a model defines (none yet, in which case clips are never deleted)."""
-    from app.models import Base, Detection
-
-    if kind == "thumbnails":
-        return [Detection.thumbnail_path]
-    columns = []
-    for mapper in Base.registry.mappers:
-        table = mapper.local_table
-        if "clip_path" in table.c:
-            columns.append(table.c.clip_path)
-    return columns
-
-
-def _relative_key(stored: str, roots: tuple[str, ...]) -> str | None:
-    base = roots[0]
-    path = os.path.normpath(stored if os.path.isabs(stored) else os.path.join(base, stored))
-    for root in roots:
-        if path.startswith(root + os.sep):
-            return os.path.relpath(path, root)
-    return None
-
-
-def _walk(root: Path) -> list[tuple[str, int, float]]:
-    """(relative path, size, mtime) of every regular file under root; symlinks are not followed."""
-    out = []
-    for dirpath, _dirs, files in os.walk(root, followlinks=False):
-        for name in files:
-            full = os.path.join(dirpath, name)
-            try:
-                st = os.lstat(full)
-            except OSError:
-                continue
-            if os.path.isfile(full) and not os.path.islink(full):
-                out.append((os.path.relpath(full, root), st.st_size, st.st_mtime))
-    return out
-
-
-def orphaned_files(settings: Settings, session_factory: Callable[[], Session], *, dry_run: bool = True,
-                   force: bool = False, client: redis.Redis | None = None) -> dict[str, Any]:
-    """Find files no row references in the thumbnail and clip directories; delete them unless
-    `dry_run`. Refuses (409) to delete more than half a directory's files without `force`: that
-    usually means a wrong directory setting or a restored database, not garbage."""
-    now = time.time()
-    plan: dict[str, dict[str, Any]] = {}
-    candidates: dict[str, list[tuple[str, int]]] = {}
-    for kind, configured in (("thumbnails", settings.thumbnail_dir), ("clips", settings.clips_dir)):
-        root = Path(configured).resolve()
-        columns = _reference_columns(kind)
-        files = _walk(root) if root.is_dir() else []
-        roots = (str(root), os.path.normpath(str(configured)))
-        referenced: set[str] = set()
-        with session_factory() as session:
-            for column in columns:
-                for (value,) in session.execute(select(column).where(column.isnot(None))).yield_per(5000):
-                    key = _relative_key(value, roots)
-                    if key is not None:
-                        referenced.add(key)
-        orphans = [(rel, size) for rel, size, mtime in files
-                   if rel not in referenced and now - mtime >= settings.orphan_min_age_seconds]
-        candidates[kind] = orphans
-        too_many = len(orphans) > ORPHAN_MAX_FRACTION * len(files) and bool(orphans)
-        entry: dict[str, Any] = {
-            "orphaned_count": len(orphans), "orphaned_size_bytes": sum(size for _, size in orphans),
-            "files": sorted(rel for rel, _ in orphans)[:ORPHAN_FILES_LISTED], "total_files": len(files),
-            "directory": str(root), "deleted_count": 0, "requires_force": too_many}
-        if not columns:
-            entry["skipped"] = "no table references these files, so none can be called orphaned"
-            entry["requires_force"] = False
-        plan[kind] = entry
-    if not dry_run:
-        refused = [k for k, e in plan.items() if e["requires_force"] and not e.get("skipped")]
-        if refused and not force:
-            raise Conflict("Refusing to delete more than half of the files in "
-                           + ", ".join(f"{k} ({plan[k]['orphaned_count']} of {plan[k]['total_files']})"
-                                       for k in refused) + "; check the directory settings, or pass force=true",
-                           extra={k: plan[k] for k in refused})
-        lock = CleanupLock(client, {"job_id": None, "kind": "orphaned-files"}) if client is not None else None
-        if lock is not None:
-            lock.__enter__()
-        try:
-            for kind, entry in plan.items():
-                if entry.get("skipped"):
-                    continue
-                root = Path(entry["directory"])
-                for rel, _size in candidates[kind]:
-                    try:
-                        os.unlink(root / rel)
-                        entry["deleted_count"] += 1
-                    except FileNotFoundError:
-                        continue
-                    except OSError:
-                        log.warning("could not delete orphaned file %s", root / rel, exc_info=True)
-        finally:
-            if lock is not None:
-                lock.release()
-    counted = [e for e in plan.values() if not e.get("skipped")]
-    return {**plan, "total_orphaned_files": sum(e["orphaned_count"] for e in counted),
-            "total_size_bytes": sum(e["orphaned_size_bytes"] for e in counted), "dry_run": dry_run,
-            "timestamp": iso_utc(datetime.now(timezone.utc))}
-
-
-# ---- storage ----------------------------------------------------------------------------------------------------
-def directory_usage(path: Path) -> dict[str, Any]:
-    files = _walk(Path(path)) if Path(path).is_dir() else []
-    return {"file_count": len(files), "size_bytes": sum(size for _, size, _ in files), "path": str(path)}
-
-
-def storage_stats(settings: Settings, session: Session) -> dict[str, Any]:
-    from app.models import Detection, Event, GpuStat, Log
-
-    anchor = next((p for p in (settings.var_dir, settings.camera_root, Path("/")) if Path(p).exists()), Path("/"))
-    disk = psutil.disk_usage(str(anchor))
-
-    def count(model: Any) -> int:
-        return int(session.execute(select(func.count()).select_from(model)).scalar_one())
-
-    return {
-        "disk_used_bytes": disk.used, "disk_total_bytes": disk.total, "disk_free_bytes": disk.free,
-        "disk_usage_percent": round(disk.percent, 1),
-        "thumbnails": directory_usage(settings.thumbnail_dir),
-        "images": directory_usage(settings.camera_root),
-        "clips": directory_usage(settings.clips_dir),
-        "events_count": count(Event), "detections_count": count(Detection), "gpu_stats_count": count(GpuStat),
-        "logs_count": count(Log), "disk_path": str(anchor),
-        "timestamp": iso_utc(datetime.now(timezone.utc)),
-    }
-
-
 # ---- the job, as the API starts and reads it ---------------------------------------------------------------
 class CleanupFailed(ServiceError):
     status = 500
@@ -447,7 +317,6 @@ class CleanupFailed(ServiceError):
 
 def next_cleanup(now: datetime | None = None) -> datetime | None:
     """When beat runs the daily cleanup next, from beat's own schedule (so the two cannot disagree)."""
-    from app.celery.app import celery
 
     entry = next((e for e in (celery.conf.beat_schedule or {}).values() if e.get("task") == "vigil.cleanup.run"),
                  None)
@@ -463,7 +332,6 @@ def next_cleanup(now: datetime | None = None) -> datetime | None:
 
 def cleanup_workers(client: redis.Redis, settings: Settings) -> list[str]:
     """Live worker nodes consuming the `cleanup` queue right now (from heartbeats)."""
-    from app.jobs import heartbeats
     return [b["node"] for b in heartbeats.alive(client, settings.heartbeat_ttl)
             if "cleanup" in (b.get("queues") or [])]
 
@@ -483,7 +351,7 @@ def cleanup_status(settings: Settings, session: Session, client: redis.Redis) ->
     return {"running": bool(cleanup_workers(client, settings)), "retention_days": days,
             "cleanup_time": settings.cleanup_time, "delete_images": delete_images,
             "next_cleanup": iso_utc(upcoming) if upcoming else None, "in_progress": current_holder(client),
-            "last_run": last_run(client), "timestamp": iso_utc(datetime.now(timezone.utc))}
+            "last_run": last_run(client), "timestamp": iso_now()}
 
 
 def trigger_cleanup(settings: Settings, client: redis.Redis, *, dry_run: bool,
@@ -494,9 +362,6 @@ def trigger_cleanup(settings: Settings, client: redis.Redis, *, dry_run: bool,
     otherwise (it keeps running; GET the job or the cleanup status). 503 when no worker consumes the
     `cleanup` queue (the job would only sit there), 409 when another cleanup holds the lock.
     """
-    from app.core.errors import Unavailable
-    from app.jobs.enqueue import enqueue
-    from app.jobs.registry import TERMINAL, get_registry
 
     if not cleanup_workers(client, settings):
         raise Unavailable("No worker is consuming the 'cleanup' queue (cleanup_service is stopped or down); "

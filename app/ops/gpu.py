@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from app.core.time import iso_utc
 from app.celery.queues import QUEUES
 from app.jobs.registry import INDEX_KEY, JOB_KEY, JobRegistry
+from app.models import GpuStat
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,6 @@ def sample_dict(row: Any) -> dict[str, Any]:
 
 def latest(session: Session, max_age: float, gpu_index: int = 0) -> dict[str, Any] | None:
     """The newest sample of a GPU if it is fresh (the monitor is alive), else None."""
-    from app.models import GpuStat
 
     cutoff = datetime.now(timezone.utc) - timedelta(seconds=max_age)
     row = session.execute(select(GpuStat).where(GpuStat.gpu_index == gpu_index, GpuStat.recorded_at >= cutoff)
@@ -157,7 +157,6 @@ def latest(session: Session, max_age: float, gpu_index: int = 0) -> dict[str, An
 
 def history(session: Session, since: datetime | None, limit: int, gpu_index: int = 0) -> list[dict[str, Any]]:
     """Samples in time order: the first `limit` after `since`, or the latest `limit` without it."""
-    from app.models import GpuStat
 
     query = select(GpuStat).where(GpuStat.gpu_index == gpu_index)
     if since is not None:

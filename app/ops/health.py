@@ -17,6 +17,7 @@ from app.core.db import get_engine
 from app.core.redis_client import get_redis
 from app.jobs import heartbeats
 from app.core.settings import Settings
+from app.pipeline.ai.probes import probe_all
 
 _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="vigil-health")
 
@@ -72,7 +73,6 @@ def check_redis(settings: Settings) -> CheckResult:
 def check_ai(settings: Settings) -> CheckResult:
     """The configured detector and analyser: built-in ones are healthy when their model loads, HTTP
     ones are probed with a short timeout, and an open circuit breaker makes a service unhealthy."""
-    from app.pipeline.ai.probes import probe_all
 
     services = probe_all(settings)
     details = {s["name"]: s["status"] for s in services}

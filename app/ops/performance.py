@@ -25,6 +25,8 @@ from app.ops import health
 from app.jobs import heartbeats
 from app.jobs.registry import get_registry
 from app.core.settings import Settings
+from app.models import PerformanceSnapshot
+from app.models import PerformanceSnapshot as P  # short: the queries below read as SQL
 
 log = logging.getLogger(__name__)
 
@@ -131,15 +133,12 @@ def collect(settings: Settings, cpu_interval: float | None = 0.1) -> dict[str, A
 
 # ---- history -------------------------------------------------------------------------------------
 def store(session: Session, snapshot: dict[str, Any]) -> None:
-    from app.models import PerformanceSnapshot
 
     session.add(PerformanceSnapshot(timestamp=datetime.now(timezone.utc), data=snapshot))
 
 
 def prune(session_factory, older_than: datetime, batch: int = 1000) -> int:
     """Delete snapshots older than `older_than`, a batch per transaction."""
-    from app.models import PerformanceSnapshot as P
-
     removed = 0
     while True:
         with session_factory() as session:
@@ -153,8 +152,6 @@ def prune(session_factory, older_than: datetime, batch: int = 1000) -> int:
 
 def history(session: Session, time_range: str, now: datetime | None = None) -> list[dict[str, Any]]:
     """Stored snapshots of the last `time_range`, oldest first."""
-    from app.models import PerformanceSnapshot as P
-
     now = now or datetime.now(timezone.utc)
     since = now - timedelta(seconds=TIME_RANGES[time_range])
     rows = session.execute(select(P).where(P.timestamp >= since).order_by(P.timestamp.asc(), P.id.asc())

@@ -38,9 +38,7 @@ STATE_KEY = KEY_PREFIX + "supervisor:workers"
 COMMANDS_KEY = KEY_PREFIX + "supervisor:commands"
 REPLY_KEY = KEY_PREFIX + "supervisor:reply:"
 SUPERVISOR_GROUP = "supervisor"
-STATUSES = ("running", "stopped", "crashed", "restarting", "failed")
 ACTIONS = ("start", "stop", "restart", "reset", "enable", "disable")
-HISTORY_STATUSES = ("success", "crashed", "failed", "manual")
 COMMAND_MAX_AGE = 300.0  # a command older than this (its API request died) is dropped unanswered
 REPLY_TTL = 120
 

@@ -1,7 +1,9 @@
 """The supervisor's records: one `WorkerState` per supervised worker, and the `Pending` reply of
-a command whose effect is still to be observed. Plain data, shared by the host and its pools."""
+a command whose effect is still to be observed. Plain data, shared by the host, its service threads
+and its pools."""
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -47,13 +49,15 @@ class Pending:
 
 
 class Host(Protocol):
-    """What the Celery pools need of the service host that owns them (`ServiceHost`): the pools
-    report crashes and history through it, and only the host's loop mutates worker state."""
+    """What the kinds of worker (service threads, Celery pools) need of the service host that owns
+    them (`ServiceHost`): they report crashes and history through it, and only the host's loop
+    mutates worker state."""
 
     settings: Settings
     redis: redis.Redis
     max_restarts: int
     workers: dict[str, WorkerState]
+    shutdown: threading.Event
 
     def crashed(self, w: WorkerState, error: str, now: float, node: str | None = None) -> None: ...
 

@@ -3,18 +3,17 @@
 One process, three jobs:
 
 * **In-process services** (file watcher, GPU monitor, performance monitor, and any `Service` added
-  in `build_services`) each run in their own thread. The supervisor watches the threads rather than
-  trusting them to report their own death: a thread that ends for any reason while it was meant to
-  run (an exception, an injected SystemExit, a `return`) is a crash. A crashed service is restarted
-  after 1, 2, 4, 8, 16 s (`VIGIL_SUPERVISOR_BACKOFF`); after the fifth restart it is `failed` until
-  someone resets it. A running service publishes a heartbeat under `<name>@<host>`.
+  in `build_services`) each run in their own thread, watched by `workers/host/threads.py`: a thread
+  that ends while it was meant to run is a crash.
 * **Celery worker groups and beat** are watched through their heartbeats and controlled through
   Celery remote control (`workers/host/pools.py`).
-* **The supervisor loop** (one thread) owns every state change: it takes commands from
+* **The supervisor loop** (one thread, this module) owns every state change: it takes commands from
   `vigil:supervisor:commands`, applies them, answers on a reply key once the effect is observed,
   publishes every worker's state and its own heartbeat, and writes restart history to SQL. Only
   this thread mutates worker state, so there are no locks to get wrong. In-process services are
-  supervised even while Redis or the database is away; only publishing waits for them.
+  supervised even while Redis or the database is away; only publishing waits for them. The crash
+  policy is the same for every kind: a crashed worker is restarted after 1, 2, 4, 8, 16 s
+  (`VIGIL_SUPERVISOR_BACKOFF`); after the fifth restart it is `failed` until someone resets it.
 
 Which process supervises what, and how this fits honcho and compose: docs/architecture.md.
 """
@@ -29,7 +28,6 @@ import threading
 import time
 from typing import Any
 
-from app.core.context import component_var
 from app.core.db import session_scope
 from app.core.redis_client import get_redis
 from app.jobs import heartbeats
@@ -37,40 +35,13 @@ from app.ops.supervisor import (COMMAND_MAX_AGE, COMMANDS_KEY, REPLY_KEY, REPLY_
                                      SUPERVISOR_GROUP, record_events)
 from app.core.settings import Settings, get_settings
 from workers.host.pools import CeleryGroups
-from workers.host.service import Service
+from workers.host.service import Service, Throttle
 from workers.host.state import Pending, WorkerState
+from workers.host.threads import ServiceThreads
 
 log = logging.getLogger(__name__)
 
 OUTBOX_LIMIT = 10_000
-
-
-class _Runner:
-    """A service's thread; records how it ended."""
-
-    def __init__(self, service: Service):
-        self.service = service
-        self.stop = threading.Event()
-        self.error: str | None = None
-        self.thread = threading.Thread(target=self._main, name=f"svc-{service.name}", daemon=True)
-
-    def start(self) -> "_Runner":
-        self.thread.start()
-        return self
-
-    def alive(self) -> bool:
-        return self.thread.is_alive()
-
-    def _main(self) -> None:
-        component_var.set(self.service.name)  # this thread's log lines carry the service's name
-        try:
-            self.service.run(self.stop)
-            if not self.stop.is_set():
-                self.error = "RuntimeError: service loop returned without being stopped"
-        except BaseException as exc:  # noqa: BLE001 - any way out of run() while meant to run is a crash
-            self.error = f"{type(exc).__name__}: {exc}"[:500]
-            if not self.stop.is_set():
-                log.error("service %s crashed", self.service.name, exc_info=True)
 
 
 class ServiceHost:
@@ -85,52 +56,41 @@ class ServiceHost:
         self.redis = get_redis(self.settings)
         self.node = heartbeats.node_name(SUPERVISOR_GROUP)
         self.started_at = time.time()
-        self.services = {s.name: s for s in services}
-        self.workers: dict[str, WorkerState] = {
-            s.name: WorkerState(s.name, "service", getattr(s, "category", "infrastructure"), self.max_restarts)
-            for s in services}
+        self.shutdown = threading.Event()
+        self.threads = ServiceThreads(self, services)
+        self.services = self.threads.services  # the services and their threads by name (the same dicts)
+        self.runners = self.threads.runners
+        self.workers: dict[str, WorkerState] = {w.name: w for w in self.threads.create_states()}
         self.pools = CeleryGroups(self)
         for state in self.pools.create_states():
             self.workers.setdefault(state.name, state)
-        self.runners: dict[str, _Runner] = {}
-        self.shutdown = threading.Event()
         self._loop_thread: threading.Thread | None = None
         self._pending: list[Pending] = []
         self._outbox: list[dict[str, Any]] = []
         self._dirty = True
         self._last_publish = 0.0
         self._last_observe = 0.0
-        self._last_outbox_warning = 0.0
-
-    def node_of(self, name: str) -> str:
-        return heartbeats.node_name(name)
+        self._history_warnings = Throttle(60.0)
 
     # ---- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
         self._restore()
-        for name, w in self.workers.items():
-            if w.kind == "service" and not w.manual_stop:
-                self._spawn(name)
+        self.threads.start()
         self._loop_thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
         self._loop_thread.start()
 
     def stop(self, timeout: float = 10) -> None:
         self.shutdown.set()
-        for runner in self.runners.values():
-            runner.stop.set()
+        self.threads.stop()
         if self._loop_thread is not None:
             self._loop_thread.join(timeout)
-        for runner in list(self.runners.values()):
-            runner.thread.join(timeout)
-        for name, w in self.workers.items():
-            if w.kind == "service" and w.status == "running":
-                w.status = "stopped"
+        self.threads.join(timeout)
         self._flush_history()
         try:
             self._publish(time.time(), force=True)
         except Exception:
             log.debug("final state publish failed", exc_info=True)
-        for node in [self.node] + [self.node_of(n) for n, w in self.workers.items() if w.kind == "service"]:
+        for node in [self.node] + self.threads.nodes():
             try:
                 heartbeats.remove(self.redis, node)
             except Exception:
@@ -175,7 +135,7 @@ class ServiceHost:
                 log.exception("supervisor tick failed")
 
     def tick(self, now: float) -> None:
-        self._tick_services(now)
+        self.threads.observe(now)
         if now - self._last_observe >= min(self.settings.heartbeat_interval / 2, 1.0):
             self._last_observe = now
             try:
@@ -188,42 +148,6 @@ class ServiceHost:
             self._publish(now)
         except Exception:
             log.debug("state publish failed (Redis away?)", exc_info=True)
-
-    # ---- in-process services ----------------------------------------------------------------------------
-    def _spawn(self, name: str) -> None:
-        w = self.workers[name]
-        self.runners[name] = _Runner(self.services[name]).start()
-        w.status, w.last_started_at, w.next_restart_at, w.pending_start = "running", time.time(), None, False
-        log.info("service %s running", name)
-        if w.auto_restart:
-            w.auto_restart = False
-            self.history(w, "success", attempt=w.restart_count)
-        self.changed()
-
-    def _tick_services(self, now: float) -> None:
-        for name in self.services:
-            w = self.workers[name]
-            runner = self.runners.get(name)
-            if runner is not None and not runner.alive():
-                del self.runners[name]
-                self._withdraw_heartbeat(name)
-                if runner.stop.is_set():
-                    if w.status in ("running", "restarting") and not w.pending_start:
-                        w.status = "stopped"
-                        self.changed()
-                else:
-                    self.crashed(w, runner.error or "service thread ended", now)
-            if w.pending_start and name not in self.runners and not self.shutdown.is_set():
-                self._spawn(name)
-            elif w.status == "crashed" and w.next_restart_at is not None and now >= w.next_restart_at:
-                w.auto_restart = True
-                self._spawn(name)
-
-    def _withdraw_heartbeat(self, name: str) -> None:
-        try:
-            heartbeats.remove(self.redis, self.node_of(name))
-        except Exception:
-            log.debug("heartbeat removal for %s failed", name, exc_info=True)
 
     # ---- crash policy (every kind) --------------------------------------------------------------------
     def crashed(self, w: WorkerState, error: str, now: float, node: str | None = None) -> None:
@@ -266,9 +190,7 @@ class ServiceHost:
             with session_scope(self.settings) as session:
                 record_events(session, batch)
         except Exception:
-            now = time.time()
-            if now - self._last_outbox_warning > 60:
-                self._last_outbox_warning = now
+            if self._history_warnings.ready():
                 log.warning("restart history not written yet (%d pending); retrying", len(batch), exc_info=True)
             return
         del self._outbox[:len(batch)]
@@ -293,7 +215,7 @@ class ServiceHost:
         elif action in ("enable", "disable"):
             result = self._enable(w, action == "enable")
         elif w.kind == "service":
-            result = self._service_command(w, action, cmd)
+            result = self.threads.command(w, action, cmd)
         else:
             result = self.pools.command(w, action, cmd)
         self.changed()
@@ -312,7 +234,7 @@ class ServiceHost:
             w.error = None
             if w.kind == "service":
                 w.auto_restart = True
-                self._spawn(w.name)
+                self.threads.spawn(w.name)
             else:
                 w.status, w.auto_restart, w.transition_at = "restarting", True, time.time()
                 self.pools.restarted(w)
@@ -329,40 +251,6 @@ class ServiceHost:
         if w.kind == "celery":
             self.pools.restarted(w)
         return 200, f"Service {w.name} {'enabled' if enable else 'disabled'}"
-
-    def _service_command(self, w: WorkerState, action: str, cmd: dict[str, Any]) -> tuple[int, str] | Pending:
-        name = w.name
-        runner = self.runners.get(name)
-        running = runner is not None and runner.alive() and not runner.stop.is_set()
-        if action == "stop":
-            if w.status == "stopped" and not running:
-                return 400, f"Worker '{name}' is already stopped"
-            w.manual_stop, w.next_restart_at, w.pending_start, w.auto_restart = True, None, False, False
-            self.history(w, "manual", action="stop")
-            if runner is not None:
-                runner.stop.set()
-            else:
-                w.status = "stopped"
-            return Pending(cmd, lambda: name not in self.runners and w.status == "stopped",
-                           f"Worker '{name}' stopped successfully",
-                           f"Worker '{name}' was asked to stop; its thread has not ended yet")
-        if action in ("start", "restart"):
-            if not w.enabled:
-                return 400, f"Worker '{name}' is disabled; enable it first"
-            if action == "start" and running:
-                return 400, f"Worker '{name}' is already running"
-            w.manual_stop, w.next_restart_at, w.auto_restart = False, None, False
-            self.history(w, "manual", action=action)
-            if runner is not None:  # restart, or start while a previous thread is still stopping
-                runner.stop.set()
-                w.pending_start, w.status = True, "restarting"
-            else:
-                self._spawn(name)
-            verb = "started" if action == "start" else "restarted"
-            return Pending(cmd, lambda: (self.runners.get(name) not in (None, runner) and w.status == "running"),
-                           f"Worker '{name}' {verb} successfully",
-                           f"Worker '{name}' {action} requested; its previous thread has not ended yet")
-        return 400, f"Unsupported action '{action}'"
 
     def _check_pending(self, now: float) -> None:
         keep = []
@@ -399,8 +287,7 @@ class ServiceHost:
 
     # ---- persistence and publication --------------------------------------------------------------------
     def _restore(self) -> None:
-        """Operator choices (stopped, disabled) and pool counters survive a restart of this process;
-        a service's own restart count starts afresh with the process."""
+        """Operator choices (stopped, disabled) and pool counters survive a restart of this process."""
         try:
             raw = self.redis.hgetall(STATE_KEY)
         except Exception:
@@ -412,11 +299,7 @@ class ServiceHost:
                 persisted[name] = json.loads(value)
             except ValueError:
                 continue
-        for name, w in self.workers.items():
-            old = persisted.get(name)
-            if w.kind == "service" and old:
-                w.enabled = bool(old.get("enabled", True))
-                w.manual_stop = bool(old.get("manual_stop"))
+        self.threads.restore(persisted)
         self.pools.restore(persisted)
         gone = [name for name in persisted if name not in self.workers]
         if gone:
@@ -442,14 +325,4 @@ class ServiceHost:
         ttl = self.settings.heartbeat_ttl
         heartbeats.publish(self.redis, self.node, {"kind": "supervisor", "pid": os.getpid(),
                                                    "started_at": self.started_at, "workers": len(self.workers)}, ttl)
-        for name, service in self.services.items():
-            w = self.workers[name]
-            runner = self.runners.get(name)
-            if w.status == "running" and runner is not None and runner.alive():
-                payload = {"kind": "service", "pid": os.getpid(), "status": w.status,
-                           "restart_count": w.restart_count, "started_at": w.last_started_at}
-                try:
-                    payload.update(service.status())
-                except Exception:
-                    log.debug("status() of %s failed", name, exc_info=True)
-                heartbeats.publish(self.redis, self.node_of(name), payload, ttl)
+        self.threads.publish(ttl)

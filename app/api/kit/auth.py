@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import jwt
 from flask import Flask, current_app, g, request
 
+from app.api.kit.current import current_settings
 from app.api.kit.endpoint import meta_of
 from app.api.kit.errors import ApiError, family_of
 
@@ -24,7 +25,6 @@ ADMIN = "admin"
 MONITORING_ROLES = frozenset({"platform_admin", "system_admin", "super_admin", "ai_admin", "tenant_admin"})
 # 000 says "Ops role"; platform/system administrators may operate the queues too.
 OPS_ROLES = frozenset({"ops", "platform_admin", "system_admin", "super_admin"})
-KNOWN_ROLES = frozenset({ADMIN, "viewer"}) | OPS_ROLES | MONITORING_ROLES
 
 FAMILY_ROLES = {"platform": OPS_ROLES, "system": OPS_ROLES, "monitoring": MONITORING_ROLES}
 
@@ -46,7 +46,7 @@ def _unauthorized(message: str) -> ApiError:
 
 def authenticate() -> Principal | None:
     """The caller's principal, None when no credentials were sent; raises 401 on bad ones."""
-    settings = current_app.config["VIGIL_SETTINGS"]
+    settings = current_settings()
     key = request.headers.get("X-API-Key")
     if key is not None:
         if settings.api_key and hmac.compare_digest(key.encode(), settings.api_key.encode()):
@@ -76,10 +76,8 @@ def authenticate() -> Principal | None:
     return None
 
 
-def required_roles(view) -> frozenset[str]:
-    meta = meta_of(view)
-    if meta is not None and meta.roles is not None:
-        return meta.roles
+def required_roles() -> frozenset[str]:
+    """The roles that may call the current request's path: its family's."""
     return FAMILY_ROLES[family_of(request.path)]
 
 
@@ -90,9 +88,9 @@ def enforce() -> None:
         return  # routing errors (404/405) answer as they are
     view = current_app.view_functions.get(request.endpoint)
     meta = meta_of(view)
-    if meta is not None and (meta.probe or meta.public):
+    if meta is not None and meta.probe:
         return
-    settings = current_app.config["VIGIL_SETTINGS"]
+    settings = current_settings()
     mutating = request.method in MUTATING
     if not mutating and not settings.auth_reads:
         return
@@ -100,7 +98,7 @@ def enforce() -> None:
     if principal is None:
         raise _unauthorized("Credentials required: send X-API-Key or Authorization: Bearer <token>.")
     if mutating:
-        needed = required_roles(view)
+        needed = required_roles()
         if not principal.allowed(needed):
             raise ApiError(403, f"Role required: one of {', '.join(sorted(needed | {ADMIN}))}.",
                            code="forbidden")

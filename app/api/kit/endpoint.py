@@ -14,7 +14,7 @@ from __future__ import annotations
 import typing
 from dataclasses import dataclass, field
 from functools import wraps
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from flask import request
 from pydantic import BaseModel, ValidationError
@@ -29,13 +29,10 @@ class EndpointMeta:
     query: type[BaseModel] | None = None
     body: type[BaseModel] | None = None
     path: type[BaseModel] | None = None
-    response: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None  # the 2xx body's model: its schema in the OpenAPI document
     status: int = 200
-    roles: frozenset[str] | None = None
-    public: bool = False
-    probe: bool = False
+    probe: bool = False  # no auth, no envelope: health probes, metrics, this API's own document
     errors: dict[int, str] = field(default_factory=dict)
-    validation_status: int | None = None
     tags: list[str] = field(default_factory=list)
     list_fields: frozenset[str] = frozenset()
 
@@ -71,24 +68,21 @@ def _summary(errors: list[dict[str, Any]]) -> str:
     return "Invalid request: " + "; ".join(parts) + more
 
 
-def validation_failed(errors: list[dict[str, Any]], location: str, meta: EndpointMeta | None = None) -> ApiError:
-    status = meta.validation_status if meta and meta.validation_status else None
-    if status is None:
-        status = 422 if location == "body" and family_of(request.path) != "platform" else 400
+def validation_failed(errors: list[dict[str, Any]], location: str) -> ApiError:
+    status = 422 if location == "body" and family_of(request.path) != "platform" else 400
     return ApiError(status, _summary(errors), code="validation_error", errors=errors)
 
 
-def parse_query(model: type[BaseModel], list_fields: frozenset[str] = frozenset(),
-                meta: EndpointMeta | None = None) -> BaseModel:
+def parse_query(model: type[BaseModel], list_fields: frozenset[str] = frozenset()) -> BaseModel:
     args = request.args
     data = {key: (args.getlist(key) if key in list_fields else args.get(key)) for key in args.keys()}
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise validation_failed(describe_errors(exc, "query"), "query", meta) from None
+        raise validation_failed(describe_errors(exc, "query"), "query") from None
 
 
-def parse_body(model: type[BaseModel], meta: EndpointMeta | None = None) -> BaseModel:
+def parse_body(model: type[BaseModel]) -> BaseModel:
     if not request.get_data(cache=True):
         data: Any = {}
     else:
@@ -101,14 +95,13 @@ def parse_body(model: type[BaseModel], meta: EndpointMeta | None = None) -> Base
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise validation_failed(describe_errors(exc, "body"), "body", meta) from None
+        raise validation_failed(describe_errors(exc, "body"), "body") from None
 
 
 def endpoint(*, summary: str | None = None, query: type[BaseModel] | None = None,
              body: type[BaseModel] | None = None, path: type[BaseModel] | None = None,
-             response: type[BaseModel] | None = None, status: int = 200,
-             roles: Iterable[str] | None = None, public: bool = False, probe: bool = False,
-             errors: dict[int, str] | None = None, validation_status: int | None = None,
+             response: type[BaseModel] | None = None, status: int = 200, probe: bool = False,
+             errors: dict[int, str] | None = None,
              tags: list[str] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Attach input models and documentation to a view; see the module docstring."""
 
@@ -117,9 +110,7 @@ def endpoint(*, summary: str | None = None, query: type[BaseModel] | None = None
         first, _, rest = doc.partition("\n")
         meta = EndpointMeta(summary=summary or first or fn.__name__.replace("_", " "),
                             description=rest.strip() or None, query=query, body=body, path=path,
-                            response=response, status=status, roles=frozenset(roles) if roles else None,
-                            public=public, probe=probe, errors=dict(errors or {}),
-                            validation_status=validation_status, tags=list(tags or []),
+                            response=response, status=status, probe=probe, errors=dict(errors or {}), tags=list(tags or []),
                             list_fields=_list_fields(query))
 
         @wraps(fn)
@@ -128,11 +119,11 @@ def endpoint(*, summary: str | None = None, query: type[BaseModel] | None = None
                 try:
                     kwargs = path.model_validate(kwargs).model_dump()
                 except ValidationError as exc:
-                    raise validation_failed(describe_errors(exc, "path"), "path", meta) from None
+                    raise validation_failed(describe_errors(exc, "path"), "path") from None
             if query is not None:
-                kwargs["query"] = parse_query(query, meta.list_fields, meta)
+                kwargs["query"] = parse_query(query, meta.list_fields)
             if body is not None:
-                kwargs["body"] = parse_body(body, meta)
+                kwargs["body"] = parse_body(body)
             result = fn(**kwargs)
             if status != 200 and isinstance(result, (dict, list)):
                 return result, status

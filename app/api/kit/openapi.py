@@ -121,7 +121,7 @@ def build_document(app: Flask) -> dict[str, Any]:
                 errors.setdefault(400, "Invalid parameters")
                 if meta.body and family != "platform":
                     errors.setdefault(422, "Invalid body")
-            probe = bool(meta and (meta.probe or meta.public))
+            probe = bool(meta and meta.probe)
             if method in MUTATING and not probe:
                 errors.setdefault(401, _STATUS_TEXT[401])
                 errors.setdefault(403, _STATUS_TEXT[403])

@@ -5,12 +5,12 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 import redis
-from flask import current_app, g, request
+from flask import g, request
 from sqlalchemy.exc import OperationalError
 
+from app.api.kit.current import current_settings
 from app.api.kit.auth import actor
 from app.core.errors import Unavailable
-from app.core.settings import Settings
 from app.observability import audit
 from app.observability.audit import Audit
 
@@ -19,10 +19,6 @@ def ok(data: Any, status: int = 200) -> tuple[dict[str, Any], int]:
     """The 000 family's success envelope."""
     return {"success": True, "data": data}, status
 
-
-def settings() -> Settings:
-    """The settings the running app was built with (tests build apps with their own)."""
-    return current_app.config["VIGIL_SETTINGS"]
 
 
 @contextmanager
@@ -40,7 +36,7 @@ def audited(action: str, resource_type: str, resource_id: str | None = None,
             details: dict[str, Any] | None = None) -> None:
     """Record an audit entry for the current request's principal."""
     audit.record(action, resource_type, resource_id, actor=actor(), details=details,
-                 ip_address=request.remote_addr, request_id=getattr(g, "request_id", None), settings=settings())
+                 ip_address=request.remote_addr, request_id=getattr(g, "request_id", None), settings=current_settings())
 
 
 def who() -> Audit:

@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from app.pipeline.ai.detectors import probe_http
 from app.pipeline.ai.http_backend import ThreadLocalSession
 from app.core.settings import Settings, SettingsError
+import requests
 
 
 class AnalyserUnavailable(RuntimeError):
@@ -197,7 +198,6 @@ class LlmAnalyser(ThreadLocalSession):
 
     def __init__(self, url: str, model: str, timeout: float, max_tokens: int, api_key: str | None = None,
                  timezone_name: str = "UTC"):
-        import requests
 
         if not url:
             raise SettingsError("VIGIL_LLM_URL is required when VIGIL_ANALYSER_BACKEND=llm")

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from app.pipeline.ai.breakers import ServiceRejected
+import requests
 
 
 class ThreadLocalSession:
@@ -22,7 +23,6 @@ class ThreadLocalSession:
         """POST to the service; returns (200 response, elapsed ms). A timeout, a connection error or
         a 5xx raises `unavailable` (counts against the breaker); a 4xx raises `ServiceRejected`
         (the service is up and said no: it does not trip the breaker)."""
-        import requests
 
         t0 = time.perf_counter()
         try:
@@ -39,7 +39,6 @@ class ThreadLocalSession:
         return response, elapsed
 
     def _session(self) -> Any:
-        import requests
 
         local = self.__dict__.setdefault("_local", threading.local())
         session = getattr(local, "session", None)

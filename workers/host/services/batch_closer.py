@@ -9,24 +9,23 @@ than one service host is safe: each batch closes once and its analysis job is en
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 from app.pipeline.batches import get_aggregator, handoff
 from app.core.settings import Settings
-from workers.host.service import Service
+from workers.host.service import PeriodicService
 
 log = logging.getLogger(__name__)
 
 
-class BatchCloser(Service):
+class BatchCloser(PeriodicService):
     name = "batch_aggregator"
 
     def __init__(self, settings: Settings):
+        super().__init__(settings.batch_check_interval)
         self.settings = settings
         self.closed = 0
         self.handed_off = 0
-        self.last_error: str | None = None
 
     def status(self) -> dict[str, Any]:
         return {"closed": self.closed, "handed_off": self.handed_off, "last_error": self.last_error}
@@ -36,14 +35,7 @@ class BatchCloser(Service):
         self.closed += len(aggregator.close_due())
         self.handed_off += len(handoff(self.settings, aggregator))
 
-    def run(self, stop: threading.Event) -> None:
-        failures = 0
-        while not stop.is_set():
-            try:
-                self.tick()
-                failures, self.last_error = 0, None
-            except Exception as exc:  # Redis away: keep trying; batches wait in Redis, nothing is lost
-                failures += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"[:300]
-                log.warning("batch closer tick failed (%d in a row)", failures, exc_info=failures == 1)
-            stop.wait(self.settings.batch_check_interval)
+    def warn(self, exc: Exception) -> None:
+        # Redis away: batches wait in Redis, nothing is lost. Every failure is counted in the log, but
+        # a run of them carries one traceback, not one a second.
+        log.warning("batch closer tick failed (%d in a row)", self.failures, exc_info=self.failures == 1)

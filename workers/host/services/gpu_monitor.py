@@ -9,7 +9,6 @@ nothing to recover by restarting.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -18,26 +17,26 @@ from app.core.db import session_scope
 from app.ops.gpu import NvmlSampler, inference_fps
 from app.jobs.registry import get_registry
 from app.core.settings import Settings
-from workers.host.service import Service
+from workers.host.service import PeriodicService
 
 log = logging.getLogger(__name__)
 
 NVML_RETRY_SECONDS = 60.0
 
 
-class GpuMonitor(Service):
+class GpuMonitor(PeriodicService):
     name = "gpu_monitor"
     category = "monitoring"
+    failure_warning = "could not store GPU samples; will keep trying"
 
     def __init__(self, settings: Settings, nvml: Any = None):
+        super().__init__(settings.gpu_poll_interval)
         self.settings = settings
         self._nvml = nvml
         self.sampler: NvmlSampler | None = None
         self.samples_written = 0
-        self.last_sample: list[dict[str, Any]] = []
         self._next_init = 0.0
         self._said_unavailable = False
-        self._last_db_warning = 0.0
 
     def status(self) -> dict[str, Any]:
         sampler = self.sampler
@@ -45,17 +44,19 @@ class GpuMonitor(Service):
                 "gpu_count": sampler.count if sampler else 0,
                 "nvml_error": sampler.reason if sampler else None, "samples_written": self.samples_written}
 
-    def run(self, stop: threading.Event) -> None:
+    def prepare(self) -> None:
         self.sampler = NvmlSampler(self._nvml)
-        try:
-            while not stop.is_set():
-                self.poll_once()
-                stop.wait(self.settings.gpu_poll_interval)
-        finally:
+
+    def finish(self) -> None:
+        if self.sampler is not None:
             self.sampler.shutdown()
 
+    def tick(self) -> None:
+        self.poll_once()
+
     def poll_once(self) -> list[dict[str, Any]]:
-        """Sample every GPU once and store the samples; [] when there is no GPU to sample."""
+        """Sample every GPU once and store the samples; [] when there is no GPU to sample. Raises when
+        the database is away (the loop logs that at most once a minute and tries again)."""
         sampler = self.sampler
         assert sampler is not None
         now = time.time()
@@ -86,7 +87,6 @@ class GpuMonitor(Service):
         fps = self._fps()
         for sample in samples:
             sample["inference_fps"] = fps
-        self.last_sample = samples
         self._store(samples)
         return samples
 
@@ -101,12 +101,6 @@ class GpuMonitor(Service):
         from app.models import GpuStat
 
         recorded_at = datetime.now(timezone.utc)
-        try:
-            with session_scope(self.settings) as session:
-                session.add_all([GpuStat(recorded_at=recorded_at, **sample) for sample in samples])
-            self.samples_written += len(samples)
-        except Exception:
-            now = time.time()
-            if now - self._last_db_warning > 60:
-                self._last_db_warning = now
-                log.warning("could not store GPU samples; will keep trying", exc_info=True)
+        with session_scope(self.settings) as session:
+            session.add_all([GpuStat(recorded_at=recorded_at, **sample) for sample in samples])
+        self.samples_written += len(samples)

@@ -5,33 +5,25 @@ It runs in the service host rather than as a beat task so that a check every 30 
 broker message and a job record each time."""
 from __future__ import annotations
 
-import logging
-import threading
 from typing import Any
 
 from app.ops.infrastructure import evaluate
 from app.core.settings import Settings
-from workers.host.service import Service
-
-log = logging.getLogger(__name__)
+from workers.host.service import PeriodicService
 
 
-class InfraMonitor(Service):
+class InfraMonitor(PeriodicService):
     name = "infra_monitor"
+    warn_every = 0.0  # every failure: a check that cannot run is itself reported by the next one
+    failure_warning = "infrastructure check failed"
 
     def __init__(self, settings: Settings):
+        super().__init__(settings.infra_check_interval)
         self.settings = settings
         self.last: dict[str, int] | None = None
-        self.last_error: str | None = None
 
     def status(self) -> dict[str, Any]:
         return {"last": self.last, "last_error": self.last_error}
 
-    def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                self.last, self.last_error = evaluate(self.settings), None
-            except Exception as exc:  # a check that cannot run is itself reported by the next one
-                self.last_error = f"{type(exc).__name__}: {exc}"[:300]
-                log.warning("infrastructure check failed", exc_info=True)
-            stop.wait(self.settings.infra_check_interval)
+    def tick(self) -> None:
+        self.last = evaluate(self.settings)

@@ -7,27 +7,22 @@ in the P1 profile. A database outage only delays the copy: the backlog waits in 
 """
 from __future__ import annotations
 
-import logging
-import threading
-import time
 from typing import Any
 
 from app.core.db import get_sessionmaker
 from app.jobs.registry import get_registry
 from app.core.settings import Settings
-from workers.host.service import Service
-
-log = logging.getLogger(__name__)
+from workers.host.service import PeriodicService
 
 
-class RegistryArchiver(Service):
+class RegistryArchiver(PeriodicService):
     name = "registry_archiver"
+    failure_warning = "job archive flush failed; will retry"  # the database is away: the backlog waits in Redis
 
     def __init__(self, settings: Settings):
+        super().__init__(settings.archive_interval)
         self.settings = settings
         self.archived = 0
-        self.last_error: str | None = None
-        self._warned_at = 0.0
 
     def status(self) -> dict[str, Any]:
         return {"archived": self.archived, "last_error": self.last_error}
@@ -37,19 +32,11 @@ class RegistryArchiver(Service):
         self.archived += written
         return written
 
-    def run(self, stop: threading.Event) -> None:
-        while True:
-            try:
-                self.flush()
-                self.last_error = None
-            except Exception as exc:  # the database is away: the backlog waits in Redis
-                self.last_error = f"{type(exc).__name__}: {exc}"[:300]
-                if time.monotonic() - self._warned_at > 60:
-                    self._warned_at = time.monotonic()
-                    log.warning("job archive flush failed; will retry", exc_info=True)
-            if stop.wait(self.settings.archive_interval):
-                try:
-                    self.flush()  # one last flush on the way out
-                except Exception:
-                    pass
-                return
+    def tick(self) -> None:
+        self.flush()
+
+    def finish(self) -> None:
+        try:
+            self.flush()  # one last flush on the way out
+        except Exception:
+            pass
