@@ -1,4 +1,4 @@
-"""Real local HTTP servers standing in for a model server and an LLM server.
+"""Real local HTTP servers standing in for a model server and an LLM server, and the answers they give.
 
 Each is a `ThreadingHTTPServer` on a free port whose answers a test scripts: a function of the
 request that returns (status, body, delay). Requests are recorded, so a test can check what
@@ -82,3 +82,18 @@ class ScriptedServer:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+# --- answers the real services give, for a script to return ------------------------------------------
+# A YOLO-style model server's /detect answer: one confident person, one car below any threshold.
+YOLO_ANSWER = {"detections": [{"class": "person", "confidence": 0.91, "bbox": {"x": 10, "y": 20, "width": 30,
+                                                                              "height": 60}},
+                              {"class": "car", "confidence": 0.3, "bbox": {"x": 1, "y": 2, "width": 3, "height": 4}}],
+               "inference_time_ms": 12.5}
+
+
+def completion(content: str, prompt_tokens: int = 321, completion_tokens: int = 54) -> dict:
+    """An OpenAI-style chat-completions answer carrying `content`, with the token counts Vigil records."""
+    return {"id": "x", "object": "chat.completion", "model": "nemotron",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}}

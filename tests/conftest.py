@@ -9,16 +9,13 @@ import os
 import re
 import shutil
 import tempfile
-import time
 import uuid
-from pathlib import Path
+from typing import Iterator
 
 import pytest
 
-from tests.servers import CeleryWorker, PostgresServer, RedisServer, wait_for
-
-API_KEY = "test-api-key-0123456789"
-JWT_SECRET = "test-jwt-secret-0123456789-abcdefghijklmnop"
+from tests.helpers import API_KEY, JWT_SECRET, worker_env
+from tests.servers import CeleryWorker, PostgresServer, RedisDatabases, RedisDb, RedisServer, wait_for
 
 _servers: dict[str, object] = {}
 
@@ -27,6 +24,7 @@ def pytest_configure(config: pytest.Config) -> None:
     redis_server = RedisServer().start()
     var_dir = tempfile.mkdtemp(prefix="vigil-var-")
     _servers["redis"] = redis_server
+    _servers["redis_dbs"] = RedisDatabases(redis_server)
     _servers["var"] = var_dir
     os.environ.update({
         "REDIS_URL": redis_server.url,
@@ -72,6 +70,21 @@ def redis_client(redis_server):
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_databases() -> RedisDatabases:
+    """The session server's spare databases; a module-scoped fixture takes one with `lease()`."""
+    return _servers["redis_dbs"]
+
+
+@pytest.fixture
+def redis_db(redis_databases) -> Iterator[RedisDb]:
+    """A Redis database of this test's own, empty, emptied again after: no session worker's
+    heartbeats, queues or registry there. `redis_db.settings(settings, ...)` points Vigil at it; a
+    subprocess gets it through `worker_env(REDIS_URL=redis_db.url)`."""
+    with redis_databases.lease() as db:
+        yield db
 
 
 @pytest.fixture(scope="session")
@@ -135,20 +148,7 @@ def api_headers():
     return {"X-API-Key": API_KEY}
 
 
-def make_jwt(roles, *, sub="tester", expires_in=300, secret=JWT_SECRET, **claims) -> str:
-    import jwt
-
-    payload = {"sub": sub, "roles": roles, "exp": int(time.time()) + expires_in, **claims}
-    return jwt.encode(payload, secret, algorithm="HS256")
-
-
 # --- workers ---------------------------------------------------------------------------------------------
-def worker_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({"PYTHONUNBUFFERED": "1", **extra})
-    return env
-
-
 @pytest.fixture(scope="session")
 def celery_workers() -> dict[str, CeleryWorker]:
     """The pipeline workers every readiness check wants, started once for the session.
@@ -181,13 +181,6 @@ def celery_workers() -> dict[str, CeleryWorker]:
 @pytest.fixture
 def wait():
     return wait_for
-
-
-@pytest.fixture
-def tmp_dir():
-    d = Path(tempfile.mkdtemp(prefix="vigil-t-"))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 # --- pipeline (issue 4) ---------------------------------------------------------------------------------

@@ -1,12 +1,10 @@
-"""Real servers the observability tests need besides those in tests/servers.py: a gunicorn API
-(several processes, as in production), a Prometheus server, and an RSS sampler for a process."""
+"""Real servers the observability tests need besides those in tests/servers.py (the gunicorn API is
+`tests.servers.ApiServer`): a Prometheus server, and an RSS sampler for a process."""
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -15,7 +13,7 @@ from pathlib import Path
 import psutil
 import requests
 
-from tests.servers import ROOT, free_port, wait_for
+from tests.servers import free_port, wait_for
 
 
 def prometheus_binary() -> str | None:
@@ -23,45 +21,6 @@ def prometheus_binary() -> str | None:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     return None
-
-
-class GunicornApi:
-    """`gunicorn app.wsgi:app` with its real config (gunicorn.conf.py hooks included)."""
-
-    def __init__(self, env: dict[str, str], workers: int = 2):
-        self.port = free_port()
-        self.env = dict(env, VIGIL_PORT=str(self.port), VIGIL_HOST="127.0.0.1", WEB_CONCURRENCY=str(workers),
-                        VIGIL_API_THREADS="4")
-        self.log_path = tempfile.mktemp(prefix="vigil-gunicorn-", suffix=".log")
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> "GunicornApi":
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
-                                      "--access-logfile", "/dev/null", "app.wsgi:app"], cwd=ROOT, env=self.env,
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(lambda: requests.get(self.url + "/health", timeout=1).ok, 40, what="gunicorn API")
-        return self
-
-    def worker_pids(self) -> list[int]:
-        return [c.pid for c in psutil.Process(self.proc.pid).children()]
-
-    def log(self) -> str:
-        return Path(self.log_path).read_text(errors="replace")[-6000:]
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        self.proc = None
 
 
 class PrometheusServer:

@@ -1,12 +1,14 @@
-"""Real Redis, PostgreSQL and Celery worker processes for the tests, on free ports.
+"""Real Redis, PostgreSQL, Celery worker, gunicorn and SMTP processes for the tests, on free ports.
 
 Nothing here is a fake: each server is the real binary, started in a temporary directory on a
 port nobody else uses, so a `make run` in progress is never touched.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -14,9 +16,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
 
 import redis
+
+if TYPE_CHECKING:
+    from app.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,6 +48,13 @@ def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "con
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
 
 
+def new_log(prefix: str) -> str:
+    """A fresh, empty log file of our own (mkstemp: no other process can take the name first)."""
+    fd, path = tempfile.mkstemp(prefix=prefix, suffix=".log")
+    os.close(fd)
+    return path
+
+
 # --- Redis -------------------------------------------------------------------------------------
 def redis_binary() -> str:
     candidates = [os.environ.get("VIGIL_REDIS_SERVER"), shutil.which("redis-server")]
@@ -57,23 +71,31 @@ def redis_binary() -> str:
 
 
 class RedisServer:
-    """A redis-server with AOF on (the production setting), restartable over the same data."""
+    """A redis-server with AOF on (the production setting), restartable over the same data.
 
-    def __init__(self, port: int | None = None, appendfsync: str = "everysec"):
+    Database 0 is the session's shared keyspace; the others are handed out by `RedisDatabases` to the
+    tests that need a keyspace of their own, so `databases` bounds how many may be held at once.
+    """
+
+    def __init__(self, port: int | None = None, appendfsync: str = "everysec", databases: int = 16):
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="vigil-redis-")
         self.appendfsync = appendfsync
+        self.databases = databases
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.url_for(0)
+
+    def url_for(self, db: int) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
 
     def start(self) -> "RedisServer":
         self.proc = subprocess.Popen(
             [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
              "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", "",
-             "--protected-mode", "no", "--loglevel", "warning"],
+             "--databases", str(self.databases), "--protected-mode", "no", "--loglevel", "warning"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         wait_for(lambda: client.ping(), 15, what=f"redis on {self.port}")
@@ -104,6 +126,80 @@ class RedisServer:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class RedisDb:
+    """One Redis database lent to one test: its number and URL, and the settings that point at it."""
+
+    number: int
+    url: str
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        return redis.Redis.from_url(self.url, **kwargs)
+
+    def settings(self, base: "Settings", **changes: Any) -> "Settings":
+        """`base` with Vigil's keys, the broker and the results all in this database (what a worker
+        started with `REDIS_URL=self.url` uses too), plus `changes`."""
+        from app.core.settings import replace
+
+        return replace(base, redis_url=self.url, broker_url=self.url, result_backend=self.url, **changes)
+
+
+class RedisDatabases:
+    """Lends the session server's databases 1..N-1, one holder at a time, empty on the way out and on
+    the way back.
+
+    A database comes back flushed and with every connection still on it closed (a consumer's blocking
+    fetch outlives its closed kombu connection, a thread a test forgot keeps its client), so nothing
+    of one holder reaches the next. The numbers are nobody's choice: two modules cannot collide.
+    """
+
+    def __init__(self, server: RedisServer):
+        self.server = server
+        self.free = list(range(1, server.databases))
+
+    def acquire(self) -> RedisDb:
+        if not self.free:
+            raise RuntimeError(f"all {self.server.databases - 1} spare Redis databases are held: raise "
+                               "`databases` of the session's RedisServer (tests/conftest.py)")
+        number = self.free.pop(0)
+        try:
+            self._empty(number)
+        except BaseException:
+            self._give_back(number)
+            raise
+        return RedisDb(number, self.server.url_for(number))
+
+    def release(self, db: RedisDb) -> None:
+        try:
+            self._empty(db.number)
+        finally:
+            self._give_back(db.number)
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[RedisDb]:
+        db = self.acquire()
+        try:
+            yield db
+        finally:
+            self.release(db)
+
+    def _give_back(self, number: int) -> None:
+        self.free.append(number)
+        self.free.sort()  # the lowest first: a run uses the same few numbers, whatever its order
+
+    def _empty(self, number: int) -> None:
+        client = redis.Redis.from_url(self.server.url_for(number))
+        try:
+            own = str(client.client_id())
+            for other in client.client_list():
+                if other["db"] == str(number) and other["id"] != own:
+                    with contextlib.suppress(redis.ResponseError):  # it left meanwhile
+                        client.client_kill_filter(_id=other["id"])
+            client.flushdb()
+        finally:
+            client.close()
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------------
@@ -193,7 +289,7 @@ class CeleryWorker:
         self.queues = queues
         self.concurrency = concurrency
         self.extra = extra or []
-        self.log_path = log_path or tempfile.mktemp(prefix=f"vigil-{group}-", suffix=".log")
+        self.log_path = log_path or new_log(f"vigil-{group}-")
         self.proc: subprocess.Popen | None = None
 
     def start(self, wait: bool = True, timeout: float = 40) -> "CeleryWorker":
@@ -250,42 +346,106 @@ class CeleryWorker:
 
 # --- the API ---------------------------------------------------------------------------------------
 class ApiServer:
-    """The API under gunicorn, as `make run` serves it, on a free port."""
+    """The API under gunicorn, started by the Procfile's own `api` line (`gunicorn --config
+    gunicorn.conf.py app.wsgi:app`: its hooks, worker class and timeouts), on a free port.
 
-    def __init__(self, env: dict[str, str], workers: int = 2, threads: int = 8, log_path: str | None = None):
+    `workers` and `threads` go through the variables gunicorn.conf.py reads. The access log is off
+    unless asked for: benchmarks send thousands of requests, and no test reads it.
+    """
+
+    def __init__(self, env: dict[str, str], workers: int = 2, threads: int = 8, log_path: str | None = None,
+                 access_log: bool = False):
         self.port = free_port()
-        self.env = dict(env, VIGIL_PORT=str(self.port), WEB_CONCURRENCY=str(workers),
+        self.env = dict(env, VIGIL_HOST="127.0.0.1", VIGIL_PORT=str(self.port), WEB_CONCURRENCY=str(workers),
                         VIGIL_API_THREADS=str(threads))
-        self.log_path = log_path or tempfile.mktemp(prefix="vigil-api-", suffix=".log")
+        self.log_path = log_path or new_log("vigil-api-")
+        self.access_log = access_log
         self.proc: subprocess.Popen | None = None
+        self._log = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "ApiServer":
+    def command(self) -> list[str]:
+        """The Procfile's `api` command, run by this interpreter (the virtualenv's gunicorn)."""
+        program, *args = shlex.split(procfile()["api"])
+        if program != "gunicorn":
+            raise RuntimeError(f"the Procfile's api process is not gunicorn: {program}")
+        if not self.access_log:
+            args = ["--access-logfile", "/dev/null", *args]
+        return [sys.executable, "-m", "gunicorn", *args]
+
+    def start(self, timeout: float = 40) -> "ApiServer":
         import requests
 
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
-                                      "--access-logfile", "/dev/null", "app.wsgi:app"],
-                                     cwd=str(ROOT), env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.command(), cwd=str(ROOT), env=self.env, stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
 
         def up():
             if self.proc.poll() is not None:
-                raise RuntimeError(Path(self.log_path).read_text()[-4000:])
+                raise RuntimeError(f"gunicorn exited:\n{self.log()}")
             return requests.get(f"{self.url}/health", timeout=1).ok
 
-        wait_for(up, 30, what="API")
+        wait_for(up, timeout, what="the API under gunicorn")
         return self
 
-    def stop(self) -> None:
+    def worker_pids(self) -> list[int]:
+        """The gunicorn workers' pids (the arbiter's children)."""
+        import psutil
+
+        return [c.pid for c in psutil.Process(self.proc.pid).children()]
+
+    def log(self) -> str:
+        try:
+            return Path(self.log_path).read_text(errors="replace")[-6000:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 15) -> None:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(10)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
         self.proc = None
+        if self._log:
+            self._log.close()
+            self._log = None
+
+
+# --- SMTP ------------------------------------------------------------------------------------------
+class Mailbox:
+    """What the SMTP server received, in order."""
+
+    def __init__(self):
+        self.messages: list[dict] = []
+
+    async def handle_DATA(self, server, session, envelope):  # aiosmtpd handler hook
+        self.messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
+                              "data": envelope.content.decode(errors="replace")})
+        return "250 OK"
+
+
+class SmtpServer:
+    """A real SMTP server (aiosmtpd) on a free port, or on `port` to bring back one a test took away."""
+
+    def __init__(self, port: int | None = None):
+        self.port = port or free_port()
+        self.mailbox = Mailbox()
+        self.controller = None
+
+    def start(self) -> "SmtpServer":
+        from aiosmtpd.controller import Controller
+
+        self.controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self.controller:
+            self.controller.stop()
+            self.controller = None

@@ -562,7 +562,7 @@ def test_a_closed_batch_becomes_an_event_an_alert_and_a_webhook_call(celery_work
                                                                      api_headers, wait):
     camera = f"gate_{uuid.uuid4().hex[:6]}"
     hook = scripted_server(lambda req: (404 if "Refused" in req.json()["subject"] else 200, {}, 0))
-    from tests.conftest import worker_env
+    from tests.helpers import worker_env
 
     notifier = CeleryWorker(worker_env(VIGIL_ALERT_WEBHOOK_URL=f"{hook.url}/hook"), "notification_worker",
                             ["notification:high", "notification"], concurrency=2).start()

@@ -10,39 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from app import create_app
-from app.jobs.registry import get_registry
-from tests.servers import CeleryWorker, free_port
-
-P = "/api/v1/platform/system"
-
-
-class Mailbox:
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):  # aiosmtpd handler hook
-        self.messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
-                              "data": envelope.content.decode(errors="replace")})
-        return "250 OK"
-
-
-class SmtpServer:
-    def __init__(self, port=None):
-        self.port = port or free_port()
-        self.mailbox = Mailbox()
-        self.controller = None
-
-    def start(self):
-        from aiosmtpd.controller import Controller
-
-        self.controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port)
-        self.controller.start()
-        return self
-
-    def stop(self):
-        if self.controller:
-            self.controller.stop()
-            self.controller = None
+from tests.alerts.helpers import P, send_notification
+from tests.helpers import settled_job, worker_env
+from tests.servers import CeleryWorker, SmtpServer
 
 
 class Hook:
@@ -82,8 +52,6 @@ def smtp():
 
 @pytest.fixture(scope="module")
 def notifier(smtp):
-    from tests.conftest import worker_env
-
     env = worker_env(VIGIL_SMTP_HOST="127.0.0.1", VIGIL_SMTP_PORT=str(smtp.port), VIGIL_SMTP_STARTTLS="false")
     worker = CeleryWorker(env, "notification_worker", ["notification:high", "notification"], concurrency=2).start()
     yield worker
@@ -95,24 +63,11 @@ def mail_client(settings, smtp):
     return create_app(replace(settings, smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_starttls=False)).test_client()
 
 
-def _final(wait, job_id, timeout=30):
-    registry = get_registry()
-    return wait(lambda: (registry.get(job_id) or {}).get("state") in ("completed", "failed") and registry.get(job_id),
-                timeout, interval=0.05, what=f"notification {job_id}")
-
-
-def _send(client, api_headers, payload, priority="normal"):
-    r = client.post(f"{P}/jobs", json={"task": "notification", "payload": payload, "priority": priority},
-                    headers=api_headers)
-    assert r.status_code == 202, r.get_json()
-    return r.get_json()["data"]["job_id"]
-
-
 @pytest.mark.slow
-def test_email_is_delivered_through_smtp(notifier, smtp, mail_client, api_headers, wait):
-    job_id = _send(mail_client, api_headers, {"channel": "email", "recipients": ["ops@example.com"],
-                                              "subject": "Person at the gate", "message": "risk 87"})
-    job = _final(wait, job_id)
+def test_email_is_delivered_through_smtp(notifier, smtp, mail_client, api_headers):
+    job_id = send_notification(mail_client, api_headers, {"channel": "email", "recipients": ["ops@example.com"],
+                                                          "subject": "Person at the gate", "message": "risk 87"})
+    job = settled_job(job_id)
     assert job["state"] == "completed" and job["result"]["delivered_to"] == ["ops@example.com"]
     mail = smtp.mailbox.messages[-1]
     assert mail["to"] == ["ops@example.com"] and "Subject: Person at the gate" in mail["data"]
@@ -120,13 +75,14 @@ def test_email_is_delivered_through_smtp(notifier, smtp, mail_client, api_header
 
 
 @pytest.mark.slow
-def test_webhook_retries_5xx_and_fails_fast_on_4xx(notifier, mail_client, api_headers, wait):
+def test_webhook_retries_5xx_and_fails_fast_on_4xx(notifier, mail_client, api_headers):
     flaky = Hook([503, 502, 200])
     refusing = Hook([404])
     try:
-        ok = _send(mail_client, api_headers, {"channel": "webhook", "url": flaky.url, "message": "m", "event_id": 7})
-        bad = _send(mail_client, api_headers, {"channel": "webhook", "url": refusing.url, "message": "m"})
-        ok_job, bad_job = _final(wait, ok, 40), _final(wait, bad)
+        ok = send_notification(mail_client, api_headers,
+                               {"channel": "webhook", "url": flaky.url, "message": "m", "event_id": 7})
+        bad = send_notification(mail_client, api_headers, {"channel": "webhook", "url": refusing.url, "message": "m"})
+        ok_job, bad_job = settled_job(ok, 40), settled_job(bad)
         assert ok_job["state"] == "completed" and ok_job["attempts"] == 3 and len(flaky.received) == 3
         assert flaky.received[-1]["event_id"] == 7 and flaky.received[-1]["sent_at"].endswith("Z")
         assert bad_job["state"] == "failed" and "refused" in bad_job["error"] and len(refusing.received) == 1

@@ -7,7 +7,7 @@ from flask import Blueprint
 from app import create_app
 from app.api.kit.auth import MUTATING
 from app.api.kit.endpoint import endpoint
-from tests.conftest import API_KEY, make_jwt
+from tests.helpers import API_KEY, make_jwt
 
 
 def _fill(rule: str) -> str:

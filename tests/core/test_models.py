@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from app.models import AuditLog, Camera, Detection, Event, Job, Log, RuntimeConfig
-from app.jobs.registry import job_from_sql, upsert_jobs
+from app.jobs.archive import job_from_sql, upsert_jobs
 
 
 def _camera(session, cid="front_door"):

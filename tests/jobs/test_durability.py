@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from tests.conftest import API_KEY
+from tests.helpers import API_KEY
 from tests.servers import ROOT, ApiServer, CeleryWorker, RedisServer, wait_for
 
 

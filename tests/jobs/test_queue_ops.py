@@ -9,7 +9,7 @@ import pytest
 from app.celery.queues import QUEUE_NAMES
 from app.celery.broker import Broker, priority_lists
 from app.jobs.registry import get_registry
-from tests.conftest import make_jwt
+from tests.helpers import make_jwt
 from tests.servers import CeleryWorker
 from app.celery.app import celery
 

@@ -4,7 +4,8 @@ import uuid
 
 import pytest
 
-from app.jobs.registry import JobRegistry, job_from_sql
+from app.jobs.archive import job_from_sql
+from app.jobs.registry import JobRegistry
 
 
 @pytest.fixture
@@ -106,12 +107,9 @@ def test_pagination_totals_are_exact(registry, queue, total):
     assert seen == ids  # oldest first, every job exactly once
 
 
-def test_archive_flush_and_trim(queue, session_factory, redis_server):
-    import redis
-
+def test_archive_flush_and_trim(queue, session_factory, redis_db):
     # A Redis database of its own: the session's workers flush the shared archive list themselves.
-    client = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/6", decode_responses=True)
-    client.flushdb()
+    client = redis_db.client(decode_responses=True)
     registry = JobRegistry(client)
     jid = _id()
     registry.record_published(jid, task="t", queue=queue)

@@ -18,16 +18,10 @@ QUEUE = "t-atomic"
 
 
 @pytest.fixture
-def url(redis_server):
-    url = redis_server.url.rsplit("/", 1)[0] + "/9"  # a database of its own
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    yield url
-    for other in client.client_list():  # a consumer's wait outlives its closed kombu connection
-        if other["db"] == "9" and other["id"] != str(client.client_id()):
-            client.client_kill_filter(_id=other["id"])
-    client.flushdb()
-    client.close()
+def url(redis_db):
+    """A database of its own; handing it back closes the consumers' waits, which outlive their
+    closed kombu connections."""
+    return redis_db.url
 
 
 def _connection(url: str, stock: bool = False, **options) -> Connection:

@@ -4,7 +4,8 @@ import uuid
 import pytest
 
 from app.core.db import session_scope
-from app.jobs.registry import get_registry, job_from_sql
+from app.jobs.archive import job_from_sql
+from app.jobs.registry import get_registry
 from app.celery.app import celery
 
 

@@ -112,11 +112,11 @@ def test_queue_depth_counts_priority_sub_lists(client):
 
 @pytest.mark.slow
 def test_values_merge_across_gunicorn_processes_and_dead_workers_lose_live_gauges(tmp_path, wait):
-    from tests.conftest import worker_env
-    from tests.obs_servers import GunicornApi
+    from tests.helpers import worker_env
+    from tests.servers import ApiServer
 
     metrics_dir = tmp_path / "metrics"
-    api = GunicornApi(worker_env(VIGIL_METRICS_DIR=str(metrics_dir)), workers=2).start()
+    api = ApiServer(worker_env(VIGIL_METRICS_DIR=str(metrics_dir)), workers=2).start()
     try:
         pids = api.worker_pids()
         assert len(pids) == 2

@@ -6,8 +6,9 @@ import time
 import pytest
 import requests
 
-from tests.obs_servers import GunicornApi, PrometheusServer, prometheus_binary
-from tests.servers import free_port
+from tests.helpers import worker_env
+from tests.obs_servers import PrometheusServer, prometheus_binary
+from tests.servers import ApiServer, free_port
 
 
 @pytest.fixture
@@ -39,9 +40,7 @@ def test_against_a_real_prometheus_scraping_vigil(monitoring_client, wait):
     if binary is None:
         pytest.skip("no prometheus binary: `make test` installs Debian's package (scripts/ensure-prometheus); "
                     "this machine could not")
-    from tests.conftest import worker_env
-
-    api = GunicornApi(worker_env(), workers=2).start()
+    api = ApiServer(worker_env(), workers=2).start()
     prom = None
     try:
         dead = free_port()

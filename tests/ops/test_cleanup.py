@@ -17,7 +17,7 @@ from app.models import Camera, Detection, Event, GpuStat, Log, RuntimeConfig
 from app.core.redis_client import get_redis
 from app.ops import cleanup
 from app.jobs.registry import get_registry
-from tests.conftest import API_KEY, worker_env
+from tests.helpers import API_KEY, worker_env
 from tests.servers import CeleryWorker
 
 HEADERS = {"X-API-Key": API_KEY}

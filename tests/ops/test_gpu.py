@@ -75,10 +75,8 @@ DEVICES = [
 
 
 @pytest.fixture
-def gpu_settings(settings, db_url):
-    url = settings.redis_url.rsplit("/", 1)[0] + "/13"
-    redis.Redis.from_url(url).flushdb()
-    return replace(settings, database_url=db_url, redis_url=url, broker_url=url, result_backend=url)
+def gpu_settings(settings, db_url, redis_db):
+    return redis_db.settings(settings, database_url=db_url)
 
 
 def test_nvml_path_stores_samples_and_the_api_serves_them(gpu_settings):

@@ -10,13 +10,9 @@ from tests.servers import free_port
 
 
 @pytest.fixture
-def isolated(settings, redis_client):
+def isolated(settings, redis_db):
     """Settings on an empty Redis database: no heartbeats from any session worker."""
-    url = settings.redis_url.rsplit("/", 1)[0] + "/7"
-    import redis
-
-    redis.Redis.from_url(url).flushdb()
-    return replace(settings, redis_url=url, broker_url=url, result_backend=url)
+    return redis_db.settings(settings)
 
 
 def test_liveness_does_no_io(settings):

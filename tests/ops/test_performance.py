@@ -1,9 +1,9 @@
 """Performance figures (live and stored snapshots) against real Redis and both databases."""
 from __future__ import annotations
 
-from app.core.settings import replace
 from datetime import datetime, timedelta, timezone
 
+import pytest
 import redis
 
 from app import create_app
@@ -14,14 +14,14 @@ from app.ops import performance
 from workers.host.services.performance_monitor import PerformanceMonitor
 
 
-def _settings(settings, db_url):
-    url = settings.redis_url.rsplit("/", 1)[0] + "/14"
-    redis.Redis.from_url(url).flushdb()
-    return replace(settings, database_url=db_url, redis_url=url, broker_url=url, result_backend=url)
+@pytest.fixture
+def perf_settings(settings, db_url, redis_db):
+    """Settings on the parametrised database and a Redis database of their own (no session workers)."""
+    return redis_db.settings(settings, database_url=db_url)
 
 
-def test_current_performance(settings, db_url):
-    s = _settings(settings, db_url)
+def test_current_performance(perf_settings):
+    s = perf_settings
     client = redis.Redis.from_url(s.redis_url, decode_responses=True)
     heartbeats.publish(client, "detection_worker@box", {"kind": "celery", "pid": 42}, 30)
     body = create_app(s).test_client().get("/api/system/performance").get_json()
@@ -43,8 +43,8 @@ def test_alerts_follow_thresholds():
     assert [a["metric"] for a in performance.alerts_for(snap)] == ["cpu_percent", "disk_percent"]
 
 
-def test_history_reads_stored_snapshots(settings, db_url):
-    s = _settings(settings, db_url)
+def test_history_reads_stored_snapshots(perf_settings):
+    s = perf_settings
     monitor = PerformanceMonitor(s)
     for _ in range(3):
         assert monitor.snapshot_once() is not None

@@ -7,7 +7,6 @@ import os
 import signal
 import time
 import uuid
-from app.core.settings import replace
 
 import pytest
 import redis
@@ -17,7 +16,7 @@ from app.jobs import heartbeats
 from app.jobs.queues import STOPPED_GROUPS_KEY
 from app.jobs.registry import JobRegistry
 from app.ops.supervisor import SUPERVISOR_GROUP
-from tests.conftest import API_KEY, worker_env
+from tests.helpers import API_KEY, worker_env
 from tests.servers import CeleryWorker, wait_for
 from workers.host.supervisor import ServiceHost
 
@@ -27,15 +26,13 @@ QUEUES = ["notification:high", "notification"]
 
 
 @pytest.fixture
-def ops_settings(settings, db_url):
-    url = settings.redis_url.rsplit("/", 1)[0] + "/12"
-    redis.Redis.from_url(url).flushdb()
-    return replace(settings, redis_url=url, broker_url=url, result_backend=url, database_url=db_url)
+def ops_settings(settings, db_url, redis_db):
+    return redis_db.settings(settings, database_url=db_url)
 
 
 @pytest.fixture
-def ops_client(ops_settings):
-    return redis.Redis.from_url(ops_settings.redis_url, decode_responses=True)
+def ops_client(redis_db):
+    return redis_db.client(decode_responses=True)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ and the real API reading what it publishes."""
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import threading
 import time
@@ -14,8 +15,8 @@ import redis
 from app import create_app
 from app.jobs import heartbeats
 from app.ops.supervisor import COMMANDS_KEY, SUPERVISOR_GROUP, STATE_KEY
-from tests.conftest import API_KEY
-from workers.host.service import Service
+from tests.helpers import API_KEY
+from workers.host.service import PeriodicService, Service
 from workers.host.supervisor import ServiceHost
 from workers.host.services.watcher import FileWatcher
 
@@ -52,6 +53,25 @@ class Crashy(Service):
             pass
 
 
+class Flaky(PeriodicService):
+    """Ticks every 20 ms; its first `fail` ticks raise, as when the database is away."""
+
+    name = "flaky"
+    failure_warning = "flaky tick failed; will retry"
+
+    def __init__(self, fail: int):
+        super().__init__(0.02)
+        self.fail, self.ticks, self.finished = fail, 0, 0
+
+    def tick(self) -> None:
+        self.ticks += 1
+        if self.ticks <= self.fail:
+            raise ConnectionError("database away")
+
+    def finish(self) -> None:
+        self.finished += 1
+
+
 def kill_thread(thread: threading.Thread) -> None:
     """The closest Python has to SIGKILL for one thread: raise SystemExit inside it, wherever it is."""
     done = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(SystemExit))
@@ -59,17 +79,14 @@ def kill_thread(thread: threading.Thread) -> None:
 
 
 @pytest.fixture
-def ops_settings(settings, db_url, tmp_path):
+def ops_settings(settings, db_url, tmp_path, redis_db):
     """Settings on a Redis database of their own (no session workers there) and a fresh database."""
-    url = settings.redis_url.rsplit("/", 1)[0] + "/11"
-    redis.Redis.from_url(url).flushdb()
-    return replace(settings, redis_url=url, broker_url=url, result_backend=url, database_url=db_url,
-                   camera_root=tmp_path / "cameras")
+    return redis_db.settings(settings, database_url=db_url, camera_root=tmp_path / "cameras")
 
 
 @pytest.fixture
-def ops_client(ops_settings):
-    return redis.Redis.from_url(ops_settings.redis_url, decode_responses=True)
+def ops_client(redis_db):
+    return redis_db.client(decode_responses=True)
 
 
 @pytest.fixture
@@ -195,6 +212,21 @@ def test_stop_start_restart_through_the_api(host, api, ops_client, wait):
                                           "cleanup_service", "beat"} <= set(names)
 
 
+def test_a_failing_periodic_tick_is_recorded_and_logged_not_a_crash(host, api, caplog, wait):
+    flaky = Flaky(fail=10)
+    with caplog.at_level(logging.WARNING):
+        host([flaky])
+        wait(lambda: flaky.failures >= 3, 5, what="failing ticks")
+        assert flaky.last_error == "ConnectionError: database away"
+        wait(lambda: flaky.ticks > 10 and flaky.failures == 0, 5, what="a tick that succeeds")
+    assert flaky.last_error is None
+    warnings = [r for r in caplog.records if r.getMessage() == "flaky tick failed; will retry"]
+    assert len(warnings) == 1 and warnings[0].exc_info, "ten failures in a row, one warning a minute"
+    assert worker(api, "flaky")["status"] == "running" and worker(api, "flaky")["restart_count"] == 0
+    assert api.post("/api/system/supervisor/workers/flaky/stop", headers=HEADERS).status_code == 200
+    assert flaky.finished == 1
+
+
 def test_names_are_validated_and_unknown_workers_are_404(host, api):
     host([Sleeper()])
     for bad in ("1abc", "bad-name", "_x", "a" * 65):
@@ -306,7 +338,7 @@ def test_the_service_host_process(api, ops_settings, tmp_path, wait):
     import subprocess
     import sys
 
-    from tests.conftest import worker_env
+    from tests.helpers import worker_env
     from tests.servers import ROOT
 
     env = worker_env(REDIS_URL=ops_settings.redis_url, DATABASE_URL=ops_settings.database_url,

@@ -9,6 +9,7 @@ import pytest
 from app.core.redis_client import get_redis
 from app.pipeline.ai.analysers import (AnalyserUnavailable, BatchFacts, LlmAnalyser, RuleAnalyser, parse_llm_json)
 from app.pipeline.ai.breakers import BreakerConfig, CircuitBreaker, CircuitOpenError
+from tests.ai_servers import completion
 
 
 def facts(kinds, hour=14, camera="front_door", name="Front Door", minutes=0.5, conf=0.8):
@@ -53,12 +54,6 @@ def test_parse_llm_json(text, score):
 def test_parse_llm_json_refuses(text):
     with pytest.raises(ValueError):
         parse_llm_json(text)
-
-
-def completion(content, prompt_tokens=321, completion_tokens=54):
-    return {"id": "x", "object": "chat.completion", "model": "nemotron",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}}
 
 
 def test_llm_backend_asks_for_json_and_records_tokens(scripted_server):

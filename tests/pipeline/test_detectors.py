@@ -12,12 +12,7 @@ from app.models import Detection
 from app.core.redis_client import get_redis
 from app.pipeline.ai.breakers import BreakerConfig, CircuitBreaker, CircuitOpenError, ServiceRejected
 from app.pipeline.ai.detectors import BuiltinDetector, DetectorUnavailable, HttpDetector, UnreadableImage
-
-YOLO_ANSWER = {"detections": [{"class": "person", "confidence": 0.91, "bbox": {"x": 10, "y": 20, "width": 30,
-                                                                               "height": 60}},
-                              {"class": "car", "confidence": 0.3, "bbox": {"x": 1, "y": 2, "width": 3, "height": 4}}],
-               "inference_time_ms": 12.5}
-
+from tests.ai_servers import YOLO_ANSWER
 
 def test_builtin_finds_the_person_in_astronaut_and_nothing_in_coffee(photos):
     detector = BuiltinDetector()
@@ -178,24 +173,22 @@ def test_every_retry_is_jittered_and_capped_within_the_visibility_timeout(settin
 
 
 @pytest.mark.slow
-def test_detection_retries_are_jittered_and_capped_by_a_real_worker(settings, photos):
+def test_detection_retries_are_jittered_and_capped_by_a_real_worker(settings, photos, redis_db):
     """A real detection worker whose detector is unreachable. Jobs arrive as their eleventh attempt,
     where the plain exponential is 2 * 2 ** 10 = 2048 s: each is retried after at most the cap, and
     the countdowns are spread between 0 and the cap (jitter), not all the same."""
     import re
     from datetime import datetime
 
-    import redis
-
     from app.celery.app import create_celery
     from app.celery.config import RETRY_COUNTDOWN_MAX
     from app.jobs.registry import JobRegistry, get_registry
-    from tests.conftest import worker_env
+    from tests.helpers import worker_env
     from tests.servers import CeleryWorker, free_port, wait_for
 
-    url = settings.redis_url.rsplit("/", 1)[0] + "/8"  # a broker of its own: no other worker competes
-    redis.Redis.from_url(url).flushdb()
-    env = worker_env(REDIS_URL=url, VIGIL_DETECTOR_BACKEND="http", VIGIL_DETECTOR_URL=f"http://127.0.0.1:{free_port()}",
+    # A broker of its own (no other worker competes) and a detector that is not there.
+    env = worker_env(REDIS_URL=redis_db.url, VIGIL_DETECTOR_BACKEND="http",
+                     VIGIL_DETECTOR_URL=f"http://127.0.0.1:{free_port()}",
                      VIGIL_BREAKER_FAILURE_THRESHOLD="1000")  # the breaker stays closed: backoff, not retry_after
     worker = CeleryWorker(env, "detection_worker", ["detection"], concurrency=1).start()
     job_ids = [str(uuid.uuid4()) for _ in range(8)]
@@ -204,12 +197,12 @@ def test_detection_retries_are_jittered_and_capped_by_a_real_worker(settings, ph
         cam.mkdir(parents=True)
         image = cam / "a.jpg"
         image.write_bytes(photos["coffee"].read_bytes())
-        app = create_celery(replace(settings, redis_url=url, broker_url=url, result_backend=url))
+        app = create_celery(redis_db.settings(settings))
         sent = time.time()
         for job_id in job_ids:
             app.send_task("vigil.detection.detect", queue="detection", task_id=job_id, retries=10,
                           kwargs={"camera_id": cam.name, "path": str(image)})
-        registry = JobRegistry(redis.Redis.from_url(url, decode_responses=True))
+        registry = JobRegistry(redis_db.client(decode_responses=True))
 
         def retried():
             jobs = [registry.get(job_id) or {} for job_id in job_ids]
@@ -229,6 +222,5 @@ def test_detection_retries_are_jittered_and_capped_by_a_real_worker(settings, ph
         assert max(countdowns) - min(countdowns) > 10, countdowns
     finally:
         worker.stop()
-        redis.Redis.from_url(url).flushdb()
         for job_id in job_ids:  # the publish was recorded in this process's registry too
             get_registry().forget(job_id)

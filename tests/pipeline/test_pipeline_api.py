@@ -168,7 +168,7 @@ def test_llm_analysis_records_tokens_and_takes_severity_from_thresholds(settings
     from app.pipeline.batches import get_aggregator, record_closed
     from app.pipeline.cameras import ensure_camera
     from app.pipeline.events import analyse_batch
-    from tests.pipeline.test_analysers import completion
+    from tests.ai_servers import completion
 
     content = '{"risk_score": 64, "risk_level": "critical", "summary": "Someone at the gate", "reasoning": "late"}'
     server = scripted_server(lambda req: (200, completion(content, 812, 47), 0))
@@ -190,33 +190,31 @@ def test_llm_analysis_records_tokens_and_takes_severity_from_thresholds(settings
 
 
 @pytest.mark.slow
-def test_detection_job_retries_a_failing_model_server_until_it_answers(settings, scripted_server, photos, tmp_path):
+def test_detection_job_retries_a_failing_model_server_until_it_answers(settings, scripted_server, photos, tmp_path,
+                                                                        redis_db):
     """A real detection worker on the HTTP backend: two 503s, then an answer. The job is retried
     with backoff (not failed, not lost) and completes with the detections."""
     from app.jobs.registry import JobRegistry
-    from tests.conftest import worker_env
+    from tests.ai_servers import YOLO_ANSWER
+    from tests.helpers import worker_env
     from tests.servers import CeleryWorker
-    from tests.pipeline.test_detectors import YOLO_ANSWER
     from app.celery.app import create_celery
 
     answers = [(503, "warming up", 0), (503, "warming up", 0)]
     server = scripted_server(lambda req: answers.pop(0) if answers else (200, YOLO_ANSWER, 0))
-    url = settings.redis_url.rsplit("/", 1)[0] + "/5"  # a broker of its own: no other worker competes
-    import redis
-
-    redis.Redis.from_url(url).flushdb()
-    env = worker_env(REDIS_URL=url, VIGIL_DETECTOR_BACKEND="http", VIGIL_DETECTOR_URL=server.url)
+    # A broker of its own: no other worker competes.
+    env = worker_env(REDIS_URL=redis_db.url, VIGIL_DETECTOR_BACKEND="http", VIGIL_DETECTOR_URL=server.url)
     worker = CeleryWorker(env, "detection_worker", ["detection"], concurrency=1).start()
     try:
         cam = settings.camera_root / f"retry_{uuid.uuid4().hex[:6]}"
         cam.mkdir(parents=True)
         image = cam / "a.jpg"
         image.write_bytes(photos["astronaut"].read_bytes())
-        s = replace(settings, redis_url=url, broker_url=url, result_backend=url)
+        s = redis_db.settings(settings)
         job_id = str(uuid.uuid4())
         create_celery(s).send_task("vigil.detection.detect", queue="detection", task_id=job_id,
                                    kwargs={"camera_id": cam.name, "path": str(image), "seen_at": time.time()})
-        registry = JobRegistry(redis.Redis.from_url(url, decode_responses=True))
+        registry = JobRegistry(redis_db.client(decode_responses=True))
         job = wait_for_state(registry, job_id, "completed", 40)
         assert job["attempts"] == 3 and job["result"]["detections_kept"] == 1, job
         assert server.calls("/detect") == 3
