@@ -11,10 +11,13 @@ means the cameras' night, wherever the server runs. A window whose end is not af
 midnight and belongs to the day it starts on, so `fri 22:00-06:00` covers Saturday 03:00 and not
 Friday 03:00. Equal start and end cover the whole day.
 """
+
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timezone
 from typing import Annotated, Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
@@ -22,29 +25,83 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.alerts import destinations
 from app.core.db import session_scope
-from app.models import AlertRule, utcnow
+from app.core.errors import NotFound, checked
+from app.core.settings import Settings
+from app.core.time import iso_utc
+from app.jobs.enqueue import CAMERA_ID
+from app.models import BUILTIN_OBJECT_TYPES, OBJECT_TYPES, AlertRule, utcnow
 from app.observability import audit
 from app.observability.audit import Audit
-from app.core.errors import NotFound, checked
-from app.jobs.enqueue import CAMERA_ID
-from app.observability.logs import iso
-from app.core.settings import Settings
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_DAY_NAMES = {name: day for day in DAYS for name in (day, {"mon": "monday", "tue": "tuesday",
-              "wed": "wednesday", "thu": "thursday", "fri": "friday", "sat": "saturday", "sun": "sunday"}[day])}
+_DAY_NAMES = {
+    name: day
+    for day in DAYS
+    for name in (
+        day,
+        {
+            "mon": "monday",
+            "tue": "tuesday",
+            "wed": "wednesday",
+            "thu": "thursday",
+            "fri": "friday",
+            "sat": "saturday",
+            "sun": "sunday",
+        }[day],
+    )
+}
 TIME_OF_DAY = r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$"
 MAX_COOLDOWN = 7 * 86400
 Severity = Literal["low", "medium", "high", "critical"]
 Channel = Literal["email", "webhook", "push"]
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-RULE_FIELDS = ("name", "enabled", "severity", "risk_threshold", "object_types", "camera_ids", "schedule",
-               "cooldown_seconds", "channels")
+RULE_FIELDS = (
+    "name",
+    "enabled",
+    "severity",
+    "risk_threshold",
+    "object_types",
+    "camera_ids",
+    "schedule",
+    "cooldown_seconds",
+    "channels",
+)
+
+
+_KNOWN_TYPES = frozenset(OBJECT_TYPES)
+# Patterns are the schema's exact statement of what the validators accept, written with explicit
+# character classes (no `\s`, whose meaning differs between ECMA 262, Rust and Python). Names, object
+# types and camera ids are stripped of surrounding whitespace (TRIM: Unicode White_Space, what
+# `str.strip()` removes from any value these patterns admit), so the patterns allow it around the value
+# and bound the stripped value's length themselves: a `maxLength` would count the whitespace too.
+TRIM = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+CONTROL = r"\x00-\x1f\x7f-\x9f"  # PostgreSQL refuses NUL in text; none of them belongs in a name
+MAX_NAME = 255
+# 1-255 characters once stripped, none of them a control character.
+NAME_PATTERN = (
+    rf"^[{TRIM}]*(?:[^{CONTROL}{TRIM}]|[^{CONTROL}{TRIM}][^{CONTROL}]{{0,{MAX_NAME - 2}}}"
+    rf"[^{CONTROL}{TRIM}])[{TRIM}]*$"
+)
+CAMERA_ID_PATTERN = rf"^[{TRIM}]*[a-z0-9][a-z0-9_-]{{0,63}}[{TRIM}]*$"
 
 
 def _unique(values: list[Any]) -> list[Any]:
     return list(dict.fromkeys(values))
+
+
+def any_case(words: Iterable[str]) -> str:
+    """A pattern for any of `words` in any letter case, with whitespace around: the schema's exact
+    statement of what a validator that strips and lower-cases accepts."""
+
+    def fold(word: str) -> str:
+        return "".join(f"[{c}{c.upper()}]" if c.isalpha() else (c if c == " " else re.escape(c)) for c in word)
+
+    return rf"^[{TRIM}]*(?:" + "|".join(fold(w) for w in sorted(words, key=len, reverse=True)) + rf")[{TRIM}]*$"
+
+
+DayName = Annotated[str, Field(pattern=any_case(_DAY_NAMES), description="mon..sun or monday..sunday, any case")]
 
 
 class Schedule(BaseModel):
@@ -52,40 +109,68 @@ class Schedule(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    days: list[Day] = Field(default_factory=lambda: list(DAYS), min_length=1, max_length=7,
-                            description="mon..sun (full names accepted); default every day")
+    days: list[DayName] = Field(
+        default_factory=lambda: list(DAYS),
+        min_length=1,
+        max_length=7,
+        description="mon..sun (full names accepted); default every day",
+    )
     start_time: str = Field(pattern=TIME_OF_DAY, description="HH:MM (or HH:MM:SS), inclusive")
-    end_time: str = Field(pattern=TIME_OF_DAY,
-                          description="HH:MM (or HH:MM:SS), exclusive; at or before start_time: wraps midnight")
-
-    @field_validator("days", mode="before")
-    @classmethod
-    def _day_names(cls, v: Any) -> Any:
-        if isinstance(v, list):
-            return [_DAY_NAMES.get(d.strip().lower(), d) if isinstance(d, str) else d for d in v]
-        return v
+    end_time: str = Field(
+        pattern=TIME_OF_DAY, description="HH:MM (or HH:MM:SS), exclusive; at or before start_time: wraps midnight"
+    )
 
     @field_validator("days")
     @classmethod
     def _week_order(cls, v: list[str]) -> list[str]:
-        return [d for d in DAYS if d in v]
+        named = {_DAY_NAMES[d.strip().lower()] for d in v}
+        return [d for d in DAYS if d in named]
 
 
 class _RuleFields(BaseModel):
     """Rules shared by create and update; strict types, so `"75"` or `true` is not a threshold."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("name", check_fields=False)
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        return None if v is None else v.strip()
+
+    @field_validator("object_types", mode="before", check_fields=False)
+    @classmethod
+    def _known_object_types(cls, v: Any) -> Any:
+        """A type no detector reports would make a rule that can never match, silently: refused, with
+        the unknown types named (before the item pattern, whose message would only quote itself). The
+        known types are every backend's, so a rule may be written before the detector is switched."""
+        if isinstance(v, list):
+            unknown = _unique(
+                [
+                    t.strip().lower()
+                    for t in v
+                    if isinstance(t, str) and t.strip() and t.strip().lower() not in _KNOWN_TYPES
+                ]
+            )
+            if unknown:
+                raise ValueError(
+                    f"unknown object type{'s' if len(unknown) > 1 else ''} "
+                    f"{', '.join(repr(t) for t in unknown[:5])}: not a class any detector reports "
+                    f"(built-in: {', '.join(BUILTIN_OBJECT_TYPES)}; HTTP detector: the 80 COCO "
+                    "classes, listed in docs/api.md)"
+                )
+        return v
 
     @field_validator("object_types", check_fields=False)
     @classmethod
     def _object_types(cls, v: list[str] | None) -> list[str] | None:
-        return None if v is None else _unique([t.lower() for t in v])
+        return None if v is None else _unique([t.strip().lower() for t in v])
 
     @field_validator("camera_ids", check_fields=False)
     @classmethod
     def _camera_ids(cls, v: list[str] | None) -> list[str] | None:
         if v is None:
             return None
+        v = [c.strip() for c in v]
         bad = [c for c in v if not CAMERA_ID.match(c)]
         if bad:
             raise ValueError(f"not camera ids (lower-case letters, digits, '_' or '-'): {bad[:3]}")
@@ -97,65 +182,123 @@ class _RuleFields(BaseModel):
         return None if v is None else _unique(v)
 
 
-ObjectType = Annotated[str, Field(min_length=1, max_length=64)]
-CameraId = Annotated[str, Field(min_length=1, max_length=64)]
-OBJECT_TYPES_DOC = "Detection object types (`person`, `car`, ...), any of which matches; null: any type"
+ObjectType = Annotated[str, Field(pattern=any_case(OBJECT_TYPES), description="A detector class, any case")]
+CameraId = Annotated[str, Field(pattern=CAMERA_ID_PATTERN, description="1-64 of a-z, 0-9, '_', '-'")]
+Name = Annotated[
+    str,
+    Field(
+        pattern=NAME_PATTERN,
+        description=f"1-{MAX_NAME} characters, no control characters (surrounding whitespace is dropped)",
+    ),
+]
+OBJECT_TYPES_DOC = (
+    "Detection object types (`person`, `car`, ...), any of which matches; null: any type. Each must "
+    "be a class a detector reports: the built-in one's (person, face) or the HTTP detector's "
+    "(the 80 COCO classes)"
+)
 CAMERA_IDS_DOC = "Camera ids; null: every camera"
 
 
 class RuleCreate(_RuleFields):
     """POST /api/alerts/rules."""
 
-    name: str = Field(min_length=1, max_length=255)
+    name: Name
     enabled: bool = Field(True, strict=True)
-    severity: Severity = Field(description="Severity of the alerts the rule raises; high and critical "
-                                           "notifications go through `notification:high`")
+    severity: Severity = Field(
+        description="Severity of the alerts the rule raises; high and critical "
+        "notifications go through `notification:high`"
+    )
     risk_threshold: int = Field(ge=0, le=100, strict=True, description="Lowest risk score (0-100) that matches")
     object_types: list[ObjectType] | None = Field(None, min_length=1, max_length=50, description=OBJECT_TYPES_DOC)
     camera_ids: list[CameraId] | None = Field(None, min_length=1, max_length=500, description=CAMERA_IDS_DOC)
     schedule: Schedule | None = Field(None, description="When the rule is active; null: always")
-    cooldown_seconds: int = Field(300, ge=0, le=MAX_COOLDOWN, strict=True,
-                                  description="Least time between two alerts of this rule for one camera "
-                                              "(event time); 0: no cooldown")
+    cooldown_seconds: int = Field(
+        300,
+        ge=0,
+        le=MAX_COOLDOWN,
+        strict=True,
+        description="Least time between two alerts of this rule for one camera (event time); 0: no cooldown",
+    )
     channels: list[Channel] = Field(min_length=1, max_length=3, description="email, webhook, push")
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def _optional(**constraints: Any) -> Any:
+    """A field that may be left out but not sent as null: its default (None, "not sent") stays out
+    of the schema, which would otherwise claim null is a value."""
+    return Field(None, json_schema_extra=_no_default, **constraints)
+
+
+NOT_NULLABLE = ("name", "enabled", "severity", "risk_threshold", "cooldown_seconds", "channels")
 
 
 class RuleUpdate(_RuleFields):
     """PUT /api/alerts/rules/{id}: the fields sent replace the rule's; fields left out keep their
-    value, so the full object from GET can be sent back (its `id` and timestamps are ignored)."""
+    value, so the full object from GET can be sent back (its `id`, timestamps and `warnings` are ignored)."""
 
-    name: str | None = Field(None, min_length=1, max_length=255)
-    enabled: bool | None = Field(None, strict=True)
-    severity: Severity | None = None
-    risk_threshold: int | None = Field(None, ge=0, le=100, strict=True)
+    # Optional but not nullable: the schema says so (no `null` in the type), and so does the validator.
+    name: Name = _optional()
+    enabled: bool = _optional(strict=True)
+    severity: Severity = _optional()
+    risk_threshold: int = _optional(ge=0, le=100, strict=True)
     object_types: list[ObjectType] | None = Field(None, min_length=1, max_length=50, description=OBJECT_TYPES_DOC)
     camera_ids: list[CameraId] | None = Field(None, min_length=1, max_length=500, description=CAMERA_IDS_DOC)
     schedule: Schedule | None = None
-    cooldown_seconds: int | None = Field(None, ge=0, le=MAX_COOLDOWN, strict=True)
-    channels: list[Channel] | None = Field(None, min_length=1, max_length=3)
-    id: str | None = Field(None, description="Ignored (read-only)")
-    created_at: str | None = Field(None, description="Ignored (read-only)")
-    updated_at: str | None = Field(None, description="Ignored (read-only)")
+    cooldown_seconds: int = _optional(ge=0, le=MAX_COOLDOWN, strict=True)
+    channels: list[Channel] = _optional(min_length=1, max_length=3)
+    id: str | None = Field(None, max_length=64, description="Ignored (read-only)")
+    created_at: str | None = Field(None, max_length=64, description="Ignored (read-only)")
+    updated_at: str | None = Field(None, max_length=64, description="Ignored (read-only)")
+    warnings: list[Annotated[str, Field(max_length=1000)]] | None = Field(
+        None, max_length=10, description="Ignored (read-only)"
+    )
 
-    @model_validator(mode="after")
-    def _no_nulls(self) -> "RuleUpdate":
-        nullable = {"object_types", "camera_ids", "schedule", "id", "created_at", "updated_at"}
-        nulls = sorted(n for n in self.model_fields_set - nullable if getattr(self, n) is None)
-        if nulls:
-            raise ValueError(f"null is not a value for {', '.join(nulls)}; leave the field out instead")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        """A null where the type has none would fail anyway; this says what to do instead."""
+        if isinstance(data, dict):
+            nulls = sorted(n for n in NOT_NULLABLE if n in data and data[n] is None)
+            if nulls:
+                raise ValueError(f"null is not a value for {', '.join(nulls)}; leave the field out instead")
+        return data
 
     def changes(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump(include=set(RULE_FIELDS)).items() if k in self.model_fields_set}
 
 
 # ---- storage ------------------------------------------------------------------------------------------------
-def as_dict(rule: AlertRule) -> dict[str, Any]:
-    """A rule in 004's shape, plus its timestamps."""
-    return {"id": rule.id, "name": rule.name, "enabled": rule.enabled, "severity": rule.severity,
-            "risk_threshold": rule.risk_threshold, "object_types": rule.object_types, "camera_ids": rule.camera_ids,
-            "schedule": rule.schedule, "cooldown_seconds": rule.cooldown_seconds, "channels": rule.channels,
-            "created_at": iso(rule.created_at), "updated_at": iso(rule.updated_at)}
+def as_dict(rule: AlertRule, warnings: list[str] | None = None) -> dict[str, Any]:
+    """A rule in 004's shape, plus its timestamps and, when given, its `warnings`."""
+    out = {
+        "id": rule.id,
+        "name": rule.name,
+        "enabled": rule.enabled,
+        "severity": rule.severity,
+        "risk_threshold": rule.risk_threshold,
+        "object_types": rule.object_types,
+        "camera_ids": rule.camera_ids,
+        "schedule": rule.schedule,
+        "cooldown_seconds": rule.cooldown_seconds,
+        "channels": rule.channels,
+        "created_at": iso_utc(rule.created_at),
+        "updated_at": iso_utc(rule.updated_at),
+    }
+    if warnings is not None:
+        out["warnings"] = warnings
+    return out
+
+
+def _shown(session: Session, settings: Settings, rules: list[AlertRule]) -> list[dict[str, Any]]:
+    """Rules as answers: each with `warnings` naming the channels its alerts could not use now (no
+    destination, no SMTP server, push). A rule naming such a channel is accepted, not refused: the
+    destination may well be configured after the rule (or differ per rule), and its alerts record
+    the channel as `unavailable` meanwhile; the warning says so at the moment it matters."""
+    table = destinations.load_table(session, settings)
+    return [as_dict(r, destinations.warnings(settings, table.for_rule(r.id), list(r.channels))) for r in rules]
 
 
 def load(session: Session, rule_id: str) -> AlertRule:
@@ -169,12 +312,12 @@ def load(session: Session, rule_id: str) -> AlertRule:
 def list_rules(settings: Settings) -> list[dict[str, Any]]:
     with session_scope(settings) as session:
         rules = session.execute(select(AlertRule).order_by(AlertRule.created_at, AlertRule.id)).scalars()
-        return [as_dict(r) for r in rules]
+        return _shown(session, settings, list(rules))
 
 
 def get_rule(settings: Settings, rule_id: str) -> dict[str, Any]:
     with session_scope(settings) as session:
-        return as_dict(load(session, rule_id))
+        return _shown(session, settings, [load(session, rule_id)])[0]
 
 
 def create_rule(settings: Settings, values: RuleCreate | dict[str, Any], who: Audit) -> dict[str, Any]:
@@ -183,9 +326,8 @@ def create_rule(settings: Settings, values: RuleCreate | dict[str, Any], who: Au
         rule = AlertRule(**clean)
         session.add(rule)
         session.flush()
-        out = as_dict(rule)
-        session.add(audit.entry("alert_rule_created", "alert_rule", rule.id, who,
-                                {k: out[k] for k in RULE_FIELDS}))
+        out = _shown(session, settings, [rule])[0]
+        session.add(audit.entry("alert_rule_created", "alert_rule", rule.id, who, {k: out[k] for k in RULE_FIELDS}))
     return out
 
 
@@ -203,7 +345,7 @@ def update_rule(settings: Settings, rule_id: str, values: RuleUpdate | dict[str,
             rule.updated_at = utcnow()
             session.add(audit.entry("alert_rule_updated", "alert_rule", rule_id, who, {"changes": diff}))
         session.flush()
-        return as_dict(rule)
+        return _shown(session, settings, [rule])[0]
 
 
 def delete_rule(settings: Settings, rule_id: str, who: Audit) -> dict[str, Any]:
@@ -245,7 +387,7 @@ def _clock(value: str) -> time:
     return time.fromisoformat(value)
 
 
-def in_schedule(schedule: dict[str, Any] | None, at: datetime, tz: ZoneInfo | timezone = timezone.utc) -> bool:
+def in_schedule(schedule: dict[str, Any] | None, at: datetime, tz: ZoneInfo | timezone = UTC) -> bool:
     """Whether `at` falls in the schedule's window, read in `tz` (see the module docstring)."""
     if schedule is None:
         return True
@@ -259,11 +401,12 @@ def in_schedule(schedule: dict[str, Any] | None, at: datetime, tz: ZoneInfo | ti
         return today in days and start <= now < end
     if now >= start:
         return today in days
-    return now < end and DAYS[(local - timedelta(days=1)).weekday()] in days
+    return now < end and DAYS[(local.weekday() - 1) % 7] in days  # the day before, without date arithmetic
 
 
-def matches(rule: RuleLike, event: EventLike, object_types: set[str] | list[str], at: datetime,
-            tz: ZoneInfo | timezone = timezone.utc) -> Match:
+def matches(
+    rule: RuleLike, event: EventLike, object_types: set[str] | list[str], at: datetime, tz: ZoneInfo | timezone = UTC
+) -> Match:
     """Every matching criterion but the cooldown, evaluated at `at` (the event's time when firing,
     a chosen time when testing). All failing criteria are reported, not just the first."""
     result = Match()

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, UTCDateTime, utcnow
@@ -17,11 +17,12 @@ class DetectionBatch(Base):
     """
 
     __tablename__ = "detection_batches"
+    __table_args__ = (Index("ix_detection_batches_camera_closed", "camera_id", "closed_at"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    camera_id: Mapped[str] = mapped_column(ForeignKey("cameras.id", ondelete="CASCADE"), index=True)
+    camera_id: Mapped[str] = mapped_column(ForeignKey("cameras.id", ondelete="CASCADE"))
     status: Mapped[str] = mapped_column(String(16), default="closed")  # closed | analysed | failed
-    close_reason: Mapped[str] = mapped_column(String(16))               # window | idle
+    close_reason: Mapped[str] = mapped_column(String(16))  # window | idle
     detection_count: Mapped[int] = mapped_column(Integer, default=0)
     first_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,31 +1,38 @@
-"""One image through the detector: filter, thumbnails, SQL rows, the camera's batch, stage samples.
+"""One image through the detector: filter, thumbnails, SQL rows, the camera's batch, stage samples;
+and the detections read back (GET /api/detections).
 
 The detection task (`workers/tasks/detection.py`) calls `process_image` and owns only the retry
 policy. The work is idempotent per job: a job run twice (a worker killed after the commit; acks
-are late) finds its own rows by `job_id` and neither inserts nor batches them again.
+are late) finds its own rows by `job_id` and neither inserts nor batches them again. An image of a
+disabled camera is not detected: its job completes with `skipped: "camera disabled"`.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, select, update
+from sqlalchemy.orm import Session
 
 from app.core.db import session_scope
-from app.models import Camera, Detection
-from app.pipeline import telemetry
-from app.pipeline import runtime_config
-from app.pipeline.batches import get_aggregator
-from app.pipeline.ai.breakers import breaker
-from app.pipeline.cameras import ensure_camera
-from app.pipeline.ai.detectors import Detection as Found, get_detector
-from app.jobs.enqueue import resolve_in_root
+from app.core.errors import NotFound
 from app.core.settings import Settings
+from app.core.time import iso_utc
+from app.jobs.enqueue import resolve_in_root
+from app.models import Camera, Detection, Event
+from app.pipeline import paging, runtime_config, telemetry
+from app.pipeline.ai.breakers import breaker
+from app.pipeline.ai.detectors import Detection as Found
+from app.pipeline.ai.detectors import get_detector
+from app.pipeline.batches import get_aggregator
+from app.pipeline.cameras import camera_enabled, ensure_camera
+from app.pipeline.paging import Page, PageRequest
 
 log = logging.getLogger(__name__)
 
@@ -44,22 +51,34 @@ class Outcome:
     inference_time_ms: float | None
     backend: str
     repeated: bool = False
+    skipped: str | None = None  # why the image was not detected (its camera is disabled)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"camera_id": self.camera_id, "detections_found": self.found, "detections_kept": self.kept,
-                "batch_id": self.batch_id, "detection_ids": self.detection_ids,
-                "inference_time_ms": self.inference_time_ms, "backend": self.backend, "repeated": self.repeated}
+        out = {
+            "camera_id": self.camera_id,
+            "detections_found": self.found,
+            "detections_kept": self.kept,
+            "batch_id": self.batch_id,
+            "detection_ids": self.detection_ids,
+            "inference_time_ms": self.inference_time_ms,
+            "backend": self.backend,
+            "repeated": self.repeated,
+        }
+        if self.skipped:
+            out["skipped"] = self.skipped
+        return out
 
 
 def _utc(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc)
+    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC)
 
 
-def write_thumbnails(settings: Settings, image_path: Path, camera_id: str, stem: str,
-                     found: list[Found]) -> list[str | None]:
+def write_thumbnails(
+    settings: Settings, image_path: Path, camera_id: str, stem: str, found: list[Found]
+) -> list[str | None]:
     """A JPEG crop (with a margin) per detection, longest side `thumbnail_max_side`. A thumbnail that
     cannot be written is logged and left out; it never fails the detection."""
-    import cv2
+    import cv2  # OpenCV is loaded only in the processes that run detection
 
     paths: list[str | None] = [None] * len(found)
     image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
@@ -81,8 +100,11 @@ def write_thumbnails(settings: Settings, image_path: Path, camera_id: str, stem:
         crop = image[y0:y1, x0:x1]
         scale = min(1.0, settings.thumbnail_max_side / max(crop.shape[:2]))
         if scale < 1.0:
-            crop = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
-                              interpolation=cv2.INTER_AREA)
+            crop = cv2.resize(
+                crop,
+                (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
+                interpolation=cv2.INTER_AREA,
+            )
         target = folder / f"{stem}_{i}.jpg"
         try:
             if cv2.imwrite(str(target), crop, [cv2.IMWRITE_JPEG_QUALITY, 85]):
@@ -94,8 +116,9 @@ def write_thumbnails(settings: Settings, image_path: Path, camera_id: str, stem:
 
 def _existing(settings: Settings, job_id: str) -> list[Detection]:
     with session_scope(settings) as session:
-        return list(session.execute(select(Detection).where(Detection.job_id == job_id)
-                                    .order_by(Detection.id)).scalars())
+        return list(
+            session.execute(select(Detection).where(Detection.job_id == job_id).order_by(Detection.id)).scalars()
+        )
 
 
 def _assign(settings: Settings, ids: list[int], batch_id: str) -> None:
@@ -103,20 +126,32 @@ def _assign(settings: Settings, ids: list[int], batch_id: str) -> None:
         session.execute(update(Detection).where(Detection.id.in_(ids)).values(batch_id=batch_id))
 
 
-def _add_to_batch(settings: Settings, camera_id: str, ids: list[int], seen_at: float | None,
-                  detected_at: float) -> str:
+def _add_to_batch(settings: Settings, camera_id: str, ids: list[int], seen_at: float | None, detected_at: float) -> str:
     config = runtime_config.effective(settings)
     batch_id, _count, _opened = get_aggregator(settings).add(
-        camera_id, ids, window=config["batch_window_seconds"], idle=config["batch_idle_timeout_seconds"],
-        seen_at=seen_at)
+        camera_id,
+        ids,
+        window=config["batch_window_seconds"],
+        idle=config["batch_idle_timeout_seconds"],
+        seen_at=seen_at,
+    )
     batched_at = time.time()
     telemetry.record(settings, "detect_to_batch", (batched_at - detected_at) * 1000, batched_at)
     _assign(settings, ids, batch_id)
     return batch_id
 
 
-def process_image(settings: Settings, *, job_id: str, camera_id: str, path: str, file_hash: str | None,
-                  seen_at: float | None, started_at: float, first_attempt: bool) -> Outcome:
+def process_image(
+    settings: Settings,
+    *,
+    job_id: str,
+    camera_id: str,
+    path: str,
+    file_hash: str | None,
+    seen_at: float | None,
+    started_at: float,
+    first_attempt: bool,
+) -> Outcome:
     """Detect objects in one image and feed the camera's batch.
 
     Raises `InvalidImagePath` (never retried), `breakers.CircuitOpenError` and the detector's
@@ -128,6 +163,12 @@ def process_image(settings: Settings, *, job_id: str, camera_id: str, path: str,
         raise InvalidImagePath(str(exc)) from None
     if not real.is_file():
         raise InvalidImagePath(f"no such file: {real}")
+    with session_scope(settings) as session:
+        enabled = camera_enabled(session, camera_id)
+    if not enabled:  # recorded (the job and its outcome stay in the registry), not detected
+        log.info("camera %s is disabled; %s not detected", camera_id, real.name)
+        return Outcome(camera_id, 0, 0, None, [], None, "", skipped="camera disabled")
+
     if seen_at is not None and first_attempt:
         telemetry.record(settings, "watch_to_detect", (started_at - seen_at) * 1000, started_at)
         telemetry.record(settings, "watch", (seen_at - os.stat(real).st_mtime) * 1000, seen_at)
@@ -154,13 +195,114 @@ def process_image(settings: Settings, *, job_id: str, camera_id: str, path: str,
     with session_scope(settings) as session:
         if session.get(Camera, camera_id) is None:  # a job sent through the API, not the watcher
             ensure_camera(session, camera_id, camera_id, str(real.parent))
-        rows = [Detection(camera_id=camera_id, file_path=str(real), file_hash=file_hash, object_type=d.object_type,
-                          confidence=d.confidence, bbox_x=d.x, bbox_y=d.y, bbox_width=d.width, bbox_height=d.height,
-                          thumbnail_path=thumb, job_id=job_id, seen_at=_utc(seen_at), detected_at=_utc(detected_at))
-                for d, thumb in zip(kept, thumbs)]
+        rows = [
+            Detection(
+                camera_id=camera_id,
+                file_path=str(real),
+                file_hash=file_hash,
+                object_type=d.object_type,
+                confidence=d.confidence,
+                bbox_x=d.x,
+                bbox_y=d.y,
+                bbox_width=d.width,
+                bbox_height=d.height,
+                thumbnail_path=thumb,
+                job_id=job_id,
+                seen_at=_utc(seen_at),
+                detected_at=_utc(detected_at),
+            )
+            for d, thumb in zip(kept, thumbs)
+        ]
         session.add_all(rows)
         session.flush()
         ids = [row.id for row in rows]
     batch_id = _add_to_batch(settings, camera_id, ids, seen_at, detected_at)
-    return Outcome(camera_id, len(result.detections), len(kept), batch_id, ids, result.inference_time_ms,
-                   result.backend)
+    return Outcome(
+        camera_id, len(result.detections), len(kept), batch_id, ids, result.inference_time_ms, result.backend
+    )
+
+
+# ---- reading detections (GET /api/detections) ---------------------------------------------------------------
+BATCH_DETECTIONS_MAX = 500  # an event's or a batch's detections in its detail; the rest through the listing
+
+
+def as_dict(settings: Settings, row: Detection | Row) -> dict[str, Any]:
+    """A detection with links to its media (under `public_url` when one is set)."""
+    base = f"{settings.public_url.rstrip('/')}/api/detections/{row.id}"
+    return {
+        "id": row.id,
+        "camera_id": row.camera_id,
+        "object_type": row.object_type,
+        "confidence": round(row.confidence, 4),
+        "bbox": {"x": row.bbox_x, "y": row.bbox_y, "width": row.bbox_width, "height": row.bbox_height},
+        "detected_at": iso_utc(row.detected_at),
+        "seen_at": iso_utc(row.seen_at),
+        "batch_id": row.batch_id,
+        "job_id": row.job_id,
+        "file_path": row.file_path,
+        "file_hash": row.file_hash,
+        "image_url": f"{base}/image",
+        "thumbnail_url": f"{base}/thumbnail" if row.thumbnail_path else None,
+    }
+
+
+def list_detections(
+    settings: Settings,
+    page: PageRequest,
+    *,
+    camera_id: str | None = None,
+    object_type: str | None = None,
+    min_confidence: float | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    batch_id: str | None = None,
+) -> tuple[Page, list[dict[str, Any]]]:
+    """Detections matching every filter given, newest first (or oldest, `page.order`); the time range
+    is on `detected_at`, both ends inclusive."""
+    where = [
+        c
+        for c in (
+            Detection.camera_id == camera_id if camera_id else None,
+            Detection.object_type == object_type.lower() if object_type else None,
+            Detection.confidence >= min_confidence if min_confidence is not None else None,
+            Detection.detected_at >= start if start else None,
+            Detection.detected_at <= end if end else None,
+            Detection.batch_id == batch_id if batch_id else None,
+        )
+        if c is not None
+    ]
+    with session_scope(settings) as session:
+        found = paging.fetch(session, select(Detection.__table__), where, Detection.detected_at, Detection.id, page)
+        return found, [as_dict(settings, r) for r in found.rows]
+
+
+def get_detection(settings: Settings, detection_id: int) -> dict[str, Any]:
+    """One detection, with the event its batch became (when it has been analysed)."""
+    with session_scope(settings) as session:
+        row = session.get(Detection, detection_id)
+        if row is None:
+            raise NotFound(f"No detection with id {detection_id}", code="detection_not_found")
+        out = as_dict(settings, row)
+        out["event_id"] = (
+            session.execute(select(Event.id).where(Event.batch_id == row.batch_id)).scalar_one_or_none()
+            if row.batch_id
+            else None
+        )
+        return out
+
+
+def of_batch(
+    settings: Settings, batch_id: str, *, limit: int = BATCH_DETECTIONS_MAX, session: Session | None = None
+) -> list[dict[str, Any]]:
+    """A batch's detections in the order they were found, at most `limit` (in `session` when the
+    caller reads more in the same transaction)."""
+    if session is None:
+        with session_scope(settings) as own:
+            return of_batch(settings, batch_id, limit=limit, session=own)
+    rows = session.execute(
+        select(Detection)
+        .where(Detection.batch_id == batch_id)
+        .order_by(Detection.detected_at, Detection.id)
+        .limit(limit)
+    ).scalars()
+    return [as_dict(settings, r) for r in rows]

@@ -6,50 +6,60 @@ new values. SQL is the one source of truth: the API, the detection workers and t
 all read it. Workers read it on their hot path, so reads are cached per process for
 `CACHE_SECONDS`; a change therefore reaches every worker within that time.
 """
+
 from __future__ import annotations
 
 import threading
 import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.db import session_scope
+from app.core.errors import checked
+from app.core.settings import Settings
 from app.models import RuntimeConfig
 from app.observability import audit
 from app.observability.audit import Audit
-from app.core.errors import checked
-from app.core.settings import Settings
 
 CACHE_SECONDS = 1.0
 
 
+def _no_null_defaults(schema: dict[str, Any]) -> None:
+    for prop in schema.get("properties", {}).values():
+        if "default" in prop and prop["default"] is None:
+            del prop["default"]
+
 
 class ConfigUpdate(BaseModel):
-    """PATCH /api/system/config. Strict types: `"14"` or `true` is not a number of days."""
+    """PATCH /api/system/config. Strict types: `"14"` or `true` is not a number of days. Every field
+    is optional but none takes `null` (leave it out instead), so the schema shows no null either."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_no_null_defaults)
 
-    retention_days: int | None = Field(None, ge=1, le=365, strict=True, description="Data retention, days")
-    batch_window_seconds: int | None = Field(None, ge=1, le=86400, strict=True,
-                                             description="Detection batch window, seconds")
-    batch_idle_timeout_seconds: int | None = Field(None, ge=1, le=86400, strict=True,
-                                                   description="Batch idle timeout, seconds")
-    detection_confidence_threshold: float | None = Field(None, ge=0.0, le=1.0, strict=True,
-                                                         description="Minimum detection confidence")
+    retention_days: int = Field(None, ge=1, le=365, strict=True, description="Data retention, days")
+    batch_window_seconds: int = Field(None, ge=1, le=86400, strict=True, description="Detection batch window, seconds")
+    batch_idle_timeout_seconds: int = Field(
+        None, ge=1, le=86400, strict=True, description="Batch idle timeout, seconds"
+    )
+    detection_confidence_threshold: float = Field(
+        None, ge=0.0, le=1.0, strict=True, description="Minimum detection confidence"
+    )
 
-    @model_validator(mode="after")
-    def _no_nulls(self) -> "ConfigUpdate":
-        nulls = [name for name in self.model_fields_set if getattr(self, name) is None]
-        if nulls:
-            raise ValueError(f"null is not a value for {', '.join(sorted(nulls))}; leave the field out instead")
-        return self
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("null is not a value; leave the field out instead")
+        return value
 
 
 class SeverityUpdate(BaseModel):
-    """PUT /api/system/severity: every level keeps at least one score."""
+    """PUT /api/system/severity: every level keeps at least one score, so the thresholds must be
+    strictly ordered, `low_max < medium_max < high_max` (a rule between fields, which a JSON schema
+    cannot state: a 422 naming it)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -58,19 +68,24 @@ class SeverityUpdate(BaseModel):
     high_max: int = Field(ge=0, le=99, strict=True, description="Highest score that is `high` (above: critical)")
 
     @model_validator(mode="after")
-    def _ordered(self) -> "SeverityUpdate":
+    def _ordered(self) -> SeverityUpdate:
         if not self.low_max < self.medium_max < self.high_max:
             raise ValueError("thresholds must be strictly ordered: low_max < medium_max < high_max")
         return self
 
 
 # Runtime-configurable keys (003/004); defaults come from Settings of the same name.
-CONFIG_FIELDS: dict[str, type] = {"retention_days": int, "batch_window_seconds": int,
-                                  "batch_idle_timeout_seconds": int, "detection_confidence_threshold": float}
+CONFIG_FIELDS: dict[str, type] = {
+    "retention_days": int,
+    "batch_window_seconds": int,
+    "batch_idle_timeout_seconds": int,
+    "detection_confidence_threshold": float,
+}
 
 
-def validate_config(values: "ConfigUpdate | dict[str, Any]") -> dict[str, Any]:
+def validate_config(values: ConfigUpdate | dict[str, Any]) -> dict[str, Any]:
     return checked(ConfigUpdate, values).model_dump(exclude_unset=True)
+
 
 SEVERITY_DEFAULTS = {"low_max": 29, "medium_max": 59, "high_max": 84}
 SEVERITY_KEY = "severity_thresholds"
@@ -141,7 +156,7 @@ def _audit(session: Session, resource: str, changes: dict[str, dict[str, Any]], 
     session.add(audit.entry("settings_changed", resource, resource, who, {"changes": changes}))
 
 
-def update_config(settings: Settings, changes: "ConfigUpdate | dict[str, Any]", who: Audit) -> dict[str, Any]:
+def update_config(settings: Settings, changes: ConfigUpdate | dict[str, Any], who: Audit) -> dict[str, Any]:
     """Validate and store changed values; one audit entry names each old and new value.
 
     Values equal to the ones in force are not rewritten and a request that changes nothing writes
@@ -166,7 +181,7 @@ def thresholds(settings: Settings, fresh: bool = False) -> dict[str, int]:
     return dict(SEVERITY_DEFAULTS)
 
 
-def update_thresholds(settings: Settings, values: "SeverityUpdate | dict[str, Any]", who: Audit) -> dict[str, int]:
+def update_thresholds(settings: Settings, values: SeverityUpdate | dict[str, Any], who: Audit) -> dict[str, int]:
     new = checked(SeverityUpdate, values).model_dump()
     old = thresholds(settings, fresh=True)
     if new != old:
@@ -189,11 +204,24 @@ def severity_for(score: float, th: dict[str, int]) -> str:
 
 
 def severity_definitions(th: dict[str, int]) -> dict[str, Any]:
-    bounds = {"low": (0, th["low_max"]), "medium": (th["low_max"] + 1, th["medium_max"]),
-              "high": (th["medium_max"] + 1, th["high_max"]), "critical": (th["high_max"] + 1, 100)}
+    bounds = {
+        "low": (0, th["low_max"]),
+        "medium": (th["low_max"] + 1, th["medium_max"]),
+        "high": (th["medium_max"] + 1, th["high_max"]),
+        "critical": (th["high_max"] + 1, 100),
+    }
     return {
-        "definitions": [{"severity": sev, "label": label, "description": desc, "color": color, "priority": prio,
-                         "min_score": bounds[sev][0], "max_score": bounds[sev][1]}
-                        for sev, label, desc, color, prio in SEVERITY_LEVELS],
+        "definitions": [
+            {
+                "severity": sev,
+                "label": label,
+                "description": desc,
+                "color": color,
+                "priority": prio,
+                "min_score": bounds[sev][0],
+                "max_score": bounds[sev][1],
+            }
+            for sev, label, desc, color, prio in SEVERITY_LEVELS
+        ],
         "thresholds": dict(th),
     }

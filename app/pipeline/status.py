@@ -1,5 +1,6 @@
 """The pipeline's status at a glance: watcher, open batches and the degradation mode, each read
 from what processes publish (heartbeats, Redis, breakers), so it answers in a few Redis calls."""
+
 from __future__ import annotations
 
 import time
@@ -9,37 +10,51 @@ import redis
 
 from app.core.redis_client import get_redis
 from app.core.settings import Settings
+from app.core.time import iso_now
 from app.jobs import heartbeats
 from app.pipeline import runtime_config
 from app.pipeline.ai.breakers import all_breakers
 from app.pipeline.batches import get_aggregator
-from app.core.time import iso_now
 
 
 def file_watcher_status(settings: Settings, beats: list[dict[str, Any]]) -> dict[str, Any]:
     """What the watcher publishes in its heartbeat (the API never looks at the file system)."""
     mine = heartbeats.by_group(beats).get("file_watcher", [])
     if not mine:
-        return {"running": False, "camera_root": str(settings.camera_root), "pending_tasks": 0,
-                "observer_type": None}
+        return {"running": False, "camera_root": str(settings.camera_root), "pending_tasks": 0, "observer_type": None}
     beat = max(mine, key=lambda b: b.get("ts", 0))
-    return {"running": True, "camera_root": beat.get("camera_root") or str(settings.camera_root),
-            "pending_tasks": int(beat.get("pending_tasks") or 0), "observer_type": beat.get("observer_type"),
-            "enqueued": beat.get("enqueued"), "duplicates": beat.get("duplicates"), "node": beat.get("node")}
+    return {
+        "running": True,
+        "camera_root": beat.get("camera_root") or str(settings.camera_root),
+        "pending_tasks": int(beat.get("pending_tasks") or 0),
+        "observer_type": beat.get("observer_type"),
+        "enqueued": beat.get("enqueued"),
+        "duplicates": beat.get("duplicates"),
+        "node": beat.get("node"),
+    }
 
 
 def batch_status(settings: Settings) -> dict[str, Any]:
     now = time.time()
     batches = []
     for b in get_aggregator(settings).open_batches():
-        batches.append({"batch_id": b["id"], "camera_id": b.get("camera_id"),
-                        "detection_count": b["detection_count"], "started_at": b.get("opened_at"),
-                        "age_seconds": round(now - b.get("opened_at", now), 1),
-                        "last_activity_seconds": round(now - b.get("last_at", now), 1)})
+        batches.append(
+            {
+                "batch_id": b["id"],
+                "camera_id": b.get("camera_id"),
+                "detection_count": b["detection_count"],
+                "started_at": b.get("opened_at"),
+                "age_seconds": round(now - b.get("opened_at", now), 1),
+                "last_activity_seconds": round(now - b.get("last_at", now), 1),
+            }
+        )
     config = runtime_config.effective(settings)
-    return {"active_batches": len(batches), "batches": batches,
-            "batch_window_seconds": config["batch_window_seconds"],
-            "idle_timeout_seconds": config["batch_idle_timeout_seconds"]}
+    return {
+        "active_batches": len(batches),
+        "batches": batches,
+        "batch_window_seconds": config["batch_window_seconds"],
+        "idle_timeout_seconds": config["batch_idle_timeout_seconds"],
+    }
 
 
 def degradation(settings: Settings, redis_ok: bool | None = None) -> dict[str, Any]:
@@ -68,10 +83,16 @@ def degradation(settings: Settings, redis_ok: bool | None = None) -> dict[str, A
         b = breakers.get(name)
         state = b["state"] if b else "unknown"
         status = {"closed": "healthy", "half_open": "degraded", "open": "unhealthy"}.get(state, "unknown")
-        services.append({"name": name, "status": status, "circuit_state": state,
-                         "last_check": b.get("last_call") if b else None,
-                         "consecutive_failures": b["failure_count"] if b else 0,
-                         "error_message": (b.get("last_error") if b and state != "closed" else None)})
+        services.append(
+            {
+                "name": name,
+                "status": status,
+                "circuit_state": state,
+                "last_check": b.get("last_call") if b else None,
+                "consecutive_failures": b["failure_count"] if b else 0,
+                "error_message": (b.get("last_error") if b and state != "closed" else None),
+            }
+        )
     det = breakers.get("detector", {}).get("state", "closed")
     ana = breakers.get("analyser", {}).get("state", "closed")
     analysis_ok = ana != "open" or settings.analysis_fallback
@@ -92,8 +113,15 @@ def degradation(settings: Settings, redis_ok: bool | None = None) -> dict[str, A
             features.append("analysis")
         if settings.analyser_backend == "llm" and ana != "open":
             features.append("llm_analysis")
-    return {"mode": mode, "is_degraded": mode != "normal", "redis_healthy": redis_ok, "memory_queue_size": 0,
-            "fallback_queues": {}, "services": services, "available_features": features}
+    return {
+        "mode": mode,
+        "is_degraded": mode != "normal",
+        "redis_healthy": redis_ok,
+        "memory_queue_size": 0,
+        "fallback_queues": {},
+        "services": services,
+        "available_features": features,
+    }
 
 
 def pipeline_status(settings: Settings) -> dict[str, Any]:
@@ -101,5 +129,9 @@ def pipeline_status(settings: Settings) -> dict[str, Any]:
     published (heartbeats, Redis), so it answers in a few Redis calls."""
     client = get_redis(settings)
     beats = heartbeats.alive(client, settings.heartbeat_ttl)
-    return {"file_watcher": file_watcher_status(settings, beats), "batch_aggregator": batch_status(settings),
-            "degradation": degradation(settings, redis_ok=True), "timestamp": iso_now()}
+    return {
+        "file_watcher": file_watcher_status(settings, beats),
+        "batch_aggregator": batch_status(settings),
+        "degradation": degradation(settings, redis_ok=True),
+        "timestamp": iso_now(),
+    }

@@ -18,6 +18,7 @@ Samples are members of one Redis sorted set per stage, scored by when they happe
 ("the last 60 minutes") is one ZRANGEBYSCORE; samples older than `latency_retention_hours` are
 trimmed as new ones arrive.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,13 +30,13 @@ from typing import Any
 import redis
 from sqlalchemy import func, select
 
-from app.core.time import iso_now, iso_utc
-from app.core.db import session_scope
-from app.models import Camera, Detection, Event
-from app.core.redis_client import KEY_PREFIX, get_broker_redis, get_redis
 from app.celery.broker import Broker
+from app.core.db import session_scope
+from app.core.redis_client import KEY_PREFIX, get_broker_redis, get_redis
 from app.core.settings import Settings
 from app.core.stats import summarize
+from app.core.time import iso_now, iso_utc
+from app.models import Camera, Detection, Event
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,9 @@ STAGES = frozenset(TELEMETRY_STAGES + LATENCY_STAGES)
 MAX_SAMPLES_READ = 200_000
 
 
-def record(settings: Settings, stage: str, duration_ms: float, at: float | None = None,
-           client: redis.Redis | None = None) -> None:
+def record(
+    settings: Settings, stage: str, duration_ms: float, at: float | None = None, client: redis.Redis | None = None
+) -> None:
     """Record one stage sample. Telemetry must never fail the work it describes: errors are logged."""
     if stage not in STAGES:
         raise ValueError(f"unknown pipeline stage {stage!r}")
@@ -65,8 +67,9 @@ def record(settings: Settings, stage: str, duration_ms: float, at: float | None 
 
 
 def _samples(client: redis.Redis, stage: str, since: float, until: float = math.inf) -> list[tuple[float, float]]:
-    members = client.zrevrangebyscore(SAMPLE_KEY + stage, "+inf" if until == math.inf else until, since,
-                                      start=0, num=MAX_SAMPLES_READ)
+    members = client.zrevrangebyscore(
+        SAMPLE_KEY + stage, "+inf" if until == math.inf else until, since, start=0, num=MAX_SAMPLES_READ
+    )
     out = []
     for m in members:
         ts, _, rest = m.partition(":")
@@ -74,14 +77,13 @@ def _samples(client: redis.Redis, stage: str, since: float, until: float = math.
     return out
 
 
-
-
 def latency(settings: Settings, window_minutes: int) -> dict[str, Any]:
     """GET /api/system/pipeline-latency."""
     client = get_redis(settings)
     since = time.time() - window_minutes * 60
-    body: dict[str, Any] = {stage: summarize([v for _, v in _samples(client, stage, since)])
-                            for stage in LATENCY_STAGES}
+    body: dict[str, Any] = {
+        stage: summarize([v for _, v in _samples(client, stage, since)]) for stage in LATENCY_STAGES
+    }
     body.update(window_minutes=window_minutes, timestamp=iso_now())
     return body
 
@@ -103,25 +105,25 @@ def latency_history(settings: Settings, since_minutes: int, bucket_seconds: int)
             s = summarize(buckets[start].get(stage, []))
             snap[stage] = None if s is None else {k: s[k] for k in ("avg_ms", "p50_ms", "p95_ms", "sample_count")}
         snapshots.append(snap)
-    return {"snapshots": snapshots, "count": len(snapshots), "since": since_minutes,
-            "bucket_seconds": bucket_seconds}
+    return {"snapshots": snapshots, "count": len(snapshots), "since": since_minutes, "bucket_seconds": bucket_seconds}
 
 
 def queue_depths(settings: Settings) -> dict[str, int]:
     """Messages waiting in the broker, every priority level counted (app/celery/broker.py)."""
     waiting = Broker(get_broker_redis(settings)).waiting_counts(["detection:high", "detection", "analysis"])
-    return {"detection_queue": waiting["detection:high"] + waiting["detection"],
-            "analysis_queue": waiting["analysis"]}
+    return {"detection_queue": waiting["detection:high"] + waiting["detection"], "analysis_queue": waiting["analysis"]}
 
 
 def telemetry(settings: Settings, window_minutes: int = 60) -> dict[str, Any]:
     """GET /api/system/telemetry: queue depths and per-stage latencies over the last hour."""
     client = get_redis(settings)
     since = time.time() - window_minutes * 60
-    return {"queues": queue_depths(settings),
-            "latencies": {stage: summarize([v for _, v in _samples(client, stage, since)])
-                          for stage in TELEMETRY_STAGES},
-            "window_minutes": window_minutes, "timestamp": iso_now()}
+    return {
+        "queues": queue_depths(settings),
+        "latencies": {stage: summarize([v for _, v in _samples(client, stage, since)]) for stage in TELEMETRY_STAGES},
+        "window_minutes": window_minutes,
+        "timestamp": iso_now(),
+    }
 
 
 def stats(settings: Settings, started_at: float) -> dict[str, Any]:
@@ -130,5 +132,10 @@ def stats(settings: Settings, started_at: float) -> dict[str, Any]:
         cameras = session.execute(select(func.count()).select_from(Camera)).scalar_one()
         events = session.execute(select(func.count()).select_from(Event)).scalar_one()
         detections = session.execute(select(func.count()).select_from(Detection)).scalar_one()
-    return {"total_cameras": cameras, "total_events": events, "total_detections": detections,
-            "uptime_seconds": round(time.time() - started_at, 1), "timestamp": iso_now()}
+    return {
+        "total_cameras": cameras,
+        "total_events": events,
+        "total_detections": detections,
+        "uptime_seconds": round(time.time() - started_at, 1),
+        "timestamp": iso_now(),
+    }

@@ -1,17 +1,18 @@
 """The batch aggregator on real Redis: windows, idle timeouts, several processes at once, and the
 handoff to analysis that loses nothing and enqueues each batch once (real broker and registry)."""
+
 import multiprocessing
 import time
 import uuid
-from app.core.settings import replace
 
 import pytest
 from sqlalchemy import select
 
-from app.models import DetectionBatch
 from app.core.redis_client import get_broker_redis, get_redis
-from app.pipeline.batches import DEADLINES, OUTBOX, BatchAggregator, handoff, record_closed
+from app.core.settings import replace
 from app.jobs.registry import get_registry
+from app.models import DetectionBatch
+from app.pipeline.batches import DEADLINES, OUTBOX, BatchAggregator, handoff, record_closed
 
 
 @pytest.fixture
@@ -36,10 +37,10 @@ def test_detections_join_the_open_batch_until_the_window_ends(agg):
     assert opened and n == 1
     b2, n, opened = agg.add(c, [2, 3], window=10, idle=5, now=t0 + 4)
     assert b2 == b1 and n == 3 and not opened
-    assert b1 not in agg.close_due(now=t0 + 8.9)       # idle deadline is 4 + 5 = 9
+    assert b1 not in agg.close_due(now=t0 + 8.9)  # idle deadline is 4 + 5 = 9
     b3, n, _ = agg.add(c, [4], window=10, idle=5, now=t0 + 8.5)
     assert b3 == b1 and n == 4
-    assert b1 not in agg.close_due(now=t0 + 9.99)      # window ends at 10, idle would be 13.5
+    assert b1 not in agg.close_due(now=t0 + 9.99)  # window ends at 10, idle would be 13.5
     assert b1 in agg.close_due(now=t0 + 10.0)
     batch = agg.get(b1)
     assert batch["close_reason"] == "window" and batch["detection_ids"] == [1, 2, 3, 4]
@@ -117,19 +118,19 @@ def test_handoff_enqueues_one_analysis_per_batch_and_survives_a_crash(settings, 
         raise ConnectionError("process died right after publishing")
 
     assert handoff(s, agg, enqueue_fn=crashing_enqueue) == []
-    assert bid in agg.outbox()                         # still owed
+    assert bid in agg.outbox()  # still owed
     assert handoff(s, agg) == [bid]
     assert bid not in get_redis(s).zrange(OUTBOX, 0, -1)
     job_id = sent[0].job_id
     record = get_registry(s).get(job_id)
     assert record["task"] == "vigil.analysis.analyze" and record["queue"] == "analysis"
     assert record["kwargs"] == {"batch_id": bid, "camera_id": c}
-    assert agg.get(bid)["analysis_job_id"] == job_id   # the second handoff got the same job back
+    assert agg.get(bid)["analysis_job_id"] == job_id  # the second handoff got the same job back
     with session_factory() as db:
         row = db.execute(select(DetectionBatch).where(DetectionBatch.id == bid)).scalar_one()
     assert (row.camera_id, row.detection_count, row.close_reason, row.analysis_job_id) == (c, 2, "window", job_id)
     assert abs(row.first_seen_at.timestamp() - (t0 - 0.2)) < 0.01
-    record_closed(s, agg.get(bid), job_id)            # repeating the record is harmless
+    record_closed(s, agg.get(bid), job_id)  # repeating the record is harmless
     get_registry(s).forget(job_id)
     broker = get_broker_redis(s)  # take the message back: no worker should analyse a made-up batch
     for raw in broker.lrange("analysis", 0, -1):

@@ -1,4 +1,5 @@
 """Circuit breakers on real Redis: thresholds, half-open limits, recovery, shared across processes."""
+
 import subprocess
 import sys
 import threading
@@ -7,8 +8,8 @@ import uuid
 
 import pytest
 
-from app.pipeline.ai.breakers import BreakerConfig, CircuitBreaker, CircuitOpenError, ServiceRejected
 from app.core.redis_client import get_redis
+from app.pipeline.ai.breakers import BreakerConfig, CircuitBreaker, CircuitOpenError, ServiceRejected
 
 
 class Boom(RuntimeError):
@@ -26,9 +27,11 @@ def ok():
 @pytest.fixture
 def make(settings):
     def build(**cfg):
-        config = BreakerConfig(**{"failure_threshold": 5, "recovery_seconds": 0.5, "half_open_max_calls": 3,
-                                  "success_threshold": 2, **cfg})
+        config = BreakerConfig(
+            **{"failure_threshold": 5, "recovery_seconds": 0.5, "half_open_max_calls": 3, "success_threshold": 2, **cfg}
+        )
         return CircuitBreaker(f"t{uuid.uuid4().hex[:10]}", get_redis(settings), config)
+
     return build
 
 

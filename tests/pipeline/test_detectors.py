@@ -1,18 +1,20 @@
 """Detector backends: the built-in OpenCV one on real photographs, the HTTP one against a real
 local model server (answers, timeouts, 5xx, garbage, 4xx), and both behind the real breaker."""
+
 import time
 import uuid
-from app.core.settings import replace
 
 import pytest
 from sqlalchemy import select
 
 from app.core.db import session_scope
-from app.models import Detection
 from app.core.redis_client import get_redis
+from app.core.settings import replace
+from app.models import Detection
 from app.pipeline.ai.breakers import BreakerConfig, CircuitBreaker, CircuitOpenError, ServiceRejected
 from app.pipeline.ai.detectors import BuiltinDetector, DetectorUnavailable, HttpDetector, UnreadableImage
 from tests.ai_servers import YOLO_ANSWER
+
 
 def test_builtin_finds_the_person_in_astronaut_and_nothing_in_coffee(photos):
     detector = BuiltinDetector()
@@ -39,7 +41,9 @@ def test_http_detector_parses_the_model_server_answer(scripted_server, photos):
     server = scripted_server(lambda req: (200, YOLO_ANSWER, 0))
     result = HttpDetector(server.url, timeout=5).detect(photos["astronaut"])
     assert [(d.object_type, d.confidence, d.x, d.y, d.width, d.height) for d in result.detections] == [
-        ("person", 0.91, 10, 20, 30, 60), ("car", 0.3, 1, 2, 3, 4)]
+        ("person", 0.91, 10, 20, 30, 60),
+        ("car", 0.3, 1, 2, 3, 4),
+    ]
     assert result.inference_time_ms == 12.5
     req = server.requests[0]
     assert req.method == "POST" and req.path == "/detect"
@@ -47,15 +51,22 @@ def test_http_detector_parses_the_model_server_answer(scripted_server, photos):
     assert photos["astronaut"].read_bytes() in req.body  # the image itself was sent
 
 
-@pytest.mark.parametrize("answer,kind,message", [
-    ((503, {"detail": "loading"}, 0), DetectorUnavailable, "HTTP 503"),
-    ((500, "Internal Server Error", 0), DetectorUnavailable, "HTTP 500"),
-    ((200, "<html>not json</html>", 0), DetectorUnavailable, "not the expected JSON"),
-    ((200, {"detections": [{"class": "person", "confidence": 7}]}, 0), DetectorUnavailable, "not the expected JSON"),
-    ((200, {"boxes": []}, 0), DetectorUnavailable, "not the expected JSON"),
-    ((200, YOLO_ANSWER, 2.0), DetectorUnavailable, "timed out"),
-    ((415, {"detail": "unsupported image"}, 0), ServiceRejected, "HTTP 415"),
-])
+@pytest.mark.parametrize(
+    "answer,kind,message",
+    [
+        ((503, {"detail": "loading"}, 0), DetectorUnavailable, "HTTP 503"),
+        ((500, "Internal Server Error", 0), DetectorUnavailable, "HTTP 500"),
+        ((200, "<html>not json</html>", 0), DetectorUnavailable, "not the expected JSON"),
+        (
+            (200, {"detections": [{"class": "person", "confidence": 7}]}, 0),
+            DetectorUnavailable,
+            "not the expected JSON",
+        ),
+        ((200, {"boxes": []}, 0), DetectorUnavailable, "not the expected JSON"),
+        ((200, YOLO_ANSWER, 2.0), DetectorUnavailable, "timed out"),
+        ((415, {"detail": "unsupported image"}, 0), ServiceRejected, "HTTP 415"),
+    ],
+)
 def test_http_detector_failures(scripted_server, photos, answer, kind, message):
     server = scripted_server(lambda req: answer)
     t0 = time.monotonic()
@@ -71,14 +82,17 @@ def test_http_detector_unreachable(photos):
         HttpDetector(f"http://127.0.0.1:{free_port()}", timeout=1).detect(photos["coffee"])
 
 
-def test_breaker_opens_after_five_failures_ignores_4xx_and_recovers_through_half_open(scripted_server, photos,
-                                                                                      settings):
+def test_breaker_opens_after_five_failures_ignores_4xx_and_recovers_through_half_open(
+    scripted_server, photos, settings
+):
     mode = {"answer": (500, "boom", 0)}
     server = scripted_server(lambda req: mode["answer"] if req.path == "/detect" else (200, {}, 0))
     detector = HttpDetector(server.url, timeout=1)
-    b = CircuitBreaker(f"det-{uuid.uuid4().hex[:8]}", get_redis(settings),
-                       BreakerConfig(failure_threshold=5, recovery_seconds=1.0, half_open_max_calls=3,
-                                     success_threshold=2))
+    b = CircuitBreaker(
+        f"det-{uuid.uuid4().hex[:8]}",
+        get_redis(settings),
+        BreakerConfig(failure_threshold=5, recovery_seconds=1.0, half_open_max_calls=3, success_threshold=2),
+    )
     path = photos["coffee"]
 
     mode["answer"] = (422, {"detail": "bad image"}, 0)
@@ -106,8 +120,9 @@ def test_breaker_opens_after_five_failures_ignores_4xx_and_recovers_through_half
     assert b.snapshot()["state"] == "closed"
 
 
-def test_process_image_with_http_backend_filters_stores_and_batches(scripted_server, photos, settings, tmp_path,
-                                                                     reset_ai_breakers):
+def test_process_image_with_http_backend_filters_stores_and_batches(
+    scripted_server, photos, settings, tmp_path, reset_ai_breakers
+):
     """The detection service end to end with the HTTP backend: threshold applied, rows with bbox and
     thumbnail in SQL, detections in the camera's batch, stage samples recorded."""
     from app.pipeline.batches import get_aggregator
@@ -118,13 +133,22 @@ def test_process_image_with_http_backend_filters_stores_and_batches(scripted_ser
     (root / "porch").mkdir(parents=True)
     image = root / "porch" / "a.jpg"
     image.write_bytes(photos["astronaut"].read_bytes())
-    s = replace(settings, camera_root=root, detector_backend="http", detector_url=server.url,
-                thumbnail_dir=tmp_path / "thumbs")
+    s = replace(
+        settings, camera_root=root, detector_backend="http", detector_url=server.url, thumbnail_dir=tmp_path / "thumbs"
+    )
     job_id = str(uuid.uuid4())
     camera = f"porch_{uuid.uuid4().hex[:6]}"
     now = time.time()
-    out = process_image(s, job_id=job_id, camera_id=camera, path=str(image), file_hash=None, seen_at=now - 0.05,
-                        started_at=now, first_attempt=True)
+    out = process_image(
+        s,
+        job_id=job_id,
+        camera_id=camera,
+        path=str(image),
+        file_hash=None,
+        seen_at=now - 0.05,
+        started_at=now,
+        first_attempt=True,
+    )
     assert out.found == 2 and out.kept == 1 and out.batch_id  # the 0.3 car is under the 0.5 threshold
     with session_scope(s) as session:
         rows = list(session.execute(select(Detection).where(Detection.job_id == job_id)).scalars())
@@ -135,8 +159,16 @@ def test_process_image_with_http_backend_filters_stores_and_batches(scripted_ser
     batch = get_aggregator(s).get(out.batch_id)
     assert batch["camera_id"] == camera and batch["detection_ids"] == [row.id]
 
-    again = process_image(s, job_id=job_id, camera_id=camera, path=str(image), file_hash=None, seen_at=now,
-                          started_at=now, first_attempt=False)
+    again = process_image(
+        s,
+        job_id=job_id,
+        camera_id=camera,
+        path=str(image),
+        file_hash=None,
+        seen_at=now,
+        started_at=now,
+        first_attempt=False,
+    )
     assert again.repeated and again.detection_ids == [row.id] and server.calls("/detect") == 1
     get_redis(s).zrem("vigil:batches:deadlines", out.batch_id)  # keep the session's closer out of it
 
@@ -148,8 +180,16 @@ def test_process_image_refuses_paths_outside_the_root(settings, tmp_path, photos
     root.mkdir()
     s = replace(settings, camera_root=root)
     with pytest.raises(InvalidImagePath):
-        process_image(s, job_id="x", camera_id="c", path=str(photos["astronaut"]), file_hash=None, seen_at=None,
-                      started_at=time.time(), first_attempt=True)
+        process_image(
+            s,
+            job_id="x",
+            camera_id="c",
+            path=str(photos["astronaut"]),
+            file_hash=None,
+            seen_at=None,
+            started_at=time.time(),
+            first_attempt=True,
+        )
 
 
 def test_every_retry_is_jittered_and_capped_within_the_visibility_timeout(settings):
@@ -161,13 +201,20 @@ def test_every_retry_is_jittered_and_capped_within_the_visibility_timeout(settin
     celery.loader.import_default_modules()
     tasks = {name: task for name, task in celery.tasks.items() if name.startswith("vigil.")}
     retrying = {name: task for name, task in tasks.items() if getattr(task, "autoretry_for", ())}
-    assert set(retrying) == {"vigil.detection.detect", "vigil.analysis.analyze", "vigil.notification.send",
-                             "vigil.notification.fire_alerts"}
+    assert set(retrying) == {
+        "vigil.detection.detect",
+        "vigil.analysis.analyze",
+        "vigil.notification.send",
+        "vigil.notification.fire_alerts",
+    }
     for name, task in retrying.items():
         assert (task.retry_backoff_max, task.retry_jitter) == (RETRY_COUNTDOWN_MAX, True), name
     assert {name: (task.retry_backoff, task.max_retries) for name, task in retrying.items()} == {
-        "vigil.detection.detect": (2, 12), "vigil.analysis.analyze": (5, 3), "vigil.notification.send": (2, 8),
-        "vigil.notification.fire_alerts": (2, 5)}
+        "vigil.detection.detect": (2, 12),
+        "vigil.analysis.analyze": (5, 3),
+        "vigil.notification.send": (2, 8),
+        "vigil.notification.fire_alerts": (2, 5),
+    }
     longest = max(task.time_limit or celery.conf.task_time_limit for task in tasks.values())
     assert settings.visibility_timeout > 2 * longest + RETRY_COUNTDOWN_MAX
 
@@ -187,9 +234,12 @@ def test_detection_retries_are_jittered_and_capped_by_a_real_worker(settings, ph
     from tests.servers import CeleryWorker, free_port, wait_for
 
     # A broker of its own (no other worker competes) and a detector that is not there.
-    env = worker_env(REDIS_URL=redis_db.url, VIGIL_DETECTOR_BACKEND="http",
-                     VIGIL_DETECTOR_URL=f"http://127.0.0.1:{free_port()}",
-                     VIGIL_BREAKER_FAILURE_THRESHOLD="1000")  # the breaker stays closed: backoff, not retry_after
+    env = worker_env(
+        REDIS_URL=redis_db.url,
+        VIGIL_DETECTOR_BACKEND="http",
+        VIGIL_DETECTOR_URL=f"http://127.0.0.1:{free_port()}",
+        VIGIL_BREAKER_FAILURE_THRESHOLD="1000",
+    )  # the breaker stays closed: backoff, not retry_after
     worker = CeleryWorker(env, "detection_worker", ["detection"], concurrency=1).start()
     job_ids = [str(uuid.uuid4()) for _ in range(8)]
     try:
@@ -200,8 +250,13 @@ def test_detection_retries_are_jittered_and_capped_by_a_real_worker(settings, ph
         app = create_celery(redis_db.settings(settings))
         sent = time.time()
         for job_id in job_ids:
-            app.send_task("vigil.detection.detect", queue="detection", task_id=job_id, retries=10,
-                          kwargs={"camera_id": cam.name, "path": str(image)})
+            app.send_task(
+                "vigil.detection.detect",
+                queue="detection",
+                task_id=job_id,
+                retries=10,
+                kwargs={"camera_id": cam.name, "path": str(image)},
+            )
         registry = JobRegistry(redis_db.client(decode_responses=True))
 
         def retried():

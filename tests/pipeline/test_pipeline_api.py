@@ -1,14 +1,15 @@
 """Pipeline endpoints and health with configured AI backends: validation, degradation modes, AI
 probes against real local servers, full health, and analysis falling back to rules."""
+
 import time
 import uuid
-from app.core.settings import replace
 
 import pytest
 from sqlalchemy import select
 
 from app import create_app
 from app.core.db import session_scope
+from app.core.settings import replace
 from app.models import DetectionBatch, Event
 from app.pipeline import status
 from app.pipeline import telemetry as pipeline
@@ -22,12 +23,17 @@ def app_for(settings, **changes):
     return flask_app.test_client()
 
 
-@pytest.mark.parametrize("url", ["/api/system/pipeline-latency?window_minutes=0",
-                                 "/api/system/pipeline-latency?window_minutes=1441",
-                                 "/api/system/pipeline-latency?window_minutes=abc",
-                                 "/api/system/pipeline-latency/history?since=0",
-                                 "/api/system/pipeline-latency/history?bucket_seconds=5",
-                                 "/api/system/pipeline-latency/history?bucket_seconds=3601"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/system/pipeline-latency?window_minutes=0",
+        "/api/system/pipeline-latency?window_minutes=1441",
+        "/api/system/pipeline-latency?window_minutes=abc",
+        "/api/system/pipeline-latency/history?since=0",
+        "/api/system/pipeline-latency/history?bucket_seconds=5",
+        "/api/system/pipeline-latency/history?bucket_seconds=3601",
+    ],
+)
 def test_latency_query_validation_is_400(client, url):
     r = client.get(url)
     assert r.status_code == 400 and "detail" in r.get_json() and r.get_json()["errors"]
@@ -75,16 +81,19 @@ def test_degradation_modes_follow_breakers(settings, reset_ai_breakers):
 
 def test_pipeline_endpoints_answer_503_when_redis_is_down(settings):
     c = app_for(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
-    for url in ("/api/system/pipeline", "/api/system/telemetry", "/api/system/pipeline-latency",
-                "/api/system/circuit-breakers"):
+    for url in (
+        "/api/system/pipeline",
+        "/api/system/telemetry",
+        "/api/system/pipeline-latency",
+        "/api/system/circuit-breakers",
+    ):
         r = c.get(url)
         assert r.status_code == 503 and "Redis" in r.get_json()["detail"]
 
 
 def test_health_probes_http_backends(settings, scripted_server, reset_ai_breakers):
     up = scripted_server(lambda req: (200, {"status": "ok", "data": []}, 0))
-    c = app_for(settings, detector_backend="http", detector_url=up.url, analyser_backend="llm",
-                llm_url=up.url + "/v1")
+    c = app_for(settings, detector_backend="http", detector_url=up.url, analyser_backend="llm", llm_url=up.url + "/v1")
     r = c.get("/api/system/health")
     assert r.status_code == 200, r.get_json()
     assert r.get_json()["services"]["ai"]["details"] == {"detector": "healthy", "analyser": "healthy"}
@@ -109,8 +118,19 @@ def test_health_probes_http_backends(settings, scripted_server, reset_ai_breaker
 def test_full_health_shape_and_critical_rule(settings, scripted_server, reset_ai_breakers):
     c = app_for(settings)
     body = c.get("/api/system/health/full").get_json()
-    assert {"status", "ready", "message", "postgres", "redis", "infrastructure", "ai_services", "circuit_breakers",
-            "workers", "timestamp", "version"} <= set(body)
+    assert {
+        "status",
+        "ready",
+        "message",
+        "postgres",
+        "redis",
+        "infrastructure",
+        "ai_services",
+        "circuit_breakers",
+        "workers",
+        "timestamp",
+        "version",
+    } <= set(body)
     assert [s["name"] for s in body["ai_services"]] == ["detector", "analyser"]
     assert {w["name"]: w["critical"] for w in body["workers"]}["file_watcher"] is True
 
@@ -162,8 +182,7 @@ def test_analysis_falls_back_to_rules_while_the_llm_breaker_is_open(settings, sc
         assert row.status == "analysed" and row.event_id == out["event_id"]
 
 
-def test_llm_analysis_records_tokens_and_takes_severity_from_thresholds(settings, scripted_server,
-                                                                        reset_ai_breakers):
+def test_llm_analysis_records_tokens_and_takes_severity_from_thresholds(settings, scripted_server, reset_ai_breakers):
     from app.core.redis_client import get_redis
     from app.pipeline.batches import get_aggregator, record_closed
     from app.pipeline.cameras import ensure_camera
@@ -190,15 +209,16 @@ def test_llm_analysis_records_tokens_and_takes_severity_from_thresholds(settings
 
 
 @pytest.mark.slow
-def test_detection_job_retries_a_failing_model_server_until_it_answers(settings, scripted_server, photos, tmp_path,
-                                                                        redis_db):
+def test_detection_job_retries_a_failing_model_server_until_it_answers(
+    settings, scripted_server, photos, tmp_path, redis_db
+):
     """A real detection worker on the HTTP backend: two 503s, then an answer. The job is retried
     with backoff (not failed, not lost) and completes with the detections."""
+    from app.celery.app import create_celery
     from app.jobs.registry import JobRegistry
     from tests.ai_servers import YOLO_ANSWER
     from tests.helpers import worker_env
     from tests.servers import CeleryWorker
-    from app.celery.app import create_celery
 
     answers = [(503, "warming up", 0), (503, "warming up", 0)]
     server = scripted_server(lambda req: answers.pop(0) if answers else (200, YOLO_ANSWER, 0))
@@ -212,8 +232,12 @@ def test_detection_job_retries_a_failing_model_server_until_it_answers(settings,
         image.write_bytes(photos["astronaut"].read_bytes())
         s = redis_db.settings(settings)
         job_id = str(uuid.uuid4())
-        create_celery(s).send_task("vigil.detection.detect", queue="detection", task_id=job_id,
-                                   kwargs={"camera_id": cam.name, "path": str(image), "seen_at": time.time()})
+        create_celery(s).send_task(
+            "vigil.detection.detect",
+            queue="detection",
+            task_id=job_id,
+            kwargs={"camera_id": cam.name, "path": str(image), "seen_at": time.time()},
+        )
         registry = JobRegistry(redis_db.client(decode_responses=True))
         job = wait_for_state(registry, job_id, "completed", 40)
         assert job["attempts"] == 3 and job["result"]["detections_kept"] == 1, job
@@ -225,5 +249,9 @@ def test_detection_job_retries_a_failing_model_server_until_it_answers(settings,
 def wait_for_state(registry, job_id, state, timeout):
     from tests.servers import wait_for
 
-    return wait_for(lambda: (registry.get(job_id) or {}).get("state") == state and registry.get(job_id), timeout,
-                    interval=0.2, what=f"job {job_id} {state}")
+    return wait_for(
+        lambda: (registry.get(job_id) or {}).get("state") == state and registry.get(job_id),
+        timeout,
+        interval=0.2,
+        what=f"job {job_id} {state}",
+    )

@@ -2,6 +2,7 @@
 real Celery detection and analysis workers, real Redis and SQL. Photographs copied into a camera
 folder become detections, one batch for the camera's window, one analysis and one event with a
 risk score, and the latency endpoints report every stage."""
+
 import shutil
 import time
 import uuid
@@ -10,26 +11,28 @@ import pytest
 from sqlalchemy import delete, select
 
 from app.core.db import session_scope
-from app.models import Detection, DetectionBatch, Event, RuntimeConfig
-from app.pipeline import runtime_config
 from app.jobs.enqueue import enqueue
 from app.jobs.registry import get_registry
+from app.models import Detection, DetectionBatch, Event, RuntimeConfig
+from app.pipeline import runtime_config
 from workers.host.services.batch_closer import BatchCloser
-from workers.host.supervisor import ServiceHost
 from workers.host.services.watcher import FileWatcher
+from workers.host.supervisor import ServiceHost
 
 
 @pytest.fixture
 def short_windows(client, api_headers):
     """Batch window 6 s, idle timeout 3 s, set the way an operator would (PATCH /api/system/config);
     the workers read it from the runtime config. Restored to the defaults afterwards."""
-    r = client.patch("/api/system/config", json={"batch_window_seconds": 6, "batch_idle_timeout_seconds": 3},
-                     headers=api_headers)
+    r = client.patch(
+        "/api/system/config", json={"batch_window_seconds": 6, "batch_idle_timeout_seconds": 3}, headers=api_headers
+    )
     assert r.status_code == 200, r.get_json()
     yield
     with session_scope() as session:
-        session.execute(delete(RuntimeConfig).where(RuntimeConfig.key.in_(
-            ["batch_window_seconds", "batch_idle_timeout_seconds"])))
+        session.execute(
+            delete(RuntimeConfig).where(RuntimeConfig.key.in_(["batch_window_seconds", "batch_idle_timeout_seconds"]))
+        )
     runtime_config.invalidate()
 
 
@@ -51,8 +54,9 @@ def completed_jobs(queue):
 
 
 @pytest.mark.slow
-def test_photos_become_one_batch_one_analysis_one_event(celery_workers, short_windows, service_host, settings,
-                                                        photos, client, wait):
+def test_photos_become_one_batch_one_analysis_one_event(
+    celery_workers, short_windows, service_host, settings, photos, client, wait
+):
     folder = f"E2E Door {uuid.uuid4().hex[:6]}"
     camera_id = folder.lower().replace(" ", "_")
     cam_dir = settings.camera_root / folder
@@ -98,8 +102,11 @@ def test_photos_become_one_batch_one_analysis_one_event(celery_workers, short_wi
 
     # a repeated analysis of the same batch makes no second event
     job = enqueue("analysis", {"batch_id": batch.id, "camera_id": camera_id})
-    again = wait(lambda: (get_registry().get(job.job_id) or {}).get("state") == "completed"
-                 and get_registry().get(job.job_id), 30, what="the repeated analysis")
+    again = wait(
+        lambda: (get_registry().get(job.job_id) or {}).get("state") == "completed" and get_registry().get(job.job_id),
+        30,
+        what="the repeated analysis",
+    )
     assert again["result"]["event_id"] == ev.id and again["result"]["created"] is False
     with session_scope() as s:
         assert len(list(s.execute(select(Event).where(Event.camera_id == camera_id)).scalars())) == 1

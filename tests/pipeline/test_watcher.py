@@ -1,16 +1,18 @@
 """The file watcher with a real observer, real Redis and real SQL: what it enqueues and what not."""
+
 import os
 import threading
 import time
-from app.core.settings import replace
 
 import pytest
 from sqlalchemy import select
 
 from app.core.db import session_scope
-from app.models import Camera
+from app.core.settings import replace
 from app.jobs.registry import get_registry
+from app.models import Camera
 from workers.host.services.watcher import FileWatcher, image_complete
+
 
 def jpeg() -> bytes:
     """Fresh content each call (the watcher drops repeated content on purpose)."""
@@ -42,8 +44,13 @@ def watch(tmp_path, settings):
     def start(observer="native", settle=0.3):
         root = tmp_path / "cameras"
         root.mkdir(exist_ok=True)
-        s = replace(settings, camera_root=root, watcher_observer=observer, watcher_settle_seconds=settle,
-                    watcher_poll_interval=0.1)
+        s = replace(
+            settings,
+            camera_root=root,
+            watcher_observer=observer,
+            watcher_settle_seconds=settle,
+            watcher_poll_interval=0.1,
+        )
         rec = Recorder()
         w = FileWatcher(s, enqueue_fn=rec)
         stop = threading.Event()

@@ -12,6 +12,7 @@ are called, whatever the model said.
   or `<think>` blocks, so the first JSON object that carries a usable `risk_score` is taken.
   Token counts come from the server's `usage`.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,14 +21,15 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import requests
+
+from app.core.settings import Settings, SettingsError
 from app.pipeline.ai.detectors import probe_http
 from app.pipeline.ai.http_backend import ThreadLocalSession
-from app.core.settings import Settings, SettingsError
-import requests
 
 
 class AnalyserUnavailable(RuntimeError):
@@ -56,7 +58,7 @@ class Analysis:
     summary: str
     reasoning: str
     analyser: str
-    model_level: str | None = None     # the level the model named, kept for the record only
+    model_level: str | None = None  # the level the model named, kept for the record only
     input_tokens: int | None = None
     output_tokens: int | None = None
     duration_ms: float = 0.0
@@ -94,8 +96,18 @@ class RuleAnalyser:
     display_name = "Rule-based risk scorer (built-in)"
     url = None
 
-    TYPE_POINTS = {"person": 35, "face": 35, "car": 15, "truck": 15, "vehicle": 15, "motorcycle": 15,
-                   "bicycle": 10, "dog": 5, "cat": 3, "bird": 1}
+    TYPE_POINTS = {
+        "person": 35,
+        "face": 35,
+        "car": 15,
+        "truck": 15,
+        "vehicle": 15,
+        "motorcycle": 15,
+        "bicycle": 10,
+        "dog": 5,
+        "cat": 3,
+        "bird": 1,
+    }
     OTHER_POINTS = 5
     SENSITIVE_CAMERAS = ("door", "entr", "gate", "garage", "back", "porch", "window", "side")
 
@@ -109,7 +121,7 @@ class RuleAnalyser:
         score = 0.0
         # People: a face is a person seen closely; count whichever saw more of them.
         people = max(counts.get("person", 0), counts.get("face", 0))
-        for kind, n in sorted(counts.items()):
+        for kind in sorted(counts):
             if kind == "face" and counts.get("person"):
                 continue
             points = self.TYPE_POINTS.get(kind, self.OTHER_POINTS)
@@ -185,10 +197,12 @@ def parse_llm_json(text: str) -> dict[str, Any]:
             raw = float(number.group(1))
         if not isinstance(raw, (int, float)) or raw != raw:  # NaN
             continue
-        return {"risk_score": int(round(max(0.0, min(100.0, float(raw))))),
-                "risk_level": str(obj.get("risk_level") or "")[:16] or None,
-                "summary": str(obj.get("summary") or "")[:2000],
-                "reasoning": str(obj.get("reasoning") or "")[:8000]}
+        return {
+            "risk_score": int(round(max(0.0, min(100.0, float(raw))))),
+            "risk_level": str(obj.get("risk_level") or "")[:16] or None,
+            "summary": str(obj.get("summary") or "")[:2000],
+            "reasoning": str(obj.get("reasoning") or "")[:8000],
+        }
     raise ValueError("no JSON object with a numeric risk_score in the model's answer")
 
 
@@ -196,8 +210,15 @@ class LlmAnalyser(ThreadLocalSession):
     name = "llm"
     service = "analyser"
 
-    def __init__(self, url: str, model: str, timeout: float, max_tokens: int, api_key: str | None = None,
-                 timezone_name: str = "UTC"):
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        timeout: float,
+        max_tokens: int,
+        api_key: str | None = None,
+        timezone_name: str = "UTC",
+    ):
 
         if not url:
             raise SettingsError("VIGIL_LLM_URL is required when VIGIL_ANALYSER_BACKEND=llm")
@@ -213,11 +234,12 @@ class LlmAnalyser(ThreadLocalSession):
     def prompt(self, facts: BatchFacts) -> str:
         local_start = facts.started_at.astimezone(self.zone)
         local_end = facts.ended_at.astimezone(self.zone)
-        lines = [f"Camera: {facts.camera_name} (id {facts.camera_id})",
-                 f"Time window: {local_start:%Y-%m-%d %H:%M:%S} to {local_end:%H:%M:%S} ({self.zone.key}, "
-                 f"{local_end:%A})",
-                 "Object counts: " + (", ".join(f"{k}={v}" for k, v in sorted(facts.counts.items())) or "none"),
-                 "Detections (type, confidence, box x,y,w,h):"]
+        lines = [
+            f"Camera: {facts.camera_name} (id {facts.camera_id})",
+            f"Time window: {local_start:%Y-%m-%d %H:%M:%S} to {local_end:%H:%M:%S} ({self.zone.key}, {local_end:%A})",
+            "Object counts: " + (", ".join(f"{k}={v}" for k, v in sorted(facts.counts.items())) or "none"),
+            "Detections (type, confidence, box x,y,w,h):",
+        ]
         for d in facts.detections[:50]:
             b = d["bbox"]
             lines.append(f"- {d['object_type']} {d['confidence']:.2f} at {b['x']},{b['y']},{b['width']},{b['height']}")
@@ -226,18 +248,22 @@ class LlmAnalyser(ThreadLocalSession):
         return "\n".join(lines)
 
     def analyse(self, facts: BatchFacts) -> Analysis:
-        body = {"model": self.model, "temperature": 0, "max_tokens": self.max_tokens,
-                "messages": [{"role": "system", "content": SYSTEM_PROMPT},
-                             {"role": "user", "content": self.prompt(facts)}]}
-        response, elapsed = self.post("/chat/completions", "LLM", AnalyserUnavailable, json=body,
-                                      headers=self.headers)
+        body = {
+            "model": self.model,
+            "temperature": 0,
+            "max_tokens": self.max_tokens,
+            "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": self.prompt(facts)}],
+        }
+        response, elapsed = self.post("/chat/completions", "LLM", AnalyserUnavailable, json=body, headers=self.headers)
         try:
             payload = response.json()
             content = payload["choices"][0]["message"]["content"]
             if not isinstance(content, str):
                 raise TypeError("content is not text")
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise AnalyserUnavailable(f"LLM answer is not a chat completion: {type(exc).__name__}: {exc}"[:300]) from None
+            raise AnalyserUnavailable(
+                f"LLM answer is not a chat completion: {type(exc).__name__}: {exc}"[:300]
+            ) from None
         try:
             parsed = parse_llm_json(content)
         except ValueError as exc:
@@ -248,9 +274,16 @@ class LlmAnalyser(ThreadLocalSession):
             value = usage.get(name)
             return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
-        return Analysis(parsed["risk_score"], parsed["summary"], parsed["reasoning"], f"llm:{self.model}",
-                        model_level=parsed["risk_level"], input_tokens=tokens("prompt_tokens"),
-                        output_tokens=tokens("completion_tokens"), duration_ms=elapsed)
+        return Analysis(
+            parsed["risk_score"],
+            parsed["summary"],
+            parsed["reasoning"],
+            f"llm:{self.model}",
+            model_level=parsed["risk_level"],
+            input_tokens=tokens("prompt_tokens"),
+            output_tokens=tokens("completion_tokens"),
+            duration_ms=elapsed,
+        )
 
     def probe(self, timeout: float) -> tuple[bool, str | None]:
         return probe_http(self._requests, f"{self.url}/models", timeout, self.headers)
@@ -262,19 +295,33 @@ _lock = threading.Lock()
 
 def get_analyser(settings: Settings) -> Analyser:
     """The configured analyser (one per process)."""
-    key = (settings.analyser_backend, settings.llm_url, settings.llm_model, settings.llm_timeout,
-           settings.llm_max_tokens, settings.llm_api_key, settings.site_timezone)
+    key = (
+        settings.analyser_backend,
+        settings.llm_url,
+        settings.llm_model,
+        settings.llm_timeout,
+        settings.llm_max_tokens,
+        settings.llm_api_key,
+        settings.site_timezone,
+    )
     with _lock:
         analyser = _analysers.get(key)
         if analyser is None:
             if settings.analyser_backend == "builtin":
                 analyser = RuleAnalyser(settings.site_timezone)
             elif settings.analyser_backend == "llm":
-                analyser = LlmAnalyser(settings.llm_url, settings.llm_model, settings.llm_timeout,
-                                       settings.llm_max_tokens, settings.llm_api_key, settings.site_timezone)
+                analyser = LlmAnalyser(
+                    settings.llm_url,
+                    settings.llm_model,
+                    settings.llm_timeout,
+                    settings.llm_max_tokens,
+                    settings.llm_api_key,
+                    settings.site_timezone,
+                )
             else:
-                raise SettingsError(f"VIGIL_ANALYSER_BACKEND must be 'builtin' or 'llm', not "
-                                    f"{settings.analyser_backend!r}")
+                raise SettingsError(
+                    f"VIGIL_ANALYSER_BACKEND must be 'builtin' or 'llm', not {settings.analyser_backend!r}"
+                )
             _analysers[key] = analyser
     return analyser
 
@@ -284,4 +331,4 @@ def fallback_analyser(settings: Settings) -> RuleAnalyser:
 
 
 def utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=timezone.utc)
+    return datetime.fromtimestamp(ts, tz=UTC)

@@ -20,24 +20,26 @@ A call that the service *answered* with a client error (a 4xx: bad image, bad re
 service is up: it is recorded as a success and never trips the breaker. Trial-call permits expire,
 so a worker killed mid-call cannot leave a breaker half-open for ever.
 """
+
 from __future__ import annotations
 
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import redis
 
-from app.core.redis_client import KEY_PREFIX, get_redis
 from app.core.errors import InvalidInput, NotFound
-from app.core.time import iso_utc
+from app.core.redis_client import KEY_PREFIX, get_redis
 from app.core.settings import Settings
+from app.core.time import iso_utc
 
 T = TypeVar("T")
 
-BREAKER_KEY = KEY_PREFIX + "breaker:"      # + name (hash), + name + ":permits" (zset)
+BREAKER_KEY = KEY_PREFIX + "breaker:"  # + name (hash), + name + ":permits" (zset)
 NAME = re.compile(r"^[a-z][a-z0-9_\-]{0,63}$")
 STATES = ("closed", "open", "half_open")
 
@@ -149,17 +151,26 @@ class BreakerConfig:
     permit_ttl: float = 300.0  # longer than any guarded call (the LLM timeout is 60 s)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "BreakerConfig":
-        return cls(settings.breaker_failure_threshold, settings.breaker_recovery_seconds,
-                   settings.breaker_half_open_max_calls, settings.breaker_success_threshold,
-                   max(300.0, settings.llm_timeout * 2, settings.detector_timeout * 2))
+    def from_settings(cls, settings: Settings) -> BreakerConfig:
+        return cls(
+            settings.breaker_failure_threshold,
+            settings.breaker_recovery_seconds,
+            settings.breaker_half_open_max_calls,
+            settings.breaker_success_threshold,
+            max(300.0, settings.llm_timeout * 2, settings.detector_timeout * 2),
+        )
 
 
 class CircuitBreaker:
     """One named breaker. Cheap to create: all state is in Redis."""
 
-    def __init__(self, name: str, client: redis.Redis, config: BreakerConfig,
-                 is_failure: Callable[[BaseException], bool] | None = None):
+    def __init__(
+        self,
+        name: str,
+        client: redis.Redis,
+        config: BreakerConfig,
+        is_failure: Callable[[BaseException], bool] | None = None,
+    ):
         self.name = name
         self.r = client
         self.config = config
@@ -174,24 +185,28 @@ class CircuitBreaker:
         token = uuid.uuid4().hex
         cfg = self.config
         verdict, _state, retry_after = self._acquire(
-            keys=self.keys, args=[repr(time.time()), cfg.recovery_seconds, cfg.half_open_max_calls, token,
-                                  cfg.permit_ttl])
+            keys=self.keys,
+            args=[repr(time.time()), cfg.recovery_seconds, cfg.half_open_max_calls, token, cfg.permit_ttl],
+        )
         if verdict != "allow":
             raise CircuitOpenError(self.name, max(0.0, float(retry_after)))
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             failed = self.is_failure(exc)
-            self._finish(token, "failure" if failed else "success",
-                         f"{type(exc).__name__}: {exc}"[:500] if failed else "")
+            self._finish(
+                token, "failure" if failed else "success", f"{type(exc).__name__}: {exc}"[:500] if failed else ""
+            )
             raise
         self._finish(token, "success", "")
         return result
 
     def _finish(self, token: str, outcome: str, error: str) -> str:
         cfg = self.config
-        return self._record(keys=self.keys, args=[repr(time.time()), outcome, token, cfg.failure_threshold,
-                                                  cfg.success_threshold, error])
+        return self._record(
+            keys=self.keys,
+            args=[repr(time.time()), outcome, token, cfg.failure_threshold, cfg.success_threshold, error],
+        )
 
     def reset(self) -> str:
         """Close the breaker by hand; returns the state it was in."""
@@ -232,5 +247,9 @@ def reset_breaker(name: str, settings: Settings) -> dict[str, Any]:
     if name not in SERVICES:
         raise NotFound(f"Circuit breaker '{name}' not found; known: {', '.join(SERVICES)}.")
     previous = breaker(name, settings).reset()
-    return {"name": name, "previous_state": previous, "new_state": "closed",
-            "message": f"Circuit breaker {name} reset to closed state"}
+    return {
+        "name": name,
+        "previous_state": previous,
+        "new_state": "closed",
+        "message": f"Circuit breaker {name} reset to closed state",
+    }

@@ -12,6 +12,7 @@
 Both return boxes in the original image's pixel coordinates with a 0-1 confidence; the detection
 task applies `detection_confidence_threshold` and the breaker.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -22,11 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import requests
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from app.core.settings import Settings, SettingsError
+from app.models import BUILTIN_OBJECT_TYPES, COCO_OBJECT_TYPES
 from app.pipeline.ai.breakers import ServiceRejected
 from app.pipeline.ai.http_backend import ThreadLocalSession
-from app.core.settings import Settings, SettingsError
 
 
 class DetectorUnavailable(RuntimeError):
@@ -47,8 +50,11 @@ class Detection:
     height: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {"object_type": self.object_type, "confidence": round(self.confidence, 4),
-                "bbox": {"x": self.x, "y": self.y, "width": self.width, "height": self.height}}
+        return {
+            "object_type": self.object_type,
+            "confidence": round(self.confidence, 4),
+            "bbox": {"x": self.x, "y": self.y, "width": self.width, "height": self.height},
+        }
 
 
 @dataclass
@@ -61,8 +67,9 @@ class DetectionResult:
 
 
 class Detector(Protocol):
-    name: str         # backend name: builtin | http
-    service: str      # breaker / AI service name
+    name: str  # backend name: builtin | http
+    service: str  # breaker / AI service name
+    classes: tuple[str, ...]  # the object types it reports (lower case)
     display_name: str
     url: str | None
 
@@ -87,13 +94,14 @@ class BuiltinDetector:
 
     name = "builtin"
     service = "detector"
+    classes = BUILTIN_OBJECT_TYPES
     display_name = "OpenCV HOG people + Haar face detector (built-in, CPU)"
     url = None
 
-    WORK_MAX_SIDE = 640      # images are scaled down to this before detection
-    HOG_SCALE = 1.2          # pyramid step; 1.05 is ~4x slower for little gain on camera stills
-    FACE_DOWNSCALE = 2       # faces are searched on a half-size image: 3-4x faster, same hits
-    FACE_SCALE = 1.2          # cascade pyramid step; 1.1 finds the same faces ~1.7x slower
+    WORK_MAX_SIDE = 640  # images are scaled down to this before detection
+    HOG_SCALE = 1.2  # pyramid step; 1.05 is ~4x slower for little gain on camera stills
+    FACE_DOWNSCALE = 2  # faces are searched on a half-size image: 3-4x faster, same hits
+    FACE_SCALE = 1.2  # cascade pyramid step; 1.1 finds the same faces ~1.7x slower
 
     FACE_CASCADE = "haarcascade_frontalface_default.xml"
 
@@ -147,11 +155,13 @@ class BuiltinDetector:
         for box, weight in zip(rects, list(weights.ravel()) if len(rects) else []):
             add("person", _squash(float(weight), 1.0), box, 1 / scale)
 
-        small = cv2.resize(gray, None, fx=1 / self.FACE_DOWNSCALE, fy=1 / self.FACE_DOWNSCALE,
-                           interpolation=cv2.INTER_AREA)
+        small = cv2.resize(
+            gray, None, fx=1 / self.FACE_DOWNSCALE, fy=1 / self.FACE_DOWNSCALE, interpolation=cv2.INTER_AREA
+        )
         small = cv2.equalizeHist(small)
-        boxes, _levels, level_weights = face.detectMultiScale3(small, scaleFactor=self.FACE_SCALE, minNeighbors=5,
-                                                               minSize=(20, 20), outputRejectLevels=True)
+        boxes, _levels, level_weights = face.detectMultiScale3(
+            small, scaleFactor=self.FACE_SCALE, minNeighbors=5, minSize=(20, 20), outputRejectLevels=True
+        )
         for box, weight in zip(boxes, list(level_weights.ravel()) if len(boxes) else []):
             add("face", _squash(float(weight), 2.0), box, self.FACE_DOWNSCALE / scale)
         elapsed = (time.perf_counter() - t0) * 1000
@@ -193,9 +203,9 @@ class _RemoteAnswer(BaseModel):
 class HttpDetector(ThreadLocalSession):
     name = "http"
     service = "detector"
+    classes = COCO_OBJECT_TYPES  # what a YOLO/RT-DETR server trained on COCO answers (lower-cased)
 
     def __init__(self, url: str, timeout: float):
-        import requests
 
         if not url:
             raise SettingsError("VIGIL_DETECTOR_URL is required when VIGIL_DETECTOR_BACKEND=http")
@@ -206,25 +216,43 @@ class HttpDetector(ThreadLocalSession):
 
     def detect(self, path: Path) -> DetectionResult:
         data = Path(path).read_bytes()
-        response, elapsed = self.post("/detect", "detector", DetectorUnavailable,
-                                      files={"file": (Path(path).name, data)})
+        response, elapsed = self.post(
+            "/detect", "detector", DetectorUnavailable, files={"file": (Path(path).name, data)}
+        )
         try:
             answer = _RemoteAnswer.model_validate_json(response.content)
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
-            raise DetectorUnavailable(f"detector answer is not the expected JSON: {first['msg']} at "
-                                      f"{'.'.join(str(p) for p in first['loc']) or 'top level'}") from None
-        found = [Detection(d.object_class.lower(), d.confidence, int(round(d.bbox.x)), int(round(d.bbox.y)),
-                           int(round(d.bbox.width)), int(round(d.bbox.height))) for d in answer.detections]
-        return DetectionResult(found, round(answer.inference_time_ms if answer.inference_time_ms is not None
-                                            else elapsed, 2), None, self.name, {"round_trip_ms": round(elapsed, 2)})
+            raise DetectorUnavailable(
+                f"detector answer is not the expected JSON: {first['msg']} at "
+                f"{'.'.join(str(p) for p in first['loc']) or 'top level'}"
+            ) from None
+        found = [
+            Detection(
+                d.object_class.lower(),
+                d.confidence,
+                int(round(d.bbox.x)),
+                int(round(d.bbox.y)),
+                int(round(d.bbox.width)),
+                int(round(d.bbox.height)),
+            )
+            for d in answer.detections
+        ]
+        return DetectionResult(
+            found,
+            round(answer.inference_time_ms if answer.inference_time_ms is not None else elapsed, 2),
+            None,
+            self.name,
+            {"round_trip_ms": round(elapsed, 2)},
+        )
 
     def probe(self, timeout: float) -> tuple[bool, str | None]:
         return probe_http(self._requests, f"{self.url}/health", timeout)
 
 
-def probe_http(requests: Any, url: str, timeout: float, headers: dict[str, str] | None = None
-               ) -> tuple[bool, str | None]:
+def probe_http(
+    requests: Any, url: str, timeout: float, headers: dict[str, str] | None = None
+) -> tuple[bool, str | None]:
     """GET `url` with a short timeout: healthy on any 2xx."""
     try:
         response = requests.get(url, timeout=timeout, headers=headers or {})
@@ -234,6 +262,12 @@ def probe_http(requests: Any, url: str, timeout: float, headers: dict[str, str] 
         return False, f"HTTP {response.status_code}"
     return True, None
 
+
+# Each backend's class names without building a detector (the API lists them, alert rules are checked against them).
+CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    BuiltinDetector.name: BuiltinDetector.classes,
+    HttpDetector.name: HttpDetector.classes,
+}
 
 _detectors: dict[tuple[str, str, float], Detector] = {}
 _lock = threading.Lock()
@@ -250,7 +284,8 @@ def get_detector(settings: Settings) -> Detector:
             elif settings.detector_backend == "http":
                 detector = HttpDetector(settings.detector_url, settings.detector_timeout)
             else:
-                raise SettingsError(f"VIGIL_DETECTOR_BACKEND must be 'builtin' or 'http', not "
-                                    f"{settings.detector_backend!r}")
+                raise SettingsError(
+                    f"VIGIL_DETECTOR_BACKEND must be 'builtin' or 'http', not {settings.detector_backend!r}"
+                )
             _detectors[key] = detector
     return detector

@@ -4,14 +4,16 @@ reading of what an answer means for the circuit breaker.
 A `requests.Session` keeps the connection to the model server open between calls, but it is not
 safe to share between threads (the API probes backends from its worker threads).
 """
+
 from __future__ import annotations
 
 import threading
 import time
 from typing import Any
 
-from app.pipeline.ai.breakers import ServiceRejected
 import requests
+
+from app.pipeline.ai.breakers import ServiceRejected
 
 
 class ThreadLocalSession:

@@ -4,17 +4,18 @@ A built-in backend is healthy when its model loads (no network); an HTTP backend
 short GET (`/health` for the detector, `/models` for the OpenAI-compatible LLM API), and a service
 whose breaker is open is unhealthy whatever the probe says, because the pipeline will not call it.
 """
+
 from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from app.core.settings import Settings
+from app.core.time import iso_now
 from app.pipeline.ai.analysers import get_analyser
 from app.pipeline.ai.breakers import breaker
 from app.pipeline.ai.detectors import get_detector
-from app.core.time import iso_now
-from app.core.settings import Settings
 
 _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="vigil-ai-probe")
 
@@ -33,9 +34,17 @@ def _probe(backend: Any, settings: Settings, timeout: float) -> dict[str, Any]:
         state = "unknown"
     if ok and state == "open":
         ok, error = False, "circuit breaker open"
-    return {"name": backend.service, "display_name": backend.display_name, "backend": backend.name,
-            "status": "healthy" if ok else "unhealthy", "url": backend.url, "response_time_ms": elapsed,
-            "error": error, "circuit_state": state, "last_check": iso_now()}
+    return {
+        "name": backend.service,
+        "display_name": backend.display_name,
+        "backend": backend.name,
+        "status": "healthy" if ok else "unhealthy",
+        "url": backend.url,
+        "response_time_ms": elapsed,
+        "error": error,
+        "circuit_state": state,
+        "last_check": iso_now(),
+    }
 
 
 def probe_all(settings: Settings, timeout: float | None = None) -> list[dict[str, Any]]:
