@@ -1,11 +1,14 @@
-"""Run the local redis-server so that it stops last (the Procfile's `redis` process).
+"""Run the local redis-server so that it stops last and cleanly (the Procfile's `redis` process).
 
-honcho stops every process at once; if Redis went first, workers could not acknowledge their last
-jobs, hand back prefetched messages or withdraw their heartbeats. So redis-server runs in its own
-session (out of reach of honcho's process-group signal), and on SIGTERM/SIGINT this wrapper waits
-until the other clients have disconnected (at most 3.5 s, inside honcho's 5 s kill window), then
-shuts Redis down cleanly, flushing the AOF.
+Under `make run` supervisord already stops Redis last: it is a group of its own with a lower
+priority, stopped only once every Vigil process has exited (workers need Redis to acknowledge
+their last jobs, hand back prefetched messages and withdraw their heartbeats). This wrapper adds
+the rest: on SIGTERM/SIGINT it waits until the other clients have disconnected (at most 3.5 s,
+for a Redis shared with clients outside this run), then shuts Redis down cleanly, flushing the
+AOF. redis-server stays in the wrapper's process group, so supervisord's kill after
+`stopwaitsecs` reaches it too.
 """
+
 from __future__ import annotations
 
 import signal
@@ -24,7 +27,7 @@ def main() -> int:
     for line in open(conf):
         if line.startswith("port "):
             port = int(line.split()[1])
-    proc = subprocess.Popen(["redis-server", conf], start_new_session=True)
+    proc = subprocess.Popen(["redis-server", conf])
     stopping = False
 
     def stop(_signum, _frame):

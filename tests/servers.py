@@ -3,6 +3,7 @@
 Nothing here is a fake: each server is the real binary, started in a temporary directory on a
 port nobody else uses, so a `make run` in progress is never touched.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,9 +17,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -45,7 +47,9 @@ def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "con
         except Exception as exc:  # keep polling; report the last error on timeout
             last_exc = exc
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
+    raise TimeoutError(
+        f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else "")
+    )
 
 
 def new_log(prefix: str) -> str:
@@ -91,12 +95,32 @@ class RedisServer:
     def url_for(self, db: int) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         self.proc = subprocess.Popen(
-            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-             "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", "",
-             "--databases", str(self.databases), "--protected-mode", "no", "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                redis_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                self.dir,
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                self.appendfsync,
+                "--save",
+                "",
+                "--databases",
+                str(self.databases),
+                "--protected-mode",
+                "no",
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         wait_for(lambda: client.ping(), 15, what=f"redis on {self.port}")
         # Wait until the AOF is loaded, so a restart test reads the data back.
@@ -138,7 +162,7 @@ class RedisDb:
     def client(self, **kwargs: Any) -> redis.Redis:
         return redis.Redis.from_url(self.url, **kwargs)
 
-    def settings(self, base: "Settings", **changes: Any) -> "Settings":
+    def settings(self, base: Settings, **changes: Any) -> Settings:
         """`base` with Vigil's keys, the broker and the results all in this database (what a worker
         started with `REDIS_URL=self.url` uses too), plus `changes`."""
         from app.core.settings import replace
@@ -161,8 +185,10 @@ class RedisDatabases:
 
     def acquire(self) -> RedisDb:
         if not self.free:
-            raise RuntimeError(f"all {self.server.databases - 1} spare Redis databases are held: raise "
-                               "`databases` of the session's RedisServer (tests/conftest.py)")
+            raise RuntimeError(
+                f"all {self.server.databases - 1} spare Redis databases are held: raise "
+                "`databases` of the session's RedisServer (tests/conftest.py)"
+            )
         number = self.free.pop(0)
         try:
             self._empty(number)
@@ -236,14 +262,25 @@ class PostgresServer:
     def url(self, database: str) -> str:
         return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         data = os.path.join(self.dir, "data")
         if self.as_user:
             shutil.chown(self.dir, self.as_user, self.as_user)
         self._run("initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
-        self._run("pg_ctl", "-D", data, "-l", os.path.join(self.dir, "log"), "-w", "-t", "60", "start", "-o",
-                  f"-p {self.port} -h 127.0.0.1 -k {self.dir} -c fsync=off -c synchronous_commit=off "
-                  f"-c full_page_writes=off -c max_connections=300")
+        self._run(
+            "pg_ctl",
+            "-D",
+            data,
+            "-l",
+            os.path.join(self.dir, "log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+            "-o",
+            f"-p {self.port} -h 127.0.0.1 -k {self.dir} -c fsync=off -c synchronous_commit=off "
+            f"-c full_page_writes=off -c max_connections=300",
+        )
         return self
 
     def create_database(self, name: str) -> str:
@@ -266,22 +303,28 @@ class PostgresServer:
 
 
 def procfile() -> dict[str, str]:
-    """The Procfile's processes, name -> command: what `make run` starts."""
-    procs = {}
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            name, _, command = line.partition(":")
-            procs[name.strip()] = command.strip()
-    return procs
+    """The Procfile's processes, name -> command: what `make run` starts (parsed as supervisord's
+    configuration is generated from it)."""
+    from workers.host.procfile import read
+
+    return read(ROOT / "Procfile")
 
 
 # --- Celery workers --------------------------------------------------------------------------------
 class CeleryWorker:
     """A real `celery worker` subprocess for one worker group."""
 
-    def __init__(self, env: dict[str, str], group: str, queues: list[str], concurrency: int = 1,
-                 node: str | None = None, extra: list[str] | None = None, log_path: str | None = None,
-                 app: str = "workers"):
+    def __init__(
+        self,
+        env: dict[str, str],
+        group: str,
+        queues: list[str],
+        concurrency: int = 1,
+        node: str | None = None,
+        extra: list[str] | None = None,
+        log_path: str | None = None,
+        app: str = "workers",
+    ):
         self.env = env
         self.app = app
         self.group = group
@@ -292,13 +335,31 @@ class CeleryWorker:
         self.log_path = log_path or new_log(f"vigil-{group}-")
         self.proc: subprocess.Popen | None = None
 
-    def start(self, wait: bool = True, timeout: float = 40) -> "CeleryWorker":
-        cmd = [sys.executable, "-m", "celery", "-A", self.app, "worker", "-n", self.node,
-               "-Q", ",".join(self.queues), "-c", str(self.concurrency), "-P", "prefork",
-               "--without-gossip", "-l", "INFO", *self.extra]
+    def start(self, wait: bool = True, timeout: float = 40) -> CeleryWorker:
+        cmd = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            self.app,
+            "worker",
+            "-n",
+            self.node,
+            "-Q",
+            ",".join(self.queues),
+            "-c",
+            str(self.concurrency),
+            "-P",
+            "prefork",
+            "--without-gossip",
+            "-l",
+            "INFO",
+            *self.extra,
+        ]
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, cwd=str(ROOT), env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, cwd=str(ROOT), env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         if wait:
             self.wait_ready(timeout)
         return self
@@ -353,11 +414,22 @@ class ApiServer:
     unless asked for: benchmarks send thousands of requests, and no test reads it.
     """
 
-    def __init__(self, env: dict[str, str], workers: int = 2, threads: int = 8, log_path: str | None = None,
-                 access_log: bool = False):
+    def __init__(
+        self,
+        env: dict[str, str],
+        workers: int = 2,
+        threads: int = 8,
+        log_path: str | None = None,
+        access_log: bool = False,
+    ):
         self.port = free_port()
-        self.env = dict(env, VIGIL_HOST="127.0.0.1", VIGIL_PORT=str(self.port), WEB_CONCURRENCY=str(workers),
-                        VIGIL_API_THREADS=str(threads))
+        self.env = dict(
+            env,
+            VIGIL_HOST="127.0.0.1",
+            VIGIL_PORT=str(self.port),
+            WEB_CONCURRENCY=str(workers),
+            VIGIL_API_THREADS=str(threads),
+        )
         self.log_path = log_path or new_log("vigil-api-")
         self.access_log = access_log
         self.proc: subprocess.Popen | None = None
@@ -376,12 +448,18 @@ class ApiServer:
             args = ["--access-logfile", "/dev/null", *args]
         return [sys.executable, "-m", "gunicorn", *args]
 
-    def start(self, timeout: float = 40) -> "ApiServer":
+    def start(self, timeout: float = 40) -> ApiServer:
         import requests
 
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.command(), cwd=str(ROOT), env=self.env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.command(),
+            cwd=str(ROOT),
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
         def up():
             if self.proc.poll() is not None:
@@ -425,8 +503,13 @@ class Mailbox:
         self.messages: list[dict] = []
 
     async def handle_DATA(self, server, session, envelope):  # aiosmtpd handler hook
-        self.messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
-                              "data": envelope.content.decode(errors="replace")})
+        self.messages.append(
+            {
+                "from": envelope.mail_from,
+                "to": list(envelope.rcpt_tos),
+                "data": envelope.content.decode(errors="replace"),
+            }
+        )
         return "250 OK"
 
 
@@ -438,7 +521,7 @@ class SmtpServer:
         self.mailbox = Mailbox()
         self.controller = None
 
-    def start(self) -> "SmtpServer":
+    def start(self) -> SmtpServer:
         from aiosmtpd.controller import Controller
 
         self.controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port)

@@ -13,25 +13,27 @@ process). It is the only writer of supervisor state; the API never controls a wo
   was still queued nothing happened (503); if the supervisor had taken it, it is in progress (202).
 * history: crashes, restarts and manual actions go to the `worker_restart_events` table.
 """
+
 from __future__ import annotations
 
 import json
 import re
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 import redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.core.time import iso_utc
-from app.core.redis_client import KEY_PREFIX, get_redis
-from app.jobs import heartbeats
 from app.core.errors import InvalidInput, NotFound, ServiceError, Unavailable
+from app.core.redis_client import KEY_PREFIX, get_redis
 from app.core.settings import Settings
+from app.core.time import iso_utc
+from app.jobs import heartbeats
 
 WORKER_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]*$")
 STATE_KEY = KEY_PREFIX + "supervisor:workers"
@@ -88,6 +90,9 @@ def public_worker(state: dict[str, Any]) -> dict[str, Any]:
         "controllable": state.get("controllable", True),
         "next_restart_at": iso_utc(state.get("next_restart_at")),
         "nodes": state.get("nodes", []),
+        "pid": state.get("pid"),
+        "process": state.get("process"),
+        "managed_by": state.get("managed_by"),
     }
 
 
@@ -110,28 +115,39 @@ def require_running(settings: Settings) -> SupervisorView:
     """The supervisor's view, or 503 when no supervisor heartbeat is fresh."""
     current = view(settings)
     if not current.running:
-        raise Unavailable("Worker supervisor is not running (no heartbeat from the service host, "
-                          "`python -m workers.host`)", extra={"running": False})
+        raise Unavailable(
+            "Worker supervisor is not running (no heartbeat from the service host, `python -m workers.host`)",
+            extra={"running": False},
+        )
     return current
 
 
 def check_name(name: str) -> None:
     if not valid_worker_name(name):
-        raise InvalidInput(f"Invalid worker name '{name[:80]}': must match ^[a-zA-Z][a-zA-Z0-9_]*$",
-                           errors=[{"location": "path", "field": "name",
-                                    "message": "must match ^[a-zA-Z][a-zA-Z0-9_]*$"}])
+        raise InvalidInput(
+            f"Invalid worker name '{name[:80]}': must match ^[a-zA-Z][a-zA-Z0-9_]*$",
+            errors=[{"location": "path", "field": "name", "message": "must match ^[a-zA-Z][a-zA-Z0-9_]*$"}],
+        )
 
 
 # ---- commands -------------------------------------------------------------------------------------
 @dataclass
 class CommandResult:
-    status: int              # 200 done, 202 accepted but not yet confirmed
+    status: int  # 200 done, 202 accepted but not yet confirmed
     message: str
     worker: dict[str, Any] | None
+    acted_on: str | None = None  # process | consumers | pool | thread: what the command changed
 
 
-def send_command(settings: Settings, action: str, name: str, *, actor: str | None = None,
-                 request_id: str | None = None, timeout: float | None = None) -> CommandResult:
+def send_command(
+    settings: Settings,
+    action: str,
+    name: str,
+    *,
+    actor: str | None = None,
+    request_id: str | None = None,
+    timeout: float | None = None,
+) -> CommandResult:
     """Ask the supervisor to act on a worker and wait (bounded) for its answer.
 
     Raises InvalidInput (bad name or the worker cannot do that), NotFound, Unavailable (no
@@ -146,8 +162,15 @@ def send_command(settings: Settings, action: str, name: str, *, actor: str | Non
     client = get_redis(settings)
     timeout = settings.supervisor_command_timeout if timeout is None else timeout
     now = time.time()
-    command = {"id": uuid.uuid4().hex, "action": action, "worker": name, "issued_at": now,
-               "deadline": now + timeout, "actor": actor, "request_id": request_id}
+    command = {
+        "id": uuid.uuid4().hex,
+        "action": action,
+        "worker": name,
+        "issued_at": now,
+        "deadline": now + timeout,
+        "actor": actor,
+        "request_id": request_id,
+    }
     raw = json.dumps(command, separators=(",", ":"))
     reply_key = REPLY_KEY + command["id"]
     client.lpush(COMMANDS_KEY, raw)
@@ -163,15 +186,20 @@ def send_command(settings: Settings, action: str, name: str, *, actor: str | Non
             reply = json.loads(popped[1])
     if reply is None:
         if client.lrem(COMMANDS_KEY, 1, raw):
-            raise Unavailable(f"The supervisor did not take the {action} command for '{name}' within "
-                              f"{timeout:g}s; nothing was done")
-        return CommandResult(202, f"{action.capitalize()} of worker '{name}' is in progress; the supervisor "
-                                  f"has not confirmed it within {timeout:g}s", current.workers.get(name))
+            raise Unavailable(
+                f"The supervisor did not take the {action} command for '{name}' within {timeout:g}s; nothing was done"
+            )
+        return CommandResult(
+            202,
+            f"{action.capitalize()} of worker '{name}' is in progress; the supervisor "
+            f"has not confirmed it within {timeout:g}s",
+            current.workers.get(name),
+        )
     code = int(reply.get("code", 500))
     if code >= 400:
         error = {400: InvalidInput, 404: NotFound, 503: Unavailable}.get(code, SupervisorError)
         raise error(reply.get("message") or f"{action} failed")
-    return CommandResult(code, reply.get("message", ""), reply.get("worker"))
+    return CommandResult(code, reply.get("message", ""), reply.get("worker"), reply.get("acted_on"))
 
 
 # ---- restart history ---------------------------------------------------------------------------------
@@ -179,25 +207,45 @@ def record_events(session: Session, events: Iterable[dict[str, Any]]) -> int:
     """Insert restart-history rows (dicts with worker_name, timestamp (epoch), attempt, status, ...)."""
     from app.models import WorkerRestartEvent
 
-    rows = [WorkerRestartEvent(worker_name=e["worker_name"],
-                               timestamp=datetime.fromtimestamp(e["timestamp"], tz=timezone.utc),
-                               attempt=int(e.get("attempt", 0)), status=e["status"], action=e.get("action"),
-                               error=e.get("error"), node=e.get("node")) for e in events]
+    rows = [
+        WorkerRestartEvent(
+            worker_name=e["worker_name"],
+            timestamp=datetime.fromtimestamp(e["timestamp"], tz=UTC),
+            attempt=int(e.get("attempt", 0)),
+            status=e["status"],
+            action=e.get("action"),
+            error=e.get("error"),
+            node=e.get("node"),
+        )
+        for e in events
+    ]
     session.add_all(rows)
     return len(rows)
 
 
-def restart_history(session: Session, worker_name: str | None, limit: int, offset: int
-                    ) -> tuple[int, list[dict[str, Any]]]:
+def restart_history(
+    session: Session, worker_name: str | None, limit: int, offset: int
+) -> tuple[int, list[dict[str, Any]]]:
     """A page of restart events, newest first, with the exact total."""
     from app.models import WorkerRestartEvent as E
 
     where = [E.worker_name == worker_name] if worker_name else []
     total = session.execute(select(func.count()).select_from(E).where(*where)).scalar_one()
-    rows = session.execute(select(E).where(*where).order_by(E.timestamp.desc(), E.id.desc())
-                           .limit(limit).offset(offset)).scalars().all()
-    items = [{"worker_name": r.worker_name,
-              "timestamp": iso_utc(r.timestamp),
-              "attempt": r.attempt, "status": r.status, "error": r.error, "action": r.action, "node": r.node}
-             for r in rows]
+    rows = (
+        session.execute(select(E).where(*where).order_by(E.timestamp.desc(), E.id.desc()).limit(limit).offset(offset))
+        .scalars()
+        .all()
+    )
+    items = [
+        {
+            "worker_name": r.worker_name,
+            "timestamp": iso_utc(r.timestamp),
+            "attempt": r.attempt,
+            "status": r.status,
+            "error": r.error,
+            "action": r.action,
+            "node": r.node,
+        }
+        for r in rows
+    ]
     return int(total), items

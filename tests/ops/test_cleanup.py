@@ -1,11 +1,11 @@
 """Retention cleanup on SQLite and PostgreSQL with rows and files on both sides of the cutoff, run
 directly and as a real job on the cleanup queue; one cleanup at a time; orphaned files."""
+
 from __future__ import annotations
 
 import os
 import time
-from app.core.settings import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,15 +13,16 @@ from sqlalchemy import func, select
 
 from app import create_app
 from app.core.db import session_scope
-from app.models import Camera, Detection, Event, GpuStat, Log, RuntimeConfig
 from app.core.redis_client import get_redis
-from app.ops import cleanup
+from app.core.settings import replace
 from app.jobs.registry import get_registry
+from app.models import Camera, Detection, Event, GpuStat, Log, RuntimeConfig
+from app.ops import cleanup
 from tests.helpers import API_KEY, worker_env
 from tests.servers import CeleryWorker
 
 HEADERS = {"X-API-Key": API_KEY}
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 OLD = NOW - timedelta(days=40)
 CUTOFF = NOW - timedelta(days=30)  # retention_days=30 in seed()
 NEW = NOW - timedelta(days=5)
@@ -30,8 +31,16 @@ TABLES = (Detection, Event, GpuStat, Log)
 
 @pytest.fixture
 def cl_settings(settings, db_url, tmp_path):
-    s = replace(settings, database_url=db_url, camera_root=tmp_path / "cameras", thumbnail_dir=tmp_path / "thumbs",
-                clips_dir=tmp_path / "clips", retention_days=7, delete_images=True, cleanup_batch_size=2)
+    s = replace(
+        settings,
+        database_url=db_url,
+        camera_root=tmp_path / "cameras",
+        thumbnail_dir=tmp_path / "thumbs",
+        clips_dir=tmp_path / "clips",
+        retention_days=7,
+        delete_images=True,
+        cleanup_batch_size=2,
+    )
     for d in (s.camera_root / "cam1", s.thumbnail_dir, s.clips_dir, tmp_path / "elsewhere"):
         d.mkdir(parents=True, exist_ok=True)
     return s
@@ -45,33 +54,61 @@ def _file(path: Path, size: int) -> Path:
 def seed(s) -> dict:
     """Rows and files on both sides of a 30-day cutoff; returns what a cleanup must delete."""
     cam, thumbs = s.camera_root / "cam1", s.thumbnail_dir
-    old_img, shared_img, new_img = _file(cam / "old.jpg", 1000), _file(cam / "shared.jpg", 2000), \
-        _file(cam / "new.jpg", 3000)
+    old_img, shared_img, new_img = (
+        _file(cam / "old.jpg", 1000),
+        _file(cam / "shared.jpg", 2000),
+        _file(cam / "new.jpg", 3000),
+    )
     old1, old2, new1 = _file(thumbs / "old1.jpg", 100), _file(thumbs / "old2.jpg", 200), _file(thumbs / "new1.jpg", 300)
     outside = _file(thumbs.parent / "elsewhere" / "secret.jpg", 50)
-    det = dict(camera_id="cam1", object_type="person", confidence=0.9, bbox_x=0, bbox_y=0, bbox_width=1,
-               bbox_height=1)
+    det = dict(camera_id="cam1", object_type="person", confidence=0.9, bbox_x=0, bbox_y=0, bbox_width=1, bbox_height=1)
     with session_scope(s) as session:
         session.add(Camera(id="cam1", name="cam1", folder_path=str(cam)))
         session.add(RuntimeConfig(key="retention_days", value=30))  # wins over the setting (7)
         session.flush()
-        session.add_all([
-            Detection(file_path=str(old_img), thumbnail_path="old1.jpg", detected_at=OLD, **det),
-            Detection(file_path=str(old_img), thumbnail_path=str(old2), detected_at=OLD, **det),
-            Detection(file_path=str(shared_img), thumbnail_path="missing.jpg", detected_at=OLD, **det),
-            Detection(file_path=str(shared_img), thumbnail_path=str(outside), detected_at=OLD, **det),
-            Detection(file_path=str(shared_img), thumbnail_path=str(new1), detected_at=NEW, **det),
-            Detection(file_path=str(new_img), thumbnail_path=None, detected_at=NEW, **det),
-        ] + [Detection(file_path=str(cam / f"gone{i}.jpg"), detected_at=OLD - timedelta(hours=i), **det)
-             for i in range(5)])
-        session.add_all([Event(batch_id=f"b{i}", camera_id="cam1", started_at=t, ended_at=t, risk_score=10,
-                               risk_level="low", created_at=t) for i, t in enumerate([OLD] * 3 + [NEW] * 2)])
+        session.add_all(
+            [
+                Detection(file_path=str(old_img), thumbnail_path="old1.jpg", detected_at=OLD, **det),
+                Detection(file_path=str(old_img), thumbnail_path=str(old2), detected_at=OLD, **det),
+                Detection(file_path=str(shared_img), thumbnail_path="missing.jpg", detected_at=OLD, **det),
+                Detection(file_path=str(shared_img), thumbnail_path=str(outside), detected_at=OLD, **det),
+                Detection(file_path=str(shared_img), thumbnail_path=str(new1), detected_at=NEW, **det),
+                Detection(file_path=str(new_img), thumbnail_path=None, detected_at=NEW, **det),
+            ]
+            + [
+                Detection(file_path=str(cam / f"gone{i}.jpg"), detected_at=OLD - timedelta(hours=i), **det)
+                for i in range(5)
+            ]
+        )
+        session.add_all(
+            [
+                Event(
+                    batch_id=f"b{i}",
+                    camera_id="cam1",
+                    started_at=t,
+                    ended_at=t,
+                    risk_score=10,
+                    risk_level="low",
+                    created_at=t,
+                )
+                for i, t in enumerate([OLD] * 3 + [NEW] * 2)
+            ]
+        )
         session.add_all([GpuStat(recorded_at=t, gpu_index=0) for t in [OLD] * 4 + [NEW]])
         session.add_all([Log(timestamp=t, level="INFO", component="test", message="m") for t in [OLD] * 6 + [NEW] * 2])
-    return {"events_deleted": 3, "detections_deleted": 9, "gpu_stats_deleted": 4, "logs_deleted": 6,
-            "thumbnails_deleted": 2, "images_deleted": 1, "space_reclaimed": 100 + 200 + 1000,
-            "retention_days": 30, "files_skipped": 1,
-            "_gone": [old_img, old1, old2], "_kept": [shared_img, new_img, new1, outside]}
+    return {
+        "events_deleted": 3,
+        "detections_deleted": 9,
+        "gpu_stats_deleted": 4,
+        "logs_deleted": 6,
+        "thumbnails_deleted": 2,
+        "images_deleted": 1,
+        "space_reclaimed": 100 + 200 + 1000,
+        "retention_days": 30,
+        "files_skipped": 1,
+        "_gone": [old_img, old1, old2],
+        "_kept": [shared_img, new_img, new1, outside],
+    }
 
 
 AGE = {Detection: Detection.detected_at, Event: Event.created_at, GpuStat: GpuStat.recorded_at, Log: Log.timestamp}
@@ -81,13 +118,25 @@ def counts(s, older_than: datetime | None = None) -> dict:
     """Rows per table; `older_than` counts only rows past that time (a live worker keeps writing its
     own fresh log lines to the logs table)."""
     with session_scope(s) as session:
-        return {m.__tablename__: session.execute(
-            select(func.count()).select_from(m).where(*([AGE[m] < older_than] if older_than else []))).scalar_one()
-            for m in TABLES}
+        return {
+            m.__tablename__: session.execute(
+                select(func.count()).select_from(m).where(*([AGE[m] < older_than] if older_than else []))
+            ).scalar_one()
+            for m in TABLES
+        }
 
 
-FIGURES = ("events_deleted", "detections_deleted", "gpu_stats_deleted", "logs_deleted", "thumbnails_deleted",
-           "images_deleted", "space_reclaimed", "retention_days", "files_skipped")
+FIGURES = (
+    "events_deleted",
+    "detections_deleted",
+    "gpu_stats_deleted",
+    "logs_deleted",
+    "thumbnails_deleted",
+    "images_deleted",
+    "space_reclaimed",
+    "retention_days",
+    "files_skipped",
+)
 
 
 def test_dry_run_predicts_exactly_what_the_real_run_deletes(cl_settings):
@@ -131,9 +180,15 @@ def cleanup_workers(cl_settings):
     started = []
 
     def start(n: int = 1, **extra: str) -> list[CeleryWorker]:
-        env = worker_env(DATABASE_URL=cl_settings.database_url, VIGIL_CAMERA_ROOT=str(cl_settings.camera_root),
-                         VIGIL_THUMBNAIL_DIR=str(cl_settings.thumbnail_dir), VIGIL_DELETE_IMAGES="true",
-                         VIGIL_RETENTION_DAYS="7", VIGIL_CLEANUP_BATCH_SIZE="2", **extra)
+        env = worker_env(
+            DATABASE_URL=cl_settings.database_url,
+            VIGIL_CAMERA_ROOT=str(cl_settings.camera_root),
+            VIGIL_THUMBNAIL_DIR=str(cl_settings.thumbnail_dir),
+            VIGIL_DELETE_IMAGES="true",
+            VIGIL_RETENTION_DAYS="7",
+            VIGIL_CLEANUP_BATCH_SIZE="2",
+            **extra,
+        )
         ws = [CeleryWorker(env, "cleanup_service", ["cleanup"], concurrency=1).start(wait=False) for _ in range(n)]
         started.extend(ws)
         for w in ws:
@@ -178,8 +233,8 @@ def test_cleanup_endpoint_runs_a_job_on_the_cleanup_queue(cl_settings, cleanup_w
 @pytest.mark.slow
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_one_cleanup_at_a_time_across_workers(cl_settings, cleanup_workers, wait):
-    from app.jobs.enqueue import enqueue
     from app.celery.app import celery
+    from app.jobs.enqueue import enqueue
 
     expected = seed(cl_settings)
     cleanup_workers(2, VIGIL_CLEANUP_BATCH_PAUSE="0.3")  # ~6 s per run: long enough to overlap
@@ -191,8 +246,11 @@ def test_one_cleanup_at_a_time_across_workers(cl_settings, cleanup_workers, wait
     r = api.post("/api/system/cleanup", headers=HEADERS)
     assert r.status_code == 409 and "Another cleanup is running" in r.get_json()["detail"]
     assert api.get("/api/system/cleanup/status").get_json()["in_progress"]["job_id"] in (first, second)
-    wait(lambda: all((registry.get(j) or {}).get("state") == "completed" for j in (first, second)), 60,
-         what="both jobs finished")
+    wait(
+        lambda: all((registry.get(j) or {}).get("state") == "completed" for j in (first, second)),
+        60,
+        what="both jobs finished",
+    )
     results = [registry.get(j)["result"] for j in (first, second)]
     skipped = [r for r in results if r.get("skipped")]
     ran = [r for r in results if not r.get("skipped")]
@@ -205,7 +263,7 @@ def test_one_cleanup_at_a_time_across_workers(cl_settings, cleanup_workers, wait
 def test_next_cleanup_comes_from_the_beat_schedule(client):
     body = client.get("/api/system/cleanup/status").get_json()
     upcoming = datetime.fromisoformat(body["next_cleanup"].replace("Z", "+00:00"))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     assert (upcoming.hour, upcoming.minute) == (3, 0) and now < upcoming <= now + timedelta(days=1)
     assert body["cleanup_time"] == "03:00"
 
@@ -224,8 +282,16 @@ def test_orphaned_files(cl_settings):
     with session_scope(cl_settings) as session:
         session.add(Camera(id="cam1", name="cam1", folder_path="x"))
         session.flush()
-        det = dict(camera_id="cam1", file_path="x.jpg", object_type="car", confidence=0.5, bbox_x=0, bbox_y=0,
-                   bbox_width=1, bbox_height=1)
+        det = dict(
+            camera_id="cam1",
+            file_path="x.jpg",
+            object_type="car",
+            confidence=0.5,
+            bbox_x=0,
+            bbox_y=0,
+            bbox_width=1,
+            bbox_height=1,
+        )
         session.add_all([Detection(thumbnail_path="ref1.jpg", **det), Detection(thumbnail_path=str(ref_abs), **det)])
 
     dry = api.post("/api/system/cleanup/orphaned-files", headers=HEADERS).get_json()
@@ -259,6 +325,11 @@ def test_storage_reports_real_figures(cl_settings):
     assert body["thumbnails"]["file_count"] == 3 and body["thumbnails"]["size_bytes"] == 600
     assert body["images"]["file_count"] == 3 and body["images"]["size_bytes"] == 6000
     assert body["clips"] == {"file_count": 1, "size_bytes": 4096, "path": str(cl_settings.clips_dir)}
-    assert (body["events_count"], body["detections_count"], body["gpu_stats_count"], body["logs_count"]) == (5, 11, 5, 8)
+    assert (body["events_count"], body["detections_count"], body["gpu_stats_count"], body["logs_count"]) == (
+        5,
+        11,
+        5,
+        8,
+    )
     assert body["disk_total_bytes"] >= body["disk_used_bytes"] > 0 and 0 <= body["disk_usage_percent"] <= 100
     assert body["disk_free_bytes"] > 0 and body["timestamp"].endswith("Z")

@@ -1,11 +1,11 @@
 """The GPU monitor: the NVML path through an injected NVML-shaped object, the no-GPU path for real
 (this machine has no driver), and the endpoints that read what it stores."""
+
 from __future__ import annotations
 
 import logging
 import time
-from app.core.settings import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pynvml
@@ -15,9 +15,10 @@ from sqlalchemy import func, select
 
 from app import create_app
 from app.core.db import session_scope
+from app.core.settings import replace
+from app.jobs.registry import JobRegistry
 from app.models import GpuStat
 from app.ops.gpu import NvmlSampler, inference_fps
-from app.jobs.registry import JobRegistry
 from workers.host.services.gpu_monitor import GpuMonitor
 from workers.host.supervisor import ServiceHost
 
@@ -55,8 +56,11 @@ class FakeNVML:
         return SimpleNamespace(gpu=handle["util"], memory=10)
 
     def nvmlDeviceGetMemoryInfo(self, handle):
-        return SimpleNamespace(used=handle["used_mb"] * MIB, total=handle["total_mb"] * MIB,
-                               free=(handle["total_mb"] - handle["used_mb"]) * MIB)
+        return SimpleNamespace(
+            used=handle["used_mb"] * MIB,
+            total=handle["total_mb"] * MIB,
+            free=(handle["total_mb"] - handle["used_mb"]) * MIB,
+        )
 
     def nvmlDeviceGetTemperature(self, handle, sensor):
         assert sensor == pynvml.NVML_TEMPERATURE_GPU
@@ -86,8 +90,13 @@ def test_nvml_path_stores_samples_and_the_api_serves_them(gpu_settings):
     samples = monitor.poll_once()
     assert [s["gpu_name"] for s in samples] == ["NVIDIA RTX A5500", "NVIDIA T4"]
     first = samples[0]
-    assert (first["utilization"], first["memory_used"], first["memory_total"], first["temperature"],
-            first["power_usage"]) == (75.0, 12000, 24000, 65.0, 150.5)
+    assert (
+        first["utilization"],
+        first["memory_used"],
+        first["memory_total"],
+        first["temperature"],
+        first["power_usage"],
+    ) == (75.0, 12000, 24000, 65.0, 150.5)
     assert samples[1]["power_usage"] is None  # not supported by that device: null, not an error
     assert monitor.status()["gpu_available"] is True and monitor.status()["gpu_count"] == 2
 
@@ -108,9 +117,9 @@ def test_nvml_path_stores_samples_and_the_api_serves_them(gpu_settings):
     assert [s["utilization"] for s in api.get("/api/system/gpu/history?limit=2").get_json()["samples"]] == [80.0, 85.0]
     t4 = api.get("/api/system/gpu/history?gpu_index=1").get_json()
     assert t4["count"] == 3 and {s["gpu_name"] for s in t4["samples"]} == {"NVIDIA T4"}
-    future = (datetime.now(timezone.utc) + timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
+    future = (datetime.now(UTC) + timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
     assert api.get(f"/api/system/gpu/history?since={future}").get_json()["count"] == 0
-    past = (datetime.now(timezone.utc) - timedelta(minutes=1)).replace(tzinfo=None).isoformat()
+    past = (datetime.now(UTC) - timedelta(minutes=1)).replace(tzinfo=None).isoformat()
     assert api.get(f"/api/system/gpu/history?since={past}&limit=1").get_json()["samples"][0]["utilization"] == 75.0
     for bad in ("limit=0", "limit=5001", "limit=x", "since=yesterday", "gpu_index=-1", "nope=1"):
         r = api.get(f"/api/system/gpu/history?{bad}")
@@ -155,15 +164,27 @@ def test_without_a_gpu_everything_is_null_and_quiet(gpu_settings, caplog, wait):
             host.stop()
     mine = [r for r in caplog.records if r.name in ("workers.host.services.gpu_monitor", "app.ops.gpu")]
     assert [r.levelno for r in mine if r.levelno >= logging.INFO] == [logging.INFO]  # said once
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], [r.getMessage() for r in caplog.records
-                                                                            if r.levelno >= logging.WARNING]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], [
+        r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+    ]
     with session_scope(fast) as session:
         assert session.execute(select(func.count()).select_from(GpuStat)).scalar_one() == 0
     api = create_app(fast).test_client()
     body = api.get("/api/system/gpu").get_json()
-    assert {k: body[k] for k in ("gpu_name", "utilization", "memory_used", "memory_total", "temperature",
-                                 "power_usage", "inference_fps")} == dict.fromkeys(
-        ("gpu_name", "utilization", "memory_used", "memory_total", "temperature", "power_usage", "inference_fps"))
+    assert {
+        k: body[k]
+        for k in (
+            "gpu_name",
+            "utilization",
+            "memory_used",
+            "memory_total",
+            "temperature",
+            "power_usage",
+            "inference_fps",
+        )
+    } == dict.fromkeys(
+        ("gpu_name", "utilization", "memory_used", "memory_total", "temperature", "power_usage", "inference_fps")
+    )
     assert api.get("/api/system/gpu/history").get_json() == {"samples": [], "count": 0, "limit": 300}
     perf = api.get("/api/system/performance").get_json()
     assert set(perf["gpu"].values()) == {None}

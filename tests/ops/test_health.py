@@ -1,10 +1,11 @@
 """Health probes against real Redis and SQLite; workers are judged by heartbeats only."""
+
 import time
-from app.core.settings import replace
 
 import pytest
 
 from app import create_app
+from app.core.settings import replace
 from app.jobs import heartbeats
 from tests.servers import free_port
 
@@ -16,8 +17,11 @@ def isolated(settings, redis_db):
 
 
 def test_liveness_does_no_io(settings):
-    dead = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0",
-                   database_url="postgresql+psycopg2://nobody@127.0.0.1:1/none")
+    dead = replace(
+        settings,
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        database_url="postgresql+psycopg2://nobody@127.0.0.1:1/none",
+    )
     c = create_app(dead).test_client()
     for path in ("/health", "/api/system/health/live"):
         t0 = time.perf_counter()

@@ -6,6 +6,7 @@ Only a separate process can show this: when the host was a module run as `__main
 again by its pools, there were two `Pending` classes, and under `make run` these commands answered
 500 while every in-process test passed.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,9 +42,16 @@ def test_supervisor_commands_reach_a_host_process(redis_db, settings, db_url, tm
     worker = CeleryWorker(env, GROUP, QUEUES, concurrency=1).start(wait=False)
     log_path = tmp_path / "host.log"
     with open(log_path, "wb") as log:
-        host = subprocess.Popen([sys.executable, "-m", "workers.host"], cwd=ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        host = subprocess.Popen(
+            [sys.executable, "-m", "workers.host"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
+
         def state(name: str) -> dict:
             if host.poll() is not None:
                 raise AssertionError(f"the host exited:\n{log_path.read_text()[-3000:]}")
@@ -51,9 +59,12 @@ def test_supervisor_commands_reach_a_host_process(redis_db, settings, db_url, tm
             assert r.status_code == 200, r.get_json()
             return next(w for w in r.get_json()["workers"] if w["name"] == name)
 
+        answers: list[str | None] = []
+
         def act(path: str, name: str) -> dict:
             r = api.post(path, headers=HEADERS)
             assert r.status_code == 200, (path, r.status_code, r.get_json(), log_path.read_text()[-3000:])
+            answers.append(r.get_json()["acted_on"])
             return state(name)
 
         def beat(node: str) -> dict:
@@ -63,8 +74,13 @@ def test_supervisor_commands_reach_a_host_process(redis_db, settings, db_url, tm
             """A job on the group's queue, from a publisher on the host's broker."""
             job_id = f"canary-{uuid.uuid4().hex}"
             with celery.connection_for_write() as conn:
-                celery.send_task("vigil.system.canary", kwargs={"result": {"held": True}}, queue="detection",
-                                 task_id=job_id, connection=conn)
+                celery.send_task(
+                    "vigil.system.canary",
+                    kwargs={"result": {"held": True}},
+                    queue="detection",
+                    task_id=job_id,
+                    connection=conn,
+                )
             return job_id
 
         def job_state(job_id: str) -> str | None:
@@ -72,8 +88,12 @@ def test_supervisor_commands_reach_a_host_process(redis_db, settings, db_url, tm
             return job["state"] if job else None
 
         worker.wait_ready(60)
-        wait(lambda: state(GROUP)["status"] == "running" and state(SERVICE)["status"] == "running", 60,
-             interval=0.2, what="the host supervising the group and its services")
+        wait(
+            lambda: state(GROUP)["status"] == "running" and state(SERVICE)["status"] == "running",
+            60,
+            interval=0.2,
+            what="the host supervising the group and its services",
+        )
         assert state(GROUP)["nodes"] == [worker.node]
         service_node = heartbeats.node_name(SERVICE)
 
@@ -90,6 +110,11 @@ def test_supervisor_commands_reach_a_host_process(redis_db, settings, db_url, tm
         old = set(beat(worker.node)["pool_pids"])
         assert act(f"{sup}/restart", GROUP)["status"] == "running"
         assert beat(worker.node)["pool_pids"] and not set(beat(worker.node)["pool_pids"]) & old
+        # No supervisord here (compose): the process stays up, the answers say what changed instead.
+        assert answers == ["consumers", "consumers", "pool"]
+        assert state(GROUP)["pid"] == worker.proc.pid and state(GROUP)["managed_by"] == "container runtime"
+        assert state("service_host")["pid"] == host.pid and state("service_host")["status"] == "running"
+        assert "api" not in {w["name"] for w in api.get("/api/system/supervisor").get_json()["workers"]}
 
         # The in-process service, through the supervisor endpoints.
         sup = f"/api/system/supervisor/workers/{SERVICE}"
@@ -99,6 +124,7 @@ def test_supervisor_commands_reach_a_host_process(redis_db, settings, db_url, tm
         first = wait(lambda: beat(service_node).get("started_at"), 5, what="the service's heartbeat back")
         assert act(f"{sup}/restart", SERVICE)["status"] == "running"
         wait(lambda: (beat(service_node).get("started_at") or 0) > first, 5, what="a new thread's heartbeat")
+        assert answers[-3:] == ["thread", "thread", "thread"]
 
         # Both again through the services endpoints, which have no stop (the supervisor's stops them).
         for name in (GROUP, SERVICE):
@@ -115,6 +141,30 @@ def test_supervisor_commands_reach_a_host_process(redis_db, settings, db_url, tm
         wait(lambda: (beat(service_node).get("started_at") or 0) > first, 5, what="a new thread's heartbeat")
         job = canary()
         wait(lambda: job_state(job) == "completed", 20, what="the group consuming after it all")
+
+        # SIGKILL the host and start another, as the container runtime would: the new one records the crash.
+        old_host = host.pid
+        os.kill(old_host, signal.SIGKILL)
+        host.wait(5)
+        with open(log_path, "ab") as log:
+            host = subprocess.Popen(
+                [sys.executable, "-m", "workers.host"],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        back = wait(
+            lambda: (w := state("service_host"))["pid"] == host.pid and w,
+            30,
+            interval=0.2,
+            what="the new host publishing",
+        )
+        assert back["restart_count"] == 1 and str(old_host) in back["error"]
+        events = api.get("/api/system/supervisor/restart-history?worker_name=service_host").get_json()["items"]
+        assert [(e["status"], e["attempt"]) for e in reversed(events)] == [("crashed", 0), ("success", 1)]
+        assert state(GROUP)["status"] == "running" and state(GROUP)["restart_count"] == 0
     finally:
         os.killpg(host.pid, signal.SIGTERM)
         try:

@@ -1,10 +1,10 @@
 """Infrastructure health and alerts from real signals: request timings, Redis, SQL, queues."""
+
 import time
 
-
+from app.celery.app import celery
 from app.ops import infrastructure
 from app.ops.infrastructure import OPEN_KEY
-from app.celery.app import celery
 
 P = "/api/v1/platform/system/infrastructure"
 
@@ -65,11 +65,10 @@ def test_alerts_raise_once_and_resolve(client, api_headers, settings, redis_clie
         redis_client.delete(key)
     # No consumer for notifications in the test session: a backlog makes the e-mail channel "down".
     for _ in range(3):
-        celery.send_task("vigil.notification.send", kwargs={"channel": "email", "message": "x"},
-                         queue="notification")
+        celery.send_task("vigil.notification.send", kwargs={"channel": "email", "message": "x"}, queue="notification")
     first = infrastructure.evaluate(settings)
     second = infrastructure.evaluate(settings)
-    assert first["raised"] >= 1 and second["raised"] == 0   # the same condition does not repeat
+    assert first["raised"] >= 1 and second["raised"] == 0  # the same condition does not repeat
     alerts = client.get(f"{P}/alerts?hours=1").get_json()["data"]["alerts"]
     smtp = [a for a in alerts if a["service"] == "SMTP Service" and not a["resolved"]]
     assert len(smtp) == 1 and smtp[0]["severity"] == "error" and "no worker" in smtp[0]["message"]
@@ -94,10 +93,11 @@ def test_alert_queries_validate(client, api_headers):
 
 def test_health_says_down_when_redis_is(settings):
     from app.core.settings import replace
-
     from tests.servers import free_port
 
-    dead = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0", broker_url=f"redis://127.0.0.1:{free_port()}/0")
+    dead = replace(
+        settings, redis_url=f"redis://127.0.0.1:{free_port()}/0", broker_url=f"redis://127.0.0.1:{free_port()}/0"
+    )
     t0 = time.perf_counter()
     services = {s["name"]: s for s in infrastructure.health(dead)}
     assert time.perf_counter() - t0 < 5

@@ -1,15 +1,16 @@
 """Performance figures (live and stored snapshots) against real Redis and both databases."""
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
 
 from app import create_app
 from app.core.db import session_scope
-from app.models import PerformanceSnapshot
 from app.jobs import heartbeats
+from app.models import PerformanceSnapshot
 from app.ops import performance
 from workers.host.services.performance_monitor import PerformanceMonitor
 
@@ -33,8 +34,13 @@ def test_current_performance(perf_settings):
     assert body["databases"]["redis"]["status"] == "healthy" and body["databases"]["redis"]["memory_mb"] > 0
     host = body["host"]
     assert 0 <= host["cpu_percent"] <= 100 and 0 < host["ram_percent"] < 100 and 0 < host["disk_percent"] <= 100
-    assert {"name": "detection_worker@box", "group": "detection_worker", "status": "running", "kind": "celery",
-            "pid": 42} .items() <= next(c for c in body["containers"] if c["name"] == "detection_worker@box").items()
+    assert {
+        "name": "detection_worker@box",
+        "group": "detection_worker",
+        "status": "running",
+        "kind": "celery",
+        "pid": 42,
+    }.items() <= next(c for c in body["containers"] if c["name"] == "detection_worker@box").items()
     assert body["inference"]["sample_count"] == 0 and body["inference"]["avg_latency_ms"] is None
 
 
@@ -49,9 +55,12 @@ def test_history_reads_stored_snapshots(perf_settings):
     for _ in range(3):
         assert monitor.snapshot_once() is not None
     with session_scope(s) as session:
-        session.add(PerformanceSnapshot(timestamp=datetime.now(timezone.utc) - timedelta(minutes=10),
-                                        data={"host": {"cpu_percent": 1.0}}))
-        session.add(PerformanceSnapshot(timestamp=datetime.now(timezone.utc) - timedelta(hours=30), data={}))
+        session.add(
+            PerformanceSnapshot(
+                timestamp=datetime.now(UTC) - timedelta(minutes=10), data={"host": {"cpu_percent": 1.0}}
+            )
+        )
+        session.add(PerformanceSnapshot(timestamp=datetime.now(UTC) - timedelta(hours=30), data={}))
     api = create_app(s).test_client()
     five = api.get("/api/system/performance/history").get_json()
     assert five["time_range"] == "5m" and five["count"] == 3 and len(five["snapshots"]) == 3
@@ -64,5 +73,5 @@ def test_history_reads_stored_snapshots(perf_settings):
         assert r.status_code == 400 and "time_range" in r.get_json()["detail"] or bad == "x=1"
     from app.core.db import get_sessionmaker
 
-    removed = performance.prune(get_sessionmaker(s), datetime.now(timezone.utc) - timedelta(hours=24))
+    removed = performance.prune(get_sessionmaker(s), datetime.now(UTC) - timedelta(hours=24))
     assert removed == 1

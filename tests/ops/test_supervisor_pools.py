@@ -1,5 +1,6 @@
 """The supervisor with real Celery worker processes: stop/start/restart through remote control,
 a SIGKILLed pool process or worker seen as a crash, held for the backoff, failed after five."""
+
 from __future__ import annotations
 
 import json
@@ -68,8 +69,11 @@ def supervisor(ops_settings, ops_client, wait):
         h = ServiceHost([], ops_settings, backoff=backoff)
         h.start()
         hosts.append(h)
-        wait(lambda: any(b.get("group") == SUPERVISOR_GROUP for b in heartbeats.alive(ops_client, 5)), 10,
-             what="supervisor heartbeat")
+        wait(
+            lambda: any(b.get("group") == SUPERVISOR_GROUP for b in heartbeats.alive(ops_client, 5)),
+            10,
+            what="supervisor heartbeat",
+        )
         return h
 
     yield start
@@ -96,8 +100,7 @@ def send(settings, **kwargs) -> str:
 
     job_id = f"pool-{uuid.uuid4().hex}"
     with celery.connection_for_write(settings.broker_url) as conn:
-        celery.send_task("vigil.system.canary", kwargs=kwargs, queue="notification", task_id=job_id,
-                         connection=conn)
+        celery.send_task("vigil.system.canary", kwargs=kwargs, queue="notification", task_id=job_id, connection=conn)
     return job_id
 
 
@@ -145,14 +148,18 @@ def test_stop_start_and_restart_a_pool(workers, supervisor, api, ops_settings, o
     assert job["state"] == "completed" and job["attempts"] == 1 and job["result"] == {"long": True}
     assert beat(ops_client, w)["pool_crashes"] == 0  # a controlled restart is not a crash
     assert [(e["status"], e["action"]) for e in events(api)] == [
-        ("manual", "stop"), ("manual", "start"), ("manual", "restart")]
+        ("manual", "stop"),
+        ("manual", "start"),
+        ("manual", "restart"),
+    ]
     assert state(api)["restart_count"] == 0
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_killed_pool_process_is_held_for_backoff_then_fails_after_five(workers, supervisor, api, ops_settings,
-                                                                        ops_client, wait):
+def test_killed_pool_process_is_held_for_backoff_then_fails_after_five(
+    workers, supervisor, api, ops_settings, ops_client, wait
+):
     w = workers(concurrency=1)
     backoff = (1.0, 1.0, 1.0, 1.0, 1.0)
     supervisor(backoff=backoff)
@@ -160,18 +167,37 @@ def test_killed_pool_process_is_held_for_backoff_then_fails_after_five(workers, 
     for crash in range(6):
         pid = wait(lambda: beat(ops_client, w).get("pool_pids"), 15, what="a pool process")[0]
         os.kill(pid, signal.SIGKILL)
-        wait(lambda: sum(e["status"] == "crashed" for e in events(api)) == crash + 1, 30, interval=0.1,
-             what=f"crash {crash + 1} recorded")
+        wait(
+            lambda: sum(e["status"] == "crashed" for e in events(api)) == crash + 1,
+            30,
+            interval=0.1,
+            what=f"crash {crash + 1} recorded",
+        )
         if crash < 5:
             # held: the group is in the stopped set and its worker drops its queues
             assert ops_client.sismember(STOPPED_GROUPS_KEY, GROUP) or state(api)["status"] != "crashed"
-            wait(lambda: sum(e["status"] == "success" for e in events(api)) == crash + 1, 30, interval=0.1,
-                 what=f"restart {crash + 1}")
+            wait(
+                lambda: sum(e["status"] == "success" for e in events(api)) == crash + 1,
+                30,
+                interval=0.1,
+                what=f"restart {crash + 1}",
+            )
             assert state(api)["status"] in ("running", "restarting")
     history = events(api)
     assert [(e["status"], e["attempt"]) for e in history] == [
-        ("crashed", 0), ("success", 1), ("crashed", 1), ("success", 2), ("crashed", 2), ("success", 3),
-        ("crashed", 3), ("success", 4), ("crashed", 4), ("success", 5), ("crashed", 5), ("failed", 5)]
+        ("crashed", 0),
+        ("success", 1),
+        ("crashed", 1),
+        ("success", 2),
+        ("crashed", 2),
+        ("success", 3),
+        ("crashed", 3),
+        ("success", 4),
+        ("crashed", 4),
+        ("success", 5),
+        ("crashed", 5),
+        ("failed", 5),
+    ]
     assert all("SIGKILL" in e["error"] for e in history if e["status"] == "crashed")
     for crash, restart in zip(history[0::2], history[1::2]):
         if restart["status"] == "success":
@@ -192,15 +218,19 @@ def test_killed_pool_process_is_held_for_backoff_then_fails_after_five(workers, 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_killed_worker_process_is_a_crash_and_its_replacement_is_released(workers, supervisor, api,
-                                                                          ops_settings, ops_client, wait):
+def test_killed_worker_process_is_a_crash_and_its_replacement_is_released(
+    workers, supervisor, api, ops_settings, ops_client, wait
+):
     w = workers(concurrency=1)
     node = w.node
     supervisor()
     wait(lambda: state(api)["status"] == "running", 10, what="pool running")
     w.kill()  # SIGKILL to the whole worker: its heartbeat is never withdrawn
-    crashed = wait(lambda: (s := state(api))["status"] == "crashed" and s, ops_settings.heartbeat_ttl + 5,
-                   what="crash seen from the missing heartbeat")
+    crashed = wait(
+        lambda: (s := state(api))["status"] == "crashed" and s,
+        ops_settings.heartbeat_ttl + 5,
+        what="crash seen from the missing heartbeat",
+    )
     assert "no heartbeat" in crashed["error"] and node in crashed["error"]
     workers(node=node, concurrency=1)  # what compose's restart policy does
     back = wait(lambda: (s := state(api))["status"] == "running" and s, 30, what="replacement running")

@@ -1,5 +1,6 @@
 """The supervisor with in-process services: a real service host (threads, real Redis, real SQL)
 and the real API reading what it publishes."""
+
 from __future__ import annotations
 
 import ctypes
@@ -7,18 +8,18 @@ import logging
 import os
 import threading
 import time
-from app.core.settings import replace
 
 import pytest
 import redis
 
 from app import create_app
+from app.core.settings import replace
 from app.jobs import heartbeats
-from app.ops.supervisor import COMMANDS_KEY, SUPERVISOR_GROUP, STATE_KEY
+from app.ops.supervisor import COMMANDS_KEY, STATE_KEY, SUPERVISOR_GROUP
 from tests.helpers import API_KEY
 from workers.host.service import PeriodicService, Service
-from workers.host.supervisor import ServiceHost
 from workers.host.services.watcher import FileWatcher
+from workers.host.supervisor import ServiceHost
 
 HEADERS = {"X-API-Key": API_KEY}
 
@@ -102,8 +103,11 @@ def host(ops_settings, ops_client, wait):
         h = ServiceHost(services, ops_settings, **kw)
         h.start()
         hosts.append(h)
-        wait(lambda: any(b.get("group") == SUPERVISOR_GROUP for b in heartbeats.alive(ops_client, 5)), 10,
-             what="supervisor heartbeat")
+        wait(
+            lambda: any(b.get("group") == SUPERVISOR_GROUP for b in heartbeats.alive(ops_client, 5)),
+            10,
+            what="supervisor heartbeat",
+        )
         return h
 
     yield start
@@ -154,13 +158,28 @@ def _ts(event: dict) -> float:
 def test_crash_loop_backs_off_then_fails_until_reset(host, api, wait):
     crashy = Crashy()
     host([crashy])  # the documented backoff: 1, 2, 4, 8, 16 s
-    failed = wait(lambda: (w := worker(api, "crashy"))["status"] == "failed" and w, 60, interval=0.2,
-                  what="failed after five restarts")
+    failed = wait(
+        lambda: (w := worker(api, "crashy"))["status"] == "failed" and w,
+        60,
+        interval=0.2,
+        what="failed after five restarts",
+    )
     assert failed["restart_count"] == 5 and "boom" in failed["error"]
     events = history(api, "crashy")
     assert [(e["status"], e["attempt"]) for e in events] == [
-        ("crashed", 0), ("success", 1), ("crashed", 1), ("success", 2), ("crashed", 2), ("success", 3),
-        ("crashed", 3), ("success", 4), ("crashed", 4), ("success", 5), ("crashed", 5), ("failed", 5)]
+        ("crashed", 0),
+        ("success", 1),
+        ("crashed", 1),
+        ("success", 2),
+        ("crashed", 2),
+        ("success", 3),
+        ("crashed", 3),
+        ("success", 4),
+        ("crashed", 4),
+        ("success", 5),
+        ("crashed", 5),
+        ("failed", 5),
+    ]
     crashes = [e for e in events if e["status"] == "crashed"]
     restarts = [e for e in events if e["status"] == "success"]
     for delay, crash, restart in zip((1, 2, 4, 8, 16), crashes, restarts):
@@ -186,8 +205,12 @@ def test_stop_start_restart_through_the_api(host, api, ops_client, wait):
 
     r = api.post("/api/system/supervisor/workers/sleeper/stop", headers=HEADERS)
     assert r.status_code == 200, r.get_json()
-    assert r.get_json() == {**r.get_json(), "success": True, "worker_name": "sleeper",
-                            "message": "Worker 'sleeper' stopped successfully"}
+    assert r.get_json() == {
+        **r.get_json(),
+        "success": True,
+        "worker_name": "sleeper",
+        "message": "Worker 'sleeper' stopped successfully",
+    }
     assert worker(api, "sleeper")["status"] == "stopped"
     assert not ops_client.exists(node)
     r = api.post("/api/system/supervisor/workers/sleeper/stop", headers=HEADERS)
@@ -202,14 +225,22 @@ def test_stop_start_restart_through_the_api(host, api, ops_client, wait):
     assert sleeper.runs == 3 and len({id(t) for t in sleeper.threads}) == 3
     assert worker(api, "sleeper")["restart_count"] == 0  # operator actions are not crashes
     assert [(e["status"], e["action"]) for e in history(api, "sleeper")] == [
-        ("manual", "stop"), ("manual", "start"), ("manual", "restart")]
+        ("manual", "stop"),
+        ("manual", "start"),
+        ("manual", "restart"),
+    ]
     # the supervisor endpoint and its alias
     for path in ("/api/system/supervisor", "/api/system/supervisor/status"):
         body = api.get(path).get_json()
         assert body["running"] is True and body["worker_count"] == len(body["workers"])
         names = [w["name"] for w in body["workers"]]
-        assert names[0] == "sleeper" and {"detection_worker", "analysis_worker", "notification_worker",
-                                          "cleanup_service", "beat"} <= set(names)
+        assert names[0] == "sleeper" and {
+            "detection_worker",
+            "analysis_worker",
+            "notification_worker",
+            "cleanup_service",
+            "beat",
+        } <= set(names)
 
 
 def test_a_failing_periodic_tick_is_recorded_and_logged_not_a_crash(host, api, caplog, wait):
@@ -267,8 +298,11 @@ def test_stopped_host_reads_as_down(host, api, ops_settings, wait):
     h = host([Sleeper()])
     assert api.get("/api/system/supervisor").status_code == 200
     h.stop()
-    wait(lambda: api.get("/api/system/supervisor").status_code == 503, ops_settings.heartbeat_ttl + 2,
-         what="503 once the supervisor heartbeat is gone")
+    wait(
+        lambda: api.get("/api/system/supervisor").status_code == 503,
+        ops_settings.heartbeat_ttl + 2,
+        what="503 once the supervisor heartbeat is gone",
+    )
 
 
 def test_disabled_service_is_not_restarted_automatically(host, api, wait):
@@ -304,8 +338,11 @@ def test_services_list_and_external_services(host, api):
     assert api.get("/api/system/services?category=gpu").status_code == 400
     for name in ("database", "redis", "api"):
         r = api.post(f"/api/system/services/{name}/restart", headers=HEADERS)
-        assert r.status_code == 400 and "not run by Vigil" in r.get_json()["detail"] or "gunicorn" in \
-            r.get_json()["detail"]
+        assert (
+            r.status_code == 400
+            and "not run by Vigil" in r.get_json()["detail"]
+            or "gunicorn" in r.get_json()["detail"]
+        )
     assert api.post("/api/system/services/nosuch/restart", headers=HEADERS).status_code == 404
     r = api.post("/api/system/services/enricher/restart", headers=HEADERS)
     assert r.status_code == 200 and r.get_json()["service_info"]["status"] == "running"
@@ -316,8 +353,16 @@ def test_restart_history_pages(db_url, api, ops_settings):
     from app.ops.supervisor import record_events
 
     now = time.time()
-    events = [{"worker_name": "detection_worker" if i % 2 else "file_watcher", "timestamp": now - 100 + i,
-               "attempt": i, "status": "crashed", "error": f"e{i}"} for i in range(7)]
+    events = [
+        {
+            "worker_name": "detection_worker" if i % 2 else "file_watcher",
+            "timestamp": now - 100 + i,
+            "attempt": i,
+            "status": "crashed",
+            "error": f"e{i}",
+        }
+        for i in range(7)
+    ]
     with session_scope(ops_settings) as session:
         record_events(session, events)
     body = api.get("/api/system/supervisor/restart-history?limit=3").get_json()
@@ -341,12 +386,23 @@ def test_the_service_host_process(api, ops_settings, tmp_path, wait):
     from tests.helpers import worker_env
     from tests.servers import ROOT
 
-    env = worker_env(REDIS_URL=ops_settings.redis_url, DATABASE_URL=ops_settings.database_url,
-                     VIGIL_CAMERA_ROOT=str(tmp_path / "cams"), VIGIL_PERFORMANCE_INTERVAL="0.5")
+    env = worker_env(
+        REDIS_URL=ops_settings.redis_url,
+        DATABASE_URL=ops_settings.database_url,
+        VIGIL_CAMERA_ROOT=str(tmp_path / "cams"),
+        VIGIL_PERFORMANCE_INTERVAL="0.5",
+    )
     log = open(tmp_path / "host.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "workers.host"], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.host"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
+
         def up():
             if proc.poll() is not None:
                 raise AssertionError((tmp_path / "host.log").read_text()[-3000:])
@@ -357,28 +413,39 @@ def test_the_service_host_process(api, ops_settings, tmp_path, wait):
         services = {w["name"]: w for w in body["workers"] if w["kind"] == "service"}
         assert set(services) >= {"file_watcher", "gpu_monitor", "performance_monitor"}
         assert {w["status"] for w in services.values()} == {"running"}
-        wait(lambda: api.get("/api/system/performance/history").get_json()["count"] >= 1, 10,
-             what="a stored performance snapshot")
+        wait(
+            lambda: api.get("/api/system/performance/history").get_json()["count"] >= 1,
+            10,
+            what="a stored performance snapshot",
+        )
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(5)
-    wait(lambda: api.get("/api/system/supervisor").status_code == 503, ops_settings.heartbeat_ttl + 3,
-         what="503 after the host was killed")
+    wait(
+        lambda: api.get("/api/system/supervisor").status_code == 503,
+        ops_settings.heartbeat_ttl + 3,
+        what="503 after the host was killed",
+    )
 
 
 def test_beat_is_watched_through_its_heartbeat(host, api, ops_settings, ops_client, wait):
     host([])
     assert worker(api, "beat")["status"] == "stopped" and worker(api, "beat")["controllable"] is False
-    beat = heartbeats.HeartbeatThread(ops_client, heartbeats.node_name("beat"), 0.5, ops_settings.heartbeat_ttl,
-                                      lambda: {"kind": "beat"}).start()
+    beat = heartbeats.HeartbeatThread(
+        ops_client, heartbeats.node_name("beat"), 0.5, ops_settings.heartbeat_ttl, lambda: {"kind": "beat"}
+    ).start()
     wait(lambda: worker(api, "beat")["status"] == "running", 5, what="beat running")
     beat._stop.set()  # dies without withdrawing its heartbeat, like a SIGKILLed beat
     beat._thread.join(2)
-    crashed = wait(lambda: (w := worker(api, "beat"))["status"] == "crashed" and w, ops_settings.heartbeat_ttl + 3,
-                   what="beat crash seen")
+    crashed = wait(
+        lambda: (w := worker(api, "beat"))["status"] == "crashed" and w,
+        ops_settings.heartbeat_ttl + 3,
+        what="beat crash seen",
+    )
     assert "no heartbeat" in crashed["error"]
-    again = heartbeats.HeartbeatThread(ops_client, heartbeats.node_name("beat"), 0.5, ops_settings.heartbeat_ttl,
-                                       lambda: {"kind": "beat"})
+    again = heartbeats.HeartbeatThread(
+        ops_client, heartbeats.node_name("beat"), 0.5, ops_settings.heartbeat_ttl, lambda: {"kind": "beat"}
+    )
     again.started_at = time.time() + 1  # a new process
     again.start()
     try:
@@ -397,8 +464,14 @@ def test_services_are_supervised_while_redis_is_down(settings, tmp_path, wait):
 
     own = RedisServer().start()
     try:
-        s = replace(settings, redis_url=own.url, broker_url=own.url, result_backend=own.url,
-                    database_url=f"sqlite:///{tmp_path}/down.db", supervisor_backoff="0.2,0.2,0.2,0.2,0.2")
+        s = replace(
+            settings,
+            redis_url=own.url,
+            broker_url=own.url,
+            result_backend=own.url,
+            database_url=f"sqlite:///{tmp_path}/down.db",
+            supervisor_backoff="0.2,0.2,0.2,0.2,0.2",
+        )
         sleeper = Sleeper()
         h = ServiceHost([sleeper], s)
         h.start()
@@ -406,13 +479,19 @@ def test_services_are_supervised_while_redis_is_down(settings, tmp_path, wait):
             wait(lambda: h.workers["sleeper"].status == "running", 5)
             own.stop(hard=True)
             kill_thread(h.runners["sleeper"].thread)
-            wait(lambda: sleeper.runs == 2 and h.workers["sleeper"].status == "running", 15,
-                 what="restart with Redis down")
+            wait(
+                lambda: sleeper.runs == 2 and h.workers["sleeper"].status == "running",
+                15,
+                what="restart with Redis down",
+            )
             assert h.workers["sleeper"].restart_count == 1
             own.start()  # same port and data: publication resumes
             client = redis.Redis.from_url(own.url, decode_responses=True)
-            wait(lambda: client.hget(STATE_KEY, "sleeper") and '"restart_count": 1' in client.hget(STATE_KEY, "sleeper"),
-                 15, what="state published again")
+            wait(
+                lambda: client.hget(STATE_KEY, "sleeper") and '"restart_count": 1' in client.hget(STATE_KEY, "sleeper"),
+                15,
+                what="state published again",
+            )
         finally:
             h.stop()
     finally:

@@ -1,6 +1,7 @@
 """`python -m workers.host` (the Procfile's `watcher`): the service host with every in-process
 service, under the supervisor. Running the package's `__main__` keeps every class defined once, in
 its own module (running a module that others import made two `Pending` classes, and a 500)."""
+
 from __future__ import annotations
 
 import logging
@@ -23,8 +24,14 @@ log = logging.getLogger("workers.host")
 
 
 def build_services(settings: Settings) -> list[Service]:
-    return [FileWatcher(settings), BatchCloser(settings), GpuMonitor(settings), PerformanceMonitor(settings),
-            InfraMonitor(settings), RegistryArchiver(settings)]
+    return [
+        FileWatcher(settings),
+        BatchCloser(settings),
+        GpuMonitor(settings),
+        PerformanceMonitor(settings),
+        InfraMonitor(settings),
+        RegistryArchiver(settings),
+    ]
 
 
 def main() -> None:
@@ -32,7 +39,7 @@ def main() -> None:
     configure_logging(settings.log_level, "watcher", settings)
     metrics.prepare(settings)
     delay = 0.5
-    while True:  # the broker may come up after us (honcho starts everything at once)
+    while True:  # the broker may come up after us (everything starts at once)
         try:
             declare_queues()
             break

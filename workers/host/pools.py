@@ -1,7 +1,9 @@
 """Supervision of the Celery worker groups and beat, from the heartbeats they publish.
 
-Vigil does not start or kill Celery processes: honcho (`make run`) or the compose restart policy
-does. What the supervisor controls is whether a group *consumes*, and its pool processes:
+Under compose the container runtime starts and restarts Celery processes, and what the supervisor
+controls is whether a group *consumes*, and its pool processes; under `make run` supervisord runs
+them and the process side is workers/host/processes.py (stop/start/restart act on the process, a
+process exit is the crash), while everything below still holds for consumption and pool processes:
 
 * stop / start: the group goes into (out of) `vigil:workers:stopped`, and `cancel_consumer`
   (`add_consumer`) is broadcast to its nodes without waiting for replies; each worker also
@@ -18,6 +20,7 @@ does. What the supervisor controls is whether a group *consumes*, and its pool p
 
 Nothing here calls `celery inspect`: reading state is two Redis calls per tick.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,14 +31,18 @@ from typing import Any
 from app.celery.queues import WORKER_GROUPS, group_of
 from app.jobs import heartbeats
 from app.jobs.queues import STOPPED_GROUPS_KEY, desired_queues, stopped_groups
-
 from workers.host.state import Host, Pending, WorkerState
 
 log = logging.getLogger(__name__)
 
 BEAT = "beat"
-CATEGORIES = {"detection_worker": "ai", "analysis_worker": "ai", "notification_worker": "infrastructure",
-              "cleanup_service": "infrastructure", BEAT: "infrastructure"}
+CATEGORIES = {
+    "detection_worker": "ai",
+    "analysis_worker": "ai",
+    "notification_worker": "infrastructure",
+    "cleanup_service": "infrastructure",
+    BEAT: "infrastructure",
+}
 
 
 @dataclass
@@ -72,9 +79,11 @@ class CeleryGroups:
         return self._app
 
     # ---- setup -----------------------------------------------------------------------------------
-    def create_states(self) -> list["WorkerState"]:
-        states = [WorkerState(name, "celery", CATEGORIES.get(name, "infrastructure"), self.host.max_restarts)
-                  for name in WORKER_GROUPS]
+    def create_states(self) -> list[WorkerState]:
+        states = [
+            WorkerState(name, "celery", CATEGORIES.get(name, "infrastructure"), self.host.max_restarts)
+            for name in WORKER_GROUPS
+        ]
         states.append(WorkerState(BEAT, "beat", CATEGORIES[BEAT], 0, controllable=False))
         return states
 
@@ -118,9 +127,14 @@ class CeleryGroups:
             crashes = int(beat.get("pool_crashes") or 0)
             track = self.tracks.get(node)
             if track is None or track.ident != ident:
-                if track is not None and track.alive and not self.first:
-                    self.host.crashed(w, f"{node} was replaced (pid {track.ident[0]} -> {ident[0]}) without a "
-                                         f"clean shutdown", now, node)
+                # A managed process's exit is reported by supervisord (processes.py), not guessed from here.
+                if track is not None and track.alive and not self.first and w.process is None:
+                    self.host.crashed(
+                        w,
+                        f"{node} was replaced (pid {track.ident[0]} -> {ident[0]}) without a clean shutdown",
+                        now,
+                        node,
+                    )
                 self.tracks[node] = _Track(ident, crashes)
                 continue
             track.alive = True
@@ -135,10 +149,10 @@ class CeleryGroups:
                 continue
             if track.alive:
                 track.alive = False
-                if node in index:  # still indexed but silent: it died without removing its heartbeat
+                w = self.host.workers[group_of(node)]
+                if node in index and w.process is None:  # indexed but silent: it died without removing its beat
                     age = now - index[node]
-                    self.host.crashed(self.host.workers[group_of(node)],
-                                      f"no heartbeat from {node} (pid {track.ident[0]}) for {age:.0f}s", now, node)
+                    self.host.crashed(w, f"no heartbeat from {node} (pid {track.ident[0]}) for {age:.0f}s", now, node)
             if node not in index:
                 del self.tracks[node]
         self.first = False
@@ -148,12 +162,14 @@ class CeleryGroups:
     def nodes(self, name: str) -> list[dict[str, Any]]:
         return self.beats.get(name, [])
 
-    def settle(self, w: "WorkerState", now: float) -> None:
+    def settle(self, w: WorkerState, now: float) -> None:
         """Derive the status from what was observed; release a held group when its backoff ends."""
         nodes = self.nodes(w.name)
         w.nodes = sorted(b["node"] for b in nodes)
+        if w.process is None:
+            w.pid = nodes[0].get("pid") if len(nodes) == 1 else None
         before = w.status
-        if w.kind == BEAT:
+        if w.kind == BEAT and w.process is None:
             if nodes and w.status != "running":
                 if w.status == "crashed":
                     w.restart_count += 1
@@ -164,14 +180,20 @@ class CeleryGroups:
         elif w.status == "failed" or w.manual_stop:
             pass
         elif w.status == "crashed":
-            if w.next_restart_at is not None and now >= w.next_restart_at:
+            if not self.host.process_up(w):
+                pass  # its process exited: processes.py starts a new one when the backoff ends
+            elif w.next_restart_at is not None and now >= w.next_restart_at:
                 w.next_restart_at, w.status, w.auto_restart, w.transition_at = None, "restarting", True, now
                 if not nodes:
                     w.error = f"{w.error} (waiting for the process manager to start a new process)"
         elif w.status == "restarting":
             since = w.transition_at or 0
-            if nodes and all((b.get("ts") or 0) > since and self._consumes_as_desired(b) for b in nodes):
-                w.status, w.last_started_at = "running", now
+            if nodes and all(
+                (b.get("ts") or 0) > since and (w.kind == BEAT or self._consumes_as_desired(b)) for b in nodes
+            ):
+                w.status = "running"
+                if w.process is None:  # a managed process's start is when supervisord was told to start it
+                    w.last_started_at = now
                 if w.auto_restart:
                     w.auto_restart = False
                     self.host.history(w, "success", attempt=w.restart_count)
@@ -192,10 +214,10 @@ class CeleryGroups:
         return set(beat.get("queues") or []) == set(want)
 
     # ---- control ---------------------------------------------------------------------------------------
-    def should_hold(self, w: "WorkerState") -> bool:
+    def should_hold(self, w: WorkerState) -> bool:
         return w.manual_stop or w.status in ("failed", "crashed")
 
-    def apply_hold(self, w: "WorkerState", force: bool = False) -> None:
+    def apply_hold(self, w: WorkerState, force: bool = False) -> None:
         """Make the group's membership of the stopped set (and its consumers) match its state."""
         want = self.should_hold(w)
         if not force and self.held.get(w.name) == want:
@@ -223,11 +245,13 @@ class CeleryGroups:
         except Exception:  # the workers converge on the stopped set within a heartbeat anyway
             log.warning("broadcast %s to %s failed", command, destination, exc_info=True)
 
-    def command(self, w: "WorkerState", action: str, cmd: dict[str, Any]) -> "tuple[int, str] | Pending":
+    def command(self, w: WorkerState, action: str, cmd: dict[str, Any]) -> tuple[int, str] | Pending:
         name = w.name
         if w.kind == BEAT:
-            return 400, ("beat is started and stopped by the process manager (honcho under `make run`, the "
-                         "compose restart policy in production), not by the Vigil supervisor")
+            return 400, (
+                "beat is started and stopped by its process manager here (the container runtime's restart "
+                "policy), not by the Vigil supervisor; under `make run` supervisord runs it and this works"
+            )
         nodes = self.nodes(name)
         now = time.time()
         if action == "stop":
@@ -238,17 +262,23 @@ class CeleryGroups:
                 w.status = "stopped"
             self.host.history(w, "manual", action="stop")
             self.apply_hold(w, force=True)
-            return Pending(cmd, lambda: self._all_fresh(name, now, lambda b: not b.get("queues")),
-                           f"Worker '{name}' stopped successfully",
-                           f"Worker '{name}' told to stop consuming; not every node has confirmed yet")
+            return Pending(
+                cmd,
+                lambda: self._all_fresh(name, now, lambda b: not b.get("queues")),
+                f"Worker '{name}' stopped successfully",
+                f"Worker '{name}' told to stop consuming; not every node has confirmed yet",
+                acted_on="consumers",
+            )
         if action in ("start", "restart"):
             if not w.enabled:
                 return 400, f"Worker '{name}' is disabled; enable it first"
             if action == "start" and w.status == "running" and not w.manual_stop:
                 return 400, f"Worker '{name}' is already running"
             if not nodes:
-                return 400, (f"Worker '{name}' has no running process to {action}; its processes are started "
-                             f"by the process manager (honcho / compose), not by Vigil")
+                return 400, (
+                    f"Worker '{name}' has no running process to {action}; its processes are started "
+                    f"by the container runtime (compose), not by Vigil"
+                )
             old_pids = {pid for b in nodes for pid in b.get("pool_pids") or []}
             w.manual_stop, w.next_restart_at, w.auto_restart = False, None, False
             w.status, w.transition_at = "restarting", now
@@ -264,16 +294,21 @@ class CeleryGroups:
                 return action == "start" or not (pids & old_pids)
 
             verb = "started" if action == "start" else "restarted"
-            return Pending(cmd, done, f"Worker '{name}' {verb} successfully",
-                           f"Worker '{name}' {action} requested; busy pool processes are replaced after "
-                           f"their current job" if action == "restart" else
-                           f"Worker '{name}' told to consume again; not every node has confirmed yet")
+            return Pending(
+                cmd,
+                done,
+                f"Worker '{name}' {verb} successfully",
+                f"Worker '{name}' {action} requested; busy pool processes are replaced after their current job"
+                if action == "restart"
+                else f"Worker '{name}' told to consume again; not every node has confirmed yet",
+                acted_on="pool" if action == "restart" else "consumers",
+            )
         return 400, f"Unsupported action '{action}'"
 
     def _all_fresh(self, name: str, since: float, check: Any) -> bool:
         """Every live node has beaten since `since` (so its beat reflects the change) and passes `check`."""
         return all((b.get("ts") or 0) > since and check(b) for b in self.nodes(name))
 
-    def restarted(self, w: "WorkerState") -> None:
+    def restarted(self, w: WorkerState) -> None:
         """Hook for reset/enable: the group's hold follows its new state at once."""
         self.apply_hold(w)

@@ -2,6 +2,7 @@
 supervised by `workers.host.supervisor.ServiceHost` (a return or an exception while it was meant to
 run is a crash, restarted with backoff). Most services are a `PeriodicService`: a `tick()` every
 `interval` seconds, whose failures are recorded and logged rather than crashing the thread."""
+
 from __future__ import annotations
 
 import logging

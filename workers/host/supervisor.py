@@ -7,6 +7,9 @@ One process, three jobs:
   that ends while it was meant to run is a crash.
 * **Celery worker groups and beat** are watched through their heartbeats and controlled through
   Celery remote control (`workers/host/pools.py`).
+* **Processes** under `make run` (every Procfile process: the API, each Celery group, beat, Flower) are run by
+  supervisord with `autorestart=false`; their exits are crashes under the same policy, and its restarts are
+  supervisord starts (`workers/host/processes.py`). Under compose the container runtime owns processes.
 * **The supervisor loop** (one thread, this module) owns every state change: it takes commands from
   `vigil:supervisor:commands`, applies them, answers on a reply key once the effect is observed,
   publishes every worker's state and its own heartbeat, and writes restart history to SQL. Only
@@ -15,8 +18,9 @@ One process, three jobs:
   policy is the same for every kind: a crashed worker is restarted after 1, 2, 4, 8, 16 s
   (`VIGIL_SUPERVISOR_BACKOFF`); after the fifth restart it is `failed` until someone resets it.
 
-Which process supervises what, and how this fits honcho and compose: docs/architecture.md.
+Which process supervises what, under `make run` (supervisord) and compose: docs/architecture.md.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,11 +34,21 @@ from typing import Any
 
 from app.core.db import session_scope
 from app.core.redis_client import get_redis
-from app.jobs import heartbeats
-from app.ops.supervisor import (COMMAND_MAX_AGE, COMMANDS_KEY, REPLY_KEY, REPLY_TTL, STATE_KEY,
-                                     SUPERVISOR_GROUP, record_events)
 from app.core.settings import Settings, get_settings
+from app.jobs import heartbeats
+from app.ops.supervisor import (
+    COMMAND_MAX_AGE,
+    COMMANDS_KEY,
+    REPLY_KEY,
+    REPLY_TTL,
+    STATE_KEY,
+    SUPERVISOR_GROUP,
+    record_events,
+)
+from workers.host import procfile
 from workers.host.pools import CeleryGroups
+from workers.host.processes import OWN_PROGRAM, ManagedProcesses, own_state, record_own_start
+from workers.host.procman import Supervisord
 from workers.host.service import Service, Throttle
 from workers.host.state import Pending, WorkerState
 from workers.host.threads import ServiceThreads
@@ -47,8 +61,13 @@ OUTBOX_LIMIT = 10_000
 class ServiceHost:
     """Runs the services and supervises everything listed in the supervisor endpoints."""
 
-    def __init__(self, services: list[Service], settings: Settings | None = None,
-                 backoff: tuple[float, ...] | None = None, tick: float = 0.1):
+    def __init__(
+        self,
+        services: list[Service],
+        settings: Settings | None = None,
+        backoff: tuple[float, ...] | None = None,
+        tick: float = 0.1,
+    ):
         self.settings = settings or get_settings()
         self.backoff = tuple(backoff) if backoff is not None else self.settings.backoff_seconds
         self.max_restarts = len(self.backoff)
@@ -64,6 +83,15 @@ class ServiceHost:
         self.pools = CeleryGroups(self)
         for state in self.pools.create_states():
             self.workers.setdefault(state.name, state)
+        url = self.settings.supervisord_url
+        self.processes = ManagedProcesses(self, Supervisord(url), procfile.programs()) if url else None
+        if self.processes is not None:
+            for state in self.processes.create_states():
+                self.workers.setdefault(state.name, state)
+            self.processes.attach()
+        self.own = own_state(self.max_restarts, "supervisord" if url else "container runtime")
+        self.own.process = f"{procfile.GROUP}:{OWN_PROGRAM}" if url else None
+        self.workers[self.own.name] = self.own
         self._loop_thread: threading.Thread | None = None
         self._pending: list[Pending] = []
         self._outbox: list[dict[str, Any]] = []
@@ -85,6 +113,7 @@ class ServiceHost:
         if self._loop_thread is not None:
             self._loop_thread.join(timeout)
         self.threads.join(timeout)
+        self.own.status = "stopped"  # a clean stop: the next host does not record a crash
         self._flush_history()
         try:
             self._publish(time.time(), force=True)
@@ -136,6 +165,11 @@ class ServiceHost:
 
     def tick(self, now: float) -> None:
         self.threads.observe(now)
+        if self.processes is not None:  # before the pools: a due process restart is a start, not a release
+            try:
+                self.processes.observe(now)
+            except Exception:
+                log.warning("process observation failed", exc_info=True)
         if now - self._last_observe >= min(self.settings.heartbeat_interval / 2, 1.0):
             self._last_observe = now
             try:
@@ -164,21 +198,52 @@ class ServiceHost:
         elif w.restart_count >= w.max_restarts:
             w.status, w.next_restart_at = "failed", None
             log.error("worker %s failed after %d restarts", w.name, w.restart_count)
-            self.history(w, "failed", attempt=w.restart_count,
-                         error=f"gave up after {w.restart_count} restarts; last error: {error}"[:1000], node=node)
+            self.history(
+                w,
+                "failed",
+                attempt=w.restart_count,
+                error=f"gave up after {w.restart_count} restarts; last error: {error}"[:1000],
+                node=node,
+            )
         else:
             delay = self.backoff[w.restart_count]
             w.restart_count += 1
             w.status, w.next_restart_at = "crashed", now + delay
         self.changed()
-        if w.kind == "celery":
-            self.pools.apply_hold(w)
+        self.hold(w)
 
-    def history(self, w: WorkerState, status: str, *, attempt: int | None = None, error: str | None = None,
-                action: str | None = None, node: str | None = None) -> None:
-        event = {"worker_name": w.name, "timestamp": time.time(), "status": status,
-                 "attempt": w.restart_count if attempt is None else attempt, "error": error, "action": action,
-                 "node": node}
+    def hold(self, w: WorkerState) -> None:
+        """A Celery group's membership of the stopped set follows its state (held while stopped, crashed, failed)."""
+        if w.kind == "celery":
+            try:
+                self.pools.apply_hold(w)
+            except Exception:  # Redis away: the next observation applies it (`held` records only what was done)
+                log.debug("hold of %s not applied yet", w.name, exc_info=True)
+
+    def process_up(self, w: WorkerState) -> bool:
+        """Whether the worker's process is up, as far as the process manager says (True when none runs it)."""
+        return self.processes is None or w.process is None or self.processes.up(w)
+
+    def history(
+        self,
+        w: WorkerState,
+        status: str,
+        *,
+        attempt: int | None = None,
+        error: str | None = None,
+        action: str | None = None,
+        node: str | None = None,
+        at: float | None = None,
+    ) -> None:
+        event = {
+            "worker_name": w.name,
+            "timestamp": at or time.time(),
+            "status": status,
+            "attempt": w.restart_count if attempt is None else attempt,
+            "error": error,
+            "action": action,
+            "node": node,
+        }
         if len(self._outbox) < OUTBOX_LIMIT:
             self._outbox.append(event)
 
@@ -193,7 +258,7 @@ class ServiceHost:
             if self._history_warnings.ready():
                 log.warning("restart history not written yet (%d pending); retrying", len(batch), exc_info=True)
             return
-        del self._outbox[:len(batch)]
+        del self._outbox[: len(batch)]
 
     def changed(self) -> None:
         self._dirty = True
@@ -208,14 +273,23 @@ class ServiceHost:
         if w is None:
             self._reply(cmd, 404, f"Unknown worker '{name}'")
             return
-        log.info("supervisor command: %s %s (by %s, request %s)", action, name, cmd.get("actor"),
-                 cmd.get("request_id"))
+        log.info("supervisor command: %s %s (by %s, request %s)", action, name, cmd.get("actor"), cmd.get("request_id"))
         if action == "reset":
             result: Any = self._reset(w)
         elif action in ("enable", "disable"):
             result = self._enable(w, action == "enable")
+        elif w is self.own:
+            result = (
+                400,
+                (
+                    "the service host is the supervisor: it cannot stop or start itself; its process "
+                    "manager restarts it when it exits (`supervisorctl restart vigil:watcher` under make run)"
+                ),
+            )
         elif w.kind == "service":
             result = self.threads.command(w, action, cmd)
+        elif w.process is not None and self.processes is not None:
+            result = self.processes.command(w, action, cmd)
         else:
             result = self.pools.command(w, action, cmd)
         self.changed()
@@ -225,20 +299,26 @@ class ServiceHost:
         else:
             self._reply(cmd, *result)
 
-    def _reset(self, w: WorkerState) -> tuple[int, str]:
+    def _reset(self, w: WorkerState) -> tuple[int, str] | tuple[int, str, str]:
         if not w.controllable:
             return 400, f"Worker '{w.name}' is not restarted by Vigil; there is no restart count to reset"
         w.restart_count, w.next_restart_at = 0, None
         self.history(w, "manual", action="reset", attempt=0)
+        acted_on = ""
         if w.status == "failed":
             w.error = None
             if w.kind == "service":
                 w.auto_restart = True
                 self.threads.spawn(w.name)
+                acted_on = "thread"
+            elif w.process is not None and self.processes is not None and not self.processes.up(w):
+                self.processes.reset(w)
+                acted_on = "process"
             else:
                 w.status, w.auto_restart, w.transition_at = "restarting", True, time.time()
                 self.pools.restarted(w)
-        return 200, f"Worker '{w.name}' restart count reset"
+                acted_on = "consumers"
+        return 200, f"Worker '{w.name}' restart count reset", acted_on
 
     def _enable(self, w: WorkerState, enable: bool) -> tuple[int, str]:
         if not w.controllable:
@@ -260,22 +340,27 @@ class ServiceHost:
             except Exception:
                 done = False
             if done:
-                self._reply(p.command, 200, p.ok_message)
+                self._reply(p.command, 200, p.ok_message, p.acted_on)
             elif now >= float(p.command.get("deadline") or now) - 0.5:
-                self._reply(p.command, 202, p.late_message)
+                self._reply(p.command, 202, p.late_message, p.acted_on)
             else:
                 keep.append(p)
         self._pending = keep
 
-    def _reply(self, cmd: dict[str, Any], code: int, message: str) -> None:
+    def _reply(self, cmd: dict[str, Any], code: int, message: str, acted_on: str = "") -> None:
         w = self.workers.get(cmd.get("worker") or "")
         self._flush_history()  # whoever reads the history after the reply sees the command in it
         try:
             self._write_state()  # whoever reads the state after the reply sees the effect
         except Exception:
             log.debug("state publish failed", exc_info=True)
-        body = {"id": cmd.get("id"), "code": code, "message": message,
-                "worker": w.snapshot() if w is not None else None}
+        body = {
+            "id": cmd.get("id"),
+            "code": code,
+            "message": message,
+            "acted_on": acted_on or None,
+            "worker": w.snapshot() if w is not None else None,
+        }
         key = REPLY_KEY + str(cmd.get("id"))
         try:
             with self.redis.pipeline() as pipe:
@@ -292,6 +377,7 @@ class ServiceHost:
             raw = self.redis.hgetall(STATE_KEY)
         except Exception:
             log.warning("could not read previous supervisor state; starting fresh", exc_info=True)
+            record_own_start(self, self.own, None, self.started_at)
             return
         persisted: dict[str, dict[str, Any]] = {}
         for name, value in raw.items():
@@ -301,6 +387,12 @@ class ServiceHost:
                 continue
         self.threads.restore(persisted)
         self.pools.restore(persisted)
+        own, reason, ended_at = persisted.get(self.own.name), None, None
+        if self.processes is not None:
+            if not self.processes.restore(persisted):
+                own = None  # a new `make run`: this host's first start, not a restart
+            reason, ended_at = self.processes.own_exit()
+        record_own_start(self, self.own, own, self.started_at, reason, ended_at)
         gone = [name for name in persisted if name not in self.workers]
         if gone:
             try:
@@ -323,6 +415,10 @@ class ServiceHost:
             return
         self._last_publish = now
         ttl = self.settings.heartbeat_ttl
-        heartbeats.publish(self.redis, self.node, {"kind": "supervisor", "pid": os.getpid(),
-                                                   "started_at": self.started_at, "workers": len(self.workers)}, ttl)
+        heartbeats.publish(
+            self.redis,
+            self.node,
+            {"kind": "supervisor", "pid": os.getpid(), "started_at": self.started_at, "workers": len(self.workers)},
+            ttl,
+        )
         self.threads.publish(ttl)

@@ -8,6 +8,7 @@ under `<name>@<host>`, withdrawn as soon as its thread is seen to have ended.
 stop ends the thread (its `stop` event); start and restart start a new thread once the previous one
 has ended, so a service never runs twice at once.
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,7 +19,6 @@ from typing import Any
 
 from app.core.context import component_var
 from app.jobs import heartbeats
-
 from workers.host.service import Service
 from workers.host.state import Host, Pending, WorkerState
 
@@ -34,7 +34,7 @@ class _Runner:
         self.error: str | None = None
         self.thread = threading.Thread(target=self._main, name=f"svc-{service.name}", daemon=True)
 
-    def start(self) -> "_Runner":
+    def start(self) -> _Runner:
         self.thread.start()
         return self
 
@@ -47,7 +47,7 @@ class _Runner:
             self.service.run(self.stop)
             if not self.stop.is_set():
                 self.error = "RuntimeError: service loop returned without being stopped"
-        except BaseException as exc:  # noqa: BLE001 - any way out of run() while meant to run is a crash
+        except BaseException as exc:
             self.error = f"{type(exc).__name__}: {exc}"[:500]
             if not self.stop.is_set():
                 log.error("service %s crashed", self.service.name, exc_info=True)
@@ -63,8 +63,17 @@ class ServiceThreads:
 
     # ---- setup and shutdown ----------------------------------------------------------------------
     def create_states(self) -> list[WorkerState]:
-        return [WorkerState(s.name, "service", getattr(s, "category", "infrastructure"), self.host.max_restarts)
-                for s in self.services.values()]
+        return [
+            WorkerState(
+                s.name,
+                "service",
+                getattr(s, "category", "infrastructure"),
+                self.host.max_restarts,
+                managed_by="service host",
+                pid=os.getpid(),
+            )
+            for s in self.services.values()
+        ]
 
     def restore(self, persisted: dict[str, dict[str, Any]]) -> None:
         """Operator choices (stopped, disabled) survive a restart of the host; a service's own
@@ -143,8 +152,13 @@ class ServiceThreads:
             w = self.host.workers[name]
             runner = self.runners.get(name)
             if w.status == "running" and runner is not None and runner.alive():
-                payload = {"kind": "service", "pid": os.getpid(), "status": w.status,
-                           "restart_count": w.restart_count, "started_at": w.last_started_at}
+                payload = {
+                    "kind": "service",
+                    "pid": os.getpid(),
+                    "status": w.status,
+                    "restart_count": w.restart_count,
+                    "started_at": w.last_started_at,
+                }
                 try:
                     payload.update(service.status())
                 except Exception:
@@ -165,9 +179,13 @@ class ServiceThreads:
                 runner.stop.set()
             else:
                 w.status = "stopped"
-            return Pending(cmd, lambda: name not in self.runners and w.status == "stopped",
-                           f"Worker '{name}' stopped successfully",
-                           f"Worker '{name}' was asked to stop; its thread has not ended yet")
+            return Pending(
+                cmd,
+                lambda: name not in self.runners and w.status == "stopped",
+                f"Worker '{name}' stopped successfully",
+                f"Worker '{name}' was asked to stop; its thread has not ended yet",
+                acted_on="thread",
+            )
         if action in ("start", "restart"):
             if not w.enabled:
                 return 400, f"Worker '{name}' is disabled; enable it first"
@@ -181,7 +199,11 @@ class ServiceThreads:
             else:
                 self.spawn(name)
             verb = "started" if action == "start" else "restarted"
-            return Pending(cmd, lambda: (self.runners.get(name) not in (None, runner) and w.status == "running"),
-                           f"Worker '{name}' {verb} successfully",
-                           f"Worker '{name}' {action} requested; its previous thread has not ended yet")
+            return Pending(
+                cmd,
+                lambda: self.runners.get(name) not in (None, runner) and w.status == "running",
+                f"Worker '{name}' {verb} successfully",
+                f"Worker '{name}' {action} requested; its previous thread has not ended yet",
+                acted_on="thread",
+            )
         return 400, f"Unsupported action '{action}'"

@@ -6,13 +6,14 @@ Celery task every second, each one a broker message, a worker slot and a job-reg
 run two Redis calls. Closing is one atomic Lua call (app/pipeline/batches.py), so running more
 than one service host is safe: each batch closes once and its analysis job is enqueued once.
 """
+
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from app.pipeline.batches import get_aggregator, handoff
 from app.core.settings import Settings
+from app.pipeline.batches import get_aggregator, handoff
 from workers.host.service import PeriodicService
 
 log = logging.getLogger(__name__)

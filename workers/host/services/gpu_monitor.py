@@ -6,17 +6,18 @@ keeps running (so readiness shows it alive), and quietly tries NVML again every
 minute) and does not crash the service: a crash would count toward `failed`, and the monitor has
 nothing to recover by restarting.
 """
+
 from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from app.core.db import session_scope
-from app.ops.gpu import NvmlSampler, inference_fps
-from app.jobs.registry import get_registry
 from app.core.settings import Settings
+from app.jobs.registry import get_registry
+from app.ops.gpu import NvmlSampler, inference_fps
 from workers.host.service import PeriodicService
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,12 @@ class GpuMonitor(PeriodicService):
 
     def status(self) -> dict[str, Any]:
         sampler = self.sampler
-        return {"gpu_available": bool(sampler and sampler.ready and sampler.count),
-                "gpu_count": sampler.count if sampler else 0,
-                "nvml_error": sampler.reason if sampler else None, "samples_written": self.samples_written}
+        return {
+            "gpu_available": bool(sampler and sampler.ready and sampler.count),
+            "gpu_count": sampler.count if sampler else 0,
+            "nvml_error": sampler.reason if sampler else None,
+            "samples_written": self.samples_written,
+        }
 
     def prepare(self) -> None:
         self.sampler = NvmlSampler(self._nvml)
@@ -100,7 +104,7 @@ class GpuMonitor(PeriodicService):
     def _store(self, samples: list[dict[str, Any]]) -> None:
         from app.models import GpuStat
 
-        recorded_at = datetime.now(timezone.utc)
+        recorded_at = datetime.now(UTC)
         with session_scope(self.settings) as session:
             session.add_all([GpuStat(recorded_at=recorded_at, **sample) for sample in samples])
         self.samples_written += len(samples)

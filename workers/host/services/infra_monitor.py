@@ -3,12 +3,13 @@
 
 It runs in the service host rather than as a beat task so that a check every 30 seconds is not a
 broker message and a job record each time."""
+
 from __future__ import annotations
 
 from typing import Any
 
-from app.ops.infrastructure import evaluate
 from app.core.settings import Settings
+from app.ops.infrastructure import evaluate
 from workers.host.service import PeriodicService
 
 

@@ -1,14 +1,15 @@
 """The performance monitor: stores a performance snapshot every `VIGIL_PERFORMANCE_INTERVAL` seconds
 (the history behind GET /api/system/performance/history) and prunes snapshots past their retention."""
+
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from app.core.db import get_sessionmaker, session_scope
-from app.ops import performance
 from app.core.settings import Settings
+from app.ops import performance
 from workers.host.service import PeriodicService
 
 PRUNE_EVERY = 600.0
@@ -42,7 +43,7 @@ class PerformanceMonitor(PeriodicService):
         now = time.time()
         if now - self._last_prune >= PRUNE_EVERY:
             self._last_prune = now
-            cutoff = datetime.now(timezone.utc) - timedelta(hours=self.settings.performance_retention_hours)
+            cutoff = datetime.now(UTC) - timedelta(hours=self.settings.performance_retention_hours)
             performance.prune(get_sessionmaker(self.settings), cutoff)
 
     def snapshot_once(self) -> dict[str, Any] | None:

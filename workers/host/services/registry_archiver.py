@@ -5,13 +5,14 @@ competed with the worker's event loop for the interpreter lock, a fifth of the m
 in the P1 profile. A database outage only delays the copy: the backlog waits in Redis
 (`vigil:jobs:archive`) and is flushed when the database answers again.
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 from app.core.db import get_sessionmaker
-from app.jobs.registry import get_registry
 from app.core.settings import Settings
+from app.jobs.registry import get_registry
 from workers.host.service import PeriodicService
 
 

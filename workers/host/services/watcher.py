@@ -12,6 +12,7 @@
   idempotency key, so a duplicate returns the first job instead of publishing another).
 * Native observer (inotify) with a polling fallback; which one runs is reported as `observer_type`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,18 +21,19 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from watchdog.events import FileClosedEvent, FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from app.core.db import session_scope
-from app.pipeline.cameras import ensure_camera
-from app.jobs.enqueue import IMAGE_SUFFIXES, enqueue, normalize_camera_id, resolve_in_root
 from app.core.settings import Settings
+from app.jobs.enqueue import IMAGE_SUFFIXES, enqueue, normalize_camera_id, resolve_in_root
+from app.pipeline.cameras import ensure_camera
 from workers.host.service import Service
 
 log = logging.getLogger(__name__)
@@ -84,7 +86,7 @@ class _Pending:
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, watcher: "FileWatcher"):
+    def __init__(self, watcher: FileWatcher):
         self.watcher = watcher
 
     def on_any_event(self, event: FileSystemEvent) -> None:
@@ -117,8 +119,13 @@ class FileWatcher(Service):
 
     # ---- service ---------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        return {"camera_root": str(self.root), "observer_type": self.observer_type,
-                "pending_tasks": len(self._pending), "enqueued": self.enqueued, "duplicates": self.duplicates}
+        return {
+            "camera_root": str(self.root),
+            "observer_type": self.observer_type,
+            "pending_tasks": len(self._pending),
+            "enqueued": self.enqueued,
+            "duplicates": self.duplicates,
+        }
 
     def _start_observer(self):
         """A started observer and its type: native (inotify), or polling when asked or when native
@@ -231,10 +238,13 @@ class FileWatcher(Service):
         try:
             digest = sha256_of(real)
             self._ensure_camera(camera_id, folder)
-            job = self.enqueue("detection", {"camera_id": camera_id, "path": str(real), "file_hash": digest,
-                                             "seen_at": seen_at},
-                               idempotency_key=f"watch:{digest}",
-                               idempotency_ttl=self.settings.watcher_dedup_seconds, settings=self.settings)
+            job = self.enqueue(
+                "detection",
+                {"camera_id": camera_id, "path": str(real), "file_hash": digest, "seen_at": seen_at},
+                idempotency_key=f"watch:{digest}",
+                idempotency_ttl=self.settings.watcher_dedup_seconds,
+                settings=self.settings,
+            )
         except Exception:
             log.warning("could not enqueue %s yet; will retry", real, exc_info=True)
             return False
