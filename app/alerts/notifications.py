@@ -5,18 +5,19 @@ address; sending it again would not help), or fails for now (`Unavailable`: time
 refused, a 4xx SMTP reply, a 5xx HTTP answer), which the task retries with backoff. The channel
 is what spec 000 calls the "SMTP Service"; its backlog is the notification queues' waiting jobs.
 """
+
 from __future__ import annotations
 
 import json
 import smtplib
-import socket
 import time
 from email.message import EmailMessage
 from typing import Any
 
-from app.core.time import iso_now
-from app.core.settings import Settings
 import requests
+
+from app.core.settings import Settings
+from app.core.time import iso_now
 
 
 class Rejected(Exception):
@@ -52,16 +53,21 @@ def send_email(settings: Settings, recipients: list[str], subject: str, body: st
     except smtplib.SMTPRecipientsRefused as exc:
         raise Rejected(f"every recipient refused: {sorted(exc.recipients)}") from None
     except smtplib.SMTPResponseException as exc:
-        reply = f"SMTP {exc.smtp_code} {exc.smtp_error.decode(errors='replace') if isinstance(exc.smtp_error, bytes) else exc.smtp_error}"
+        error = exc.smtp_error
+        reply = f"SMTP {exc.smtp_code} {error.decode(errors='replace') if isinstance(error, bytes) else error}"
         if 400 <= exc.smtp_code < 500:
             raise Unavailable(reply) from None
         raise Rejected(reply) from None
     except smtplib.SMTPNotSupportedError as exc:
         raise Rejected(f"SMTP server: {exc}") from None
-    except (smtplib.SMTPException, OSError, socket.timeout) as exc:
+    except (TimeoutError, smtplib.SMTPException, OSError) as exc:
         raise Unavailable(f"SMTP server unavailable: {type(exc).__name__}: {exc}") from None
-    return {"channel": "email", "delivered_to": sorted(set(recipients) - set(refused)),
-            "refused": sorted(refused), "elapsed_ms": round((time.perf_counter() - t0) * 1000, 2)}
+    return {
+        "channel": "email",
+        "delivered_to": sorted(set(recipients) - set(refused)),
+        "refused": sorted(refused),
+        "elapsed_ms": round((time.perf_counter() - t0) * 1000, 2),
+    }
 
 
 def send_webhook(settings: Settings, url: str | None, payload: dict[str, Any]) -> dict[str, Any]:
@@ -71,8 +77,9 @@ def send_webhook(settings: Settings, url: str | None, payload: dict[str, Any]) -
     body = dict(payload, sent_at=iso_now())
     t0 = time.perf_counter()
     try:
-        response = requests.post(url, data=json.dumps(body), headers={"Content-Type": "application/json"},
-                                 timeout=settings.notify_timeout)
+        response = requests.post(
+            url, data=json.dumps(body), headers={"Content-Type": "application/json"}, timeout=settings.notify_timeout
+        )
     except requests.Timeout:
         raise Unavailable(f"webhook timed out after {settings.notify_timeout:g}s") from None
     except requests.RequestException as exc:
@@ -81,18 +88,24 @@ def send_webhook(settings: Settings, url: str | None, payload: dict[str, Any]) -
         raise Rejected(f"webhook refused it: HTTP {response.status_code}")
     if response.status_code >= 300:
         raise Unavailable(f"webhook answered HTTP {response.status_code}")
-    return {"channel": "webhook", "status": response.status_code,
-            "elapsed_ms": round((time.perf_counter() - t0) * 1000, 2)}
+    return {
+        "channel": "webhook",
+        "status": response.status_code,
+        "elapsed_ms": round((time.perf_counter() - t0) * 1000, 2),
+    }
 
 
 def deliver(settings: Settings, payload: dict[str, Any]) -> dict[str, Any]:
     """Send one validated `NotificationPayload` (app/jobs/enqueue.py)."""
     if payload["channel"] == "email":
-        return send_email(settings, payload.get("recipients") or [], payload.get("subject") or "Vigil alert",
-                          payload["message"])
-    return send_webhook(settings, payload.get("url"),
-                        {k: payload.get(k) for k in ("subject", "message", "event_id", "alert_id", "alert")
-                         if k in payload})
+        return send_email(
+            settings, payload.get("recipients") or [], payload.get("subject") or "Vigil alert", payload["message"]
+        )
+    return send_webhook(
+        settings,
+        payload.get("url"),
+        {k: payload.get(k) for k in ("subject", "message", "event_id", "alert_id", "alert") if k in payload},
+    )
 
 
 def probe_smtp(settings: Settings, timeout: float) -> str | None:

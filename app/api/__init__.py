@@ -1,23 +1,61 @@
 """HTTP layer: one blueprint per area. Handlers validate, call a service, shape the response."""
+
 from __future__ import annotations
 
 from flask import Flask
 
-from app.api import (alerts, breakers, cleanup, gpu, health, infrastructure, logs, metrics, monitoring,
-                     notifications, openapi, performance, pipeline, queues, services, storage, supervisor,
-                     system_config)
+from app.api import (
+    alerts,
+    batches,
+    breakers,
+    cameras,
+    cleanup,
+    detections,
+    events,
+    gpu,
+    health,
+    infrastructure,
+    logs,
+    metrics,
+    monitoring,
+    notifications,
+    openapi,
+    performance,
+    pipeline,
+    queues,
+    services,
+    storage,
+    supervisor,
+    system_config,
+)
 from app.api.kit.auth import init_auth
 from app.api.kit.errors import register_error_handlers
 from app.api.kit.instrumentation import init_instrumentation
 from app.api.kit.request_ids import init_request_ids
 
 BLUEPRINTS = (
-    health.bp, openapi.bp,
-    queues.bp, infrastructure.bp,                                       # 000 queue operations
-    pipeline.bp, system_config.bp, breakers.bp,                         # pipeline
-    supervisor.bp, services.bp, gpu.bp, performance.bp, cleanup.bp, storage.bp,  # worker operations
-    logs.bp, metrics.bp, monitoring.bp,                                 # observability
-    notifications.bp, alerts.bp,                                        # notifications and alert rules
+    health.bp,
+    openapi.bp,
+    queues.bp,
+    infrastructure.bp,  # 000 queue operations
+    pipeline.bp,
+    system_config.bp,
+    breakers.bp,  # pipeline
+    supervisor.bp,
+    services.bp,
+    gpu.bp,
+    performance.bp,
+    cleanup.bp,
+    storage.bp,  # worker operations
+    logs.bp,
+    metrics.bp,
+    monitoring.bp,  # observability
+    notifications.bp,
+    alerts.bp,  # notifications and alert rules
+    cameras.bp,
+    events.bp,
+    detections.bp,
+    batches.bp,  # core resources
 )
 
 

@@ -1,4 +1,5 @@
 """Alert rules, the alerts they raise, and the cooldown clock per rule and camera (spec 004 "Alert Rules")."""
+
 from __future__ import annotations
 
 import uuid
@@ -23,13 +24,13 @@ class AlertRule(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(255))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
-    severity: Mapped[str] = mapped_column(String(16))                   # low | medium | high | critical
+    severity: Mapped[str] = mapped_column(String(16))  # low | medium | high | critical
     risk_threshold: Mapped[int] = mapped_column(Integer)
     object_types: Mapped[list | None] = mapped_column(JSONType, nullable=True)
     camera_ids: Mapped[list | None] = mapped_column(JSONType, nullable=True)
     schedule: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
     cooldown_seconds: Mapped[int] = mapped_column(Integer, default=300)
-    channels: Mapped[list] = mapped_column(JSONType, default=list)       # email | webhook | push
+    channels: Mapped[list] = mapped_column(JSONType, default=list)  # email | webhook | push
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -1,5 +1,6 @@
 """Tables of the worker-operations area: GPU samples, supervisor restart history, performance
 snapshots. Each is append-mostly and read by time range, hence the time indexes."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -21,10 +22,10 @@ class GpuStat(Base):
     gpu_index: Mapped[int] = mapped_column(Integer, default=0)
     gpu_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     utilization: Mapped[float | None] = mapped_column(Float, nullable=True)
-    memory_used: Mapped[int | None] = mapped_column(Integer, nullable=True)     # MB
-    memory_total: Mapped[int | None] = mapped_column(Integer, nullable=True)    # MB
-    temperature: Mapped[float | None] = mapped_column(Float, nullable=True)     # Celsius
-    power_usage: Mapped[float | None] = mapped_column(Float, nullable=True)     # watts
+    memory_used: Mapped[int | None] = mapped_column(Integer, nullable=True)  # MB
+    memory_total: Mapped[int | None] = mapped_column(Integer, nullable=True)  # MB
+    temperature: Mapped[float | None] = mapped_column(Float, nullable=True)  # Celsius
+    power_usage: Mapped[float | None] = mapped_column(Float, nullable=True)  # watts
     inference_fps: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
@@ -39,8 +40,8 @@ class WorkerRestartEvent(Base):
     worker_name: Mapped[str] = mapped_column(String(64))
     timestamp: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
-    status: Mapped[str] = mapped_column(String(16))          # success | crashed | failed | manual
-    action: Mapped[str | None] = mapped_column(String(16), nullable=True)   # manual: start/stop/restart/reset
+    status: Mapped[str] = mapped_column(String(16))  # success | crashed | failed | manual
+    action: Mapped[str | None] = mapped_column(String(16), nullable=True)  # manual: start/stop/restart/reset
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     node: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
