@@ -1,4 +1,5 @@
 """Infrastructure health and alerts (000): /api/v1/platform/system/infrastructure/..."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -6,11 +7,13 @@ from typing import Literal
 from flask import Blueprint
 from pydantic import BaseModel, Field
 
-from app.api.kit.current import current_settings
 from app.api.kit.auth import actor
-from app.api.kit.endpoint import endpoint
+from app.api.kit.current import current_settings
+from app.api.kit.endpoint import Link, endpoint
+from app.api.kit.envelopes import Answer
 from app.api.kit.respond import audited, ok
 from app.ops import infrastructure
+
 bp = Blueprint("infrastructure", __name__, url_prefix="/api/v1/platform/system/infrastructure")
 TAGS = ["infrastructure"]
 
@@ -24,22 +27,95 @@ class AlertPath(BaseModel):
     alert_id: str = Field(pattern=r"^alert_[0-9a-f]{12}$")
 
 
+class ResponseTimes(Answer):
+    avg: float | None
+    p95: float | None
+    p99: float | None
+
+
+class InfraService(Answer):
+    """One service's verdict and the figures behind it; which figures depends on the service (a
+    service whose check failed has only `name`, `status` and `reason`)."""
+
+    name: Literal["API Server", "OLTP Database", "Redis", "SMTP Service", "Workers"]
+    status: Literal["healthy", "degraded", "down"]
+    reason: str | None = Field(description="Why it is not healthy")
+    response_time_ms: ResponseTimes | None = Field(None, description="API Server")
+    error_rate_percent: float | None = Field(None, description="API Server: server errors, probes' answers not counted")
+    requests_sampled: int | None = Field(None, description="API Server")
+    min_sample: int | None = Field(None, description="API Server: requests needed before a verdict other than healthy")
+    window_seconds: int | None = Field(None, description="API Server")
+    backend: str | None = Field(None, description="OLTP Database: postgresql or sqlite")
+    connection_pool_usage_percent: float | None = Field(None, description="OLTP Database (PostgreSQL)")
+    query_latency_ms: float | None = Field(None, description="OLTP Database")
+    latency_ms: float | None = Field(None, description="Redis")
+    used_memory_mb: float | None = Field(None, description="Redis")
+    memory_usage_percent: float | None = Field(None, description="Redis (with a maxmemory)")
+    queue_backlog: int | None = Field(None, description="SMTP Service: notifications waiting")
+    failed_jobs: int | None = Field(None, description="SMTP Service")
+    consumers: int | None = Field(None, description="SMTP Service: notification workers")
+    smtp_configured: bool | None = Field(None, description="SMTP Service")
+    running: dict[str, int] | None = Field(None, description="Workers: live, consuming processes per group")
+
+
+class InfraHealth(Answer):
+    services: list[InfraService]
+
+
+class InfraAlert(Answer):
+    id: str
+    timestamp: str
+    severity: Literal["error", "warning", "info"]
+    service: str
+    message: str
+    acknowledged: bool
+    resolved: bool
+    resolved_at: str | None
+    last_seen: str
+    condition: str
+    acknowledged_by: str | None = None
+    acknowledged_at: str | None = None
+
+
+class InfraAlerts(Answer):
+    alerts: list[InfraAlert]
+
+
 @bp.get("/health")
-@endpoint(summary="Real-time health of the API, database, Redis, e-mail channel and workers", tags=TAGS)
+@endpoint(
+    response=InfraHealth, summary="Real-time health of the API, database, Redis, e-mail channel and workers", tags=TAGS
+)
 def infrastructure_health():
     """Each service is `healthy`, `degraded` (performance impact) or `down` (unavailable), with
-    the figures behind the verdict and a `reason` when it is not healthy."""
+    the figures behind the verdict and a `reason` when it is not healthy. The API Server is judged
+    from the last `window_seconds` of requests of every API process, once at least `min_sample`
+    were made; the probes' own answers (a readiness probe's 503 while workers start) are not
+    counted as errors."""
     return ok({"services": infrastructure.health(current_settings())})
 
 
 @bp.get("/alerts")
-@endpoint(query=AlertsQuery, summary="Infrastructure alerts raised in the last hours, newest first", tags=TAGS)
+@endpoint(
+    query=AlertsQuery,
+    response=InfraAlerts,
+    summary="Infrastructure alerts raised in the last hours, newest first",
+    tags=TAGS,
+    links={
+        "AcknowledgeAlert": Link("infrastructure.acknowledge_alert", {"alert_id": "$response.body#/data/alerts/0/id"})
+    },
+)
 def infrastructure_alerts(query: AlertsQuery):
     return ok({"alerts": infrastructure.alerts(current_settings(), query.hours, query.severity)})
 
 
 @bp.post("/alerts/<alert_id>/acknowledge")
-@endpoint(path=AlertPath, summary="Acknowledge an infrastructure alert", tags=TAGS, errors={404: "Unknown alert"})
+@endpoint(
+    path=AlertPath,
+    response=InfraAlert,
+    summary="Acknowledge an infrastructure alert",
+    tags=TAGS,
+    errors={404: "Unknown alert"},
+)
 def acknowledge_alert(alert_id: str):
     body = infrastructure.acknowledge(current_settings(), alert_id, actor())
     audited("alert_acknowledged", "infrastructure_alert", alert_id)

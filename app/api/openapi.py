@@ -1,5 +1,6 @@
 """The API's own OpenAPI 3.1 document (`/api/openapi.json`), built once per app by
 `app.api.kit.openapi` from the routes' `@endpoint` declarations."""
+
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
@@ -11,7 +12,13 @@ bp = Blueprint("openapi", __name__)
 
 
 @bp.get("/api/openapi.json")
-@endpoint(summary="This API's OpenAPI 3.1 document", probe=True, tags=["meta"])
+@endpoint(
+    summary="This API's OpenAPI 3.1 document",
+    probe=True,
+    offline=True,
+    tags=["meta"],
+    content={"application/json": {"type": "object", "description": "OpenAPI 3.1 document"}},
+)
 def openapi_document():
     app = current_app._get_current_object()
     doc = app.extensions.get("vigil_openapi")

@@ -1,12 +1,16 @@
 """Pipeline status, telemetry, latency and stats (001/003/004)."""
+
 from __future__ import annotations
 
 import time
+from typing import Literal
+
 from flask import Blueprint
 from pydantic import BaseModel, Field
 
 from app.api.kit.current import current_settings
 from app.api.kit.endpoint import endpoint
+from app.api.kit.envelopes import Answer
 from app.api.kit.respond import dependencies_required
 from app.pipeline import status
 from app.pipeline import telemetry as stages  # `telemetry` is this module's handler name
@@ -24,42 +28,183 @@ class LatencyHistoryQuery(BaseModel):
     bucket_seconds: int = Field(60, ge=10, le=3600, description="Bucket size, seconds")
 
 
+class FileWatcher(Answer):
+    running: bool
+    camera_root: str
+    pending_tasks: int
+    observer_type: str | None
+    enqueued: int | None = Field(None, description="While running: files enqueued since it started")
+    duplicates: int | None = Field(None, description="While running: duplicates skipped since it started")
+    node: str | None = None
+
+
+class OpenBatch(Answer):
+    batch_id: str
+    camera_id: str | None
+    detection_count: int
+    started_at: float | None = Field(description="Epoch seconds")
+    age_seconds: float
+    last_activity_seconds: float
+
+
+class BatchAggregator(Answer):
+    active_batches: int
+    batches: list[OpenBatch]
+    batch_window_seconds: int
+    idle_timeout_seconds: int
+
+
+class AiServiceState(Answer):
+    name: Literal["detector", "analyser"]
+    status: Literal["healthy", "degraded", "unhealthy", "unknown"]
+    circuit_state: Literal["closed", "open", "half_open", "unknown"]
+    last_check: str | None
+    consecutive_failures: int
+    error_message: str | None
+
+
+class Degradation(Answer):
+    mode: Literal["normal", "degraded", "minimal", "offline"]
+    is_degraded: bool
+    redis_healthy: bool
+    memory_queue_size: Literal[0] = Field(description="Always 0: the broker is Redis, no in-memory fallback")
+    fallback_queues: dict[str, int]
+    services: list[AiServiceState]
+    available_features: list[Literal["detection", "batching", "analysis", "llm_analysis"]]
+
+
+class PipelineStatus(Answer):
+    file_watcher: FileWatcher
+    batch_aggregator: BatchAggregator
+    degradation: Degradation
+    timestamp: str
+
+
+class StageFigures(Answer):
+    avg_ms: float
+    min_ms: float
+    max_ms: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    sample_count: int
+
+
+class QueueDepths(Answer):
+    detection_queue: int
+    analysis_queue: int
+
+
+class StageLatencies(Answer):
+    watch: StageFigures | None
+    detect: StageFigures | None
+    batch: StageFigures | None
+    analyze: StageFigures | None
+
+
+class Telemetry(Answer):
+    queues: QueueDepths
+    latencies: StageLatencies
+    window_minutes: int
+    timestamp: str
+
+
+class PipelineLatency(Answer):
+    watch_to_detect: StageFigures | None
+    detect_to_batch: StageFigures | None
+    batch_to_analyze: StageFigures | None
+    total_pipeline: StageFigures | None
+    window_minutes: int
+    timestamp: str
+
+
+class BucketFigures(Answer):
+    avg_ms: float
+    p50_ms: float
+    p95_ms: float
+    sample_count: int
+
+
+class LatencyBucket(Answer):
+    timestamp: str
+    watch_to_detect: BucketFigures | None
+    detect_to_batch: BucketFigures | None
+    batch_to_analyze: BucketFigures | None
+    total_pipeline: BucketFigures | None
+
+
+class LatencyHistory(Answer):
+    snapshots: list[LatencyBucket]
+    count: int
+    since: int
+    bucket_seconds: int
+
+
+class Stats(Answer):
+    total_cameras: int
+    total_events: int
+    total_detections: int
+    uptime_seconds: float = Field(description="This API process's")
+    timestamp: str
+
 
 @bp.get("/api/system/pipeline")
-@endpoint(summary="Pipeline status: file watcher, open batches, degradation mode", tags=["pipeline"],
-          errors={503: "Redis unavailable"})
+@endpoint(
+    response=PipelineStatus,
+    summary="Pipeline status: file watcher, open batches, degradation mode",
+    tags=["pipeline"],
+    errors={503: "Redis unavailable"},
+)
 def pipeline_status():
     with dependencies_required():
         return status.pipeline_status(current_settings())
 
 
 @bp.get("/api/system/telemetry")
-@endpoint(summary="Pipeline telemetry: queue depths and per-stage latencies (last hour)", tags=["pipeline"],
-          errors={503: "Redis unavailable"})
+@endpoint(
+    response=Telemetry,
+    summary="Pipeline telemetry: queue depths and per-stage latencies (last hour)",
+    tags=["pipeline"],
+    errors={503: "Redis unavailable"},
+)
 def telemetry():
     with dependencies_required():
         return stages.telemetry(current_settings())
 
 
 @bp.get("/api/system/pipeline-latency")
-@endpoint(query=LatencyQuery, summary="Pipeline latency percentiles per stage, from recorded stage timestamps",
-          tags=["pipeline"], errors={503: "Redis unavailable"})
+@endpoint(
+    query=LatencyQuery,
+    response=PipelineLatency,
+    summary="Pipeline latency percentiles per stage, from recorded stage timestamps",
+    tags=["pipeline"],
+    errors={503: "Redis unavailable"},
+)
 def pipeline_latency(query: LatencyQuery):
     with dependencies_required():
         return stages.latency(current_settings(), query.window_minutes)
 
 
 @bp.get("/api/system/pipeline-latency/history")
-@endpoint(query=LatencyHistoryQuery, summary="Pipeline latency per time bucket (buckets with samples)",
-          tags=["pipeline"], errors={503: "Redis unavailable"})
+@endpoint(
+    query=LatencyHistoryQuery,
+    response=LatencyHistory,
+    summary="Pipeline latency per time bucket (buckets with samples)",
+    tags=["pipeline"],
+    errors={503: "Redis unavailable"},
+)
 def pipeline_latency_history(query: LatencyHistoryQuery):
     with dependencies_required():
         return stages.latency_history(current_settings(), query.since, query.bucket_seconds)
 
 
 @bp.get("/api/system/stats")
-@endpoint(summary="System statistics: cameras, events, detections, uptime", tags=["pipeline"],
-          errors={503: "Database unavailable"})
+@endpoint(
+    response=Stats,
+    summary="System statistics: cameras, events, detections, uptime",
+    tags=["pipeline"],
+    errors={503: "Database unavailable"},
+)
 def stats():
     with dependencies_required():
         return stages.stats(current_settings(), STARTED_AT)

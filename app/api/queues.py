@@ -3,59 +3,215 @@
 Handlers validate, call `app.jobs.queues` / `job_ops` / `jobs`, and wrap the result in the
 000 envelope. Every mutation is audited.
 """
+
 from __future__ import annotations
 
-from typing import Any, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal, Union
 
 from flask import Blueprint
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
 
 from app.api.kit.current import current_settings
-from app.api.kit.endpoint import endpoint
+from app.api.kit.endpoint import Link, endpoint
+from app.api.kit.envelopes import Answer, PlatformError
 from app.api.kit.respond import audited, ok
-from app.jobs import ops
-from app.jobs import enqueue
-from app.jobs import queues
+from app.api.kit.types import Offset, Timestamp
+from app.celery.queues import QUEUE_NAMES
+from app.jobs import enqueue, ops, queues
 from app.jobs.registry import get_registry
 
 bp = Blueprint("queues", __name__, url_prefix="/api/v1/platform/system")
 TAGS = ["queues"]
 
 JOB_ID = r"^[A-Za-z0-9_.:\-]{1,128}$"
+JobState = Literal["waiting", "active", "completed", "failed", "revoked"]
 
 
 class JobPath(BaseModel):
     job_id: str = Field(pattern=JOB_ID, description="Job (Celery task) id")
 
 
+class QueuePath(BaseModel):
+    queue_name: str = Field(
+        min_length=1, max_length=64, description=f"Queue name: {', '.join(QUEUE_NAMES)} (any other is a 404)"
+    )
+
+
 class QueueJobsQuery(BaseModel):
-    status: Literal["active", "waiting", "failed", "completed", "revoked"] = Field(
-        "waiting", description="Which jobs: waiting (from the broker, in run order), active, failed, completed, "
-                               "revoked")
+    status: JobState = Field(
+        "waiting", description="Which jobs: waiting (from the broker, in run order), active, failed, completed, revoked"
+    )
     limit: int = Field(50, ge=1, le=100, description="Page size (1-100)")
-    offset: int = Field(0, ge=0, description="Jobs to skip")
+    offset: Offset = 0
+
+
+AGE = r"^[0-9]{1,12}(?:\.[0-9]{1,6})?[smhd]$"
 
 
 class DeleteFilterQuery(BaseModel):
     status: Literal["waiting", "failed", "completed", "revoked"] = Field(
-        description="Which jobs to delete (running jobs are deleted one at a time)")
+        description="Which jobs to delete (running jobs are deleted one at a time)"
+    )
     task: str | None = Field(None, max_length=255, description="Only jobs of this task name")
-    older_than: str | None = Field(None, description="ISO 8601 time, or an age such as 30m, 24h, 7d")
+    older_than: Annotated[str, Field(pattern=AGE)] | Timestamp | None = Field(
+        None, description="An age (a number and s, m, h or d: 90s, 15m, 24h, 7d) or an ISO 8601 time"
+    )
 
-    @field_validator("older_than")
-    @classmethod
-    def _age(cls, v: str | None) -> str | None:
-        ops.parse_age(v)  # raises ValueError with a clear message
-        return v
+    def cutoff(self) -> float | None:
+        """`older_than` as epoch seconds."""
+        if isinstance(self.older_than, datetime):
+            return self.older_than.timestamp()
+        return ops.parse_age(self.older_than)
 
 
-class EnqueueBody(BaseModel):
-    task: Literal["detection", "analysis", "notification", "alerts", "cleanup"] = Field(
-        description="Task family (`alerts` runs on the notification queues)")
-    payload: dict[str, Any] = Field(default_factory=dict, description="The task's arguments (schema per task)")
-    priority: Literal["high", "normal"] = Field("normal", description="high goes to the family's :high queue")
-    idempotency_key: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
-                                        description="Same key, same job: nothing is enqueued twice")
+def _enqueue_variant(name: str, spec: enqueue.TaskSpec) -> type[BaseModel]:
+    """The request body for one task family: its own payload schema, so a client (and the document)
+    knows what each task takes."""
+    try:
+        spec.adapter.validate_python({})
+        payload: Any = (spec.payload, Field(default_factory=dict, description=f"Arguments of `{spec.task}`"))
+    except ValueError:
+        payload = (spec.payload, Field(description=f"Arguments of `{spec.task}`"))
+    return create_model(
+        f"Enqueue{name.title()}Job",
+        __config__=ConfigDict(extra="forbid", strict=True),
+        task=(Literal[name], Field(description=f"`{name}`: runs `{spec.task}` on the {spec.family} queues")),
+        payload=payload,
+        priority=(Literal["high", "normal"], Field("normal", description="high goes to the family's :high queue")),
+        idempotency_key=(
+            str | None,
+            Field(
+                None,
+                min_length=1,
+                max_length=200,
+                pattern=r"^[\x21-\x7e]+$",
+                description="Same key, same job: nothing is enqueued twice",
+            ),
+        ),
+    )
+
+
+_VARIANTS = tuple(_enqueue_variant(name, spec) for name, spec in enqueue.TASKS.items())
+
+
+# A union of the variants built above (`|` cannot unpack a tuple).
+_Variant = Annotated[Union[_VARIANTS], Field(discriminator="task")]  # type: ignore[valid-type]  # noqa: UP007
+
+
+class EnqueueBody(RootModel[_Variant]):  # type: ignore[valid-type]
+    """A job to enqueue: `task` names the family, `payload` its arguments."""
+
+
+# --- answers -----------------------------------------------------------------------------------------------
+class Queue(Answer):
+    name: str
+    priority: Literal["high", "normal"]
+    active_jobs: int = Field(description="Jobs running on a live worker")
+    waiting_jobs: int = Field(description="Messages in the broker, every priority level")
+    completed_last_hour: int
+    failed_jobs: int = Field(description="Failed jobs still in the registry (retryable)")
+    status: Literal["healthy", "warning", "critical"] = Field(
+        description="healthy < 100 waiting; warning 100-1000 waiting, or jobs waiting with no consumer; "
+        "critical > 1000 waiting or > 10 failed"
+    )
+    paused: bool
+    consumers: int = Field(description="Live workers consuming the queue now")
+    consumer_nodes: list[str]
+    orphaned_active_jobs: int = Field(description="Jobs registered as running on a worker whose heartbeat is gone")
+
+
+class QueueList(Answer):
+    queues: list[Queue]
+
+
+class JobError(Answer):
+    message: str | None
+    stack_trace: str | None
+
+
+class Job(Answer):
+    id: str
+    queue: str | None
+    status: JobState | None
+    task: str | None
+    payload: dict[str, Any]
+    args: list[Any] | dict[str, Any] = Field(
+        description="Positional arguments (`{truncated, preview}` when too large to keep)"
+    )
+    error: JobError | None
+    attempts: int
+    worker: str | None
+    result: Any
+    progress: Any
+    priority: int | None = Field(description="Broker priority (waiting jobs only)")
+    eta: str | None
+    request_id: str | None
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    updated_at: str | None
+
+
+class Pagination(Answer):
+    total: int
+    limit: int
+    offset: int
+
+
+class JobPage(Answer):
+    jobs: list[Job]
+    pagination: Pagination
+
+
+class QueuePaused(Answer):
+    queue: str
+    status: Literal["paused"]
+    timestamp: str
+
+
+class QueueResumed(Answer):
+    queue: str
+    status: Literal["active"]
+    timestamp: str
+    notified_workers: int
+
+
+class FailedRetried(Answer):
+    queue: str
+    retried: int
+
+
+class JobsDeleted(Answer):
+    queue: str
+    status: Literal["waiting", "failed", "completed", "revoked"]
+    deleted: int
+
+
+class Enqueued(Answer):
+    job_id: str
+    status: Literal["queued"] | JobState = Field(description="queued when created; the job's state on a replay")
+    task: str = Field(description="The Celery task name")
+    queue: str
+    created: bool = Field(description="false when an idempotency key returned an earlier job")
+
+
+class IdempotencyConflict(PlatformError):
+    job_id: str = Field(description="The job the key already names")
+
+
+class JobRetried(Answer):
+    job_id: str
+    status: Literal["queued"]
+    attempts_reset: bool
+    queue: str
+
+
+class JobDeleted(Answer):
+    job_id: str
+    deleted: bool
+    previous_state: JobState
+    action: Literal["removed_from_queue", "revoked", "revoked_and_terminated", "record_removed"]
 
 
 def job_view(job: dict[str, Any]) -> dict[str, Any]:
@@ -85,8 +241,25 @@ def job_view(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_QUEUE_0 = "$response.body#/data/queues/0/name"
+_JOB = "$response.body#/data/job_id"
+_QUEUE_LINKS = {
+    "ListQueueJobs": Link("queues.list_queue_jobs", {"queue_name": _QUEUE_0}),
+    "PauseQueue": Link("queues.pause_queue", {"queue_name": _QUEUE_0}),
+    "ResumeQueue": Link("queues.resume_queue", {"queue_name": _QUEUE_0}),
+    "RetryFailedJobs": Link("queues.retry_failed_jobs", {"queue_name": _QUEUE_0}),
+    "DeleteQueueJobs": Link("queues.delete_queue_jobs", {"queue_name": _QUEUE_0}),
+}
+_JOB_LINKS = {
+    "GetJob": Link("queues.get_job", {"job_id": _JOB}),
+    "RetryJob": Link("queues.retry_job", {"job_id": _JOB}),
+    "DeleteJob": Link("queues.delete_job", {"job_id": _JOB}),
+    "ListTheJobsQueue": Link("queues.list_queue_jobs", {"queue_name": "$response.body#/data/queue"}),
+}
+
+
 @bp.get("/queues")
-@endpoint(summary="Every named queue with its counts and status", tags=TAGS)
+@endpoint(response=QueueList, summary="Every named queue with its counts and status", tags=TAGS, links=_QUEUE_LINKS)
 def list_queues():
     """Waiting counts come from the broker's lists; active, completed and failed from the job
     registry and worker heartbeats. No worker broadcast on this path."""
@@ -94,17 +267,36 @@ def list_queues():
 
 
 @bp.get("/queues/<queue_name>/jobs")
-@endpoint(query=QueueJobsQuery, summary="Jobs of a queue by status, paginated with an exact total", tags=TAGS,
-          errors={404: "Unknown queue"})
+@endpoint(
+    path=QueuePath,
+    query=QueueJobsQuery,
+    response=JobPage,
+    tags=TAGS,
+    errors={404: "Unknown queue"},
+    summary="Jobs of a queue by status, paginated with an exact total",
+    links={
+        "GetJob": Link("queues.get_job", {"job_id": "$response.body#/data/jobs/0/id"}),
+        "RetryJob": Link("queues.retry_job", {"job_id": "$response.body#/data/jobs/0/id"}),
+    },
+)
 def list_queue_jobs(queue_name: str, query: QueueJobsQuery):
     total, page = queues.list_jobs(queue_name, query.status, query.offset, query.limit, current_settings())
-    return ok({"jobs": [job_view(j) for j in page],
-               "pagination": {"total": total, "limit": query.limit, "offset": query.offset}})
+    return ok(
+        {
+            "jobs": [job_view(j) for j in page],
+            "pagination": {"total": total, "limit": query.limit, "offset": query.offset},
+        }
+    )
 
 
 @bp.post("/queues/<queue_name>/pause")
-@endpoint(summary="Stop every worker consuming the queue (persisted); jobs are still accepted", tags=TAGS,
-          errors={404: "Unknown queue"})
+@endpoint(
+    path=QueuePath,
+    response=QueuePaused,
+    tags=TAGS,
+    errors={404: "Unknown queue"},
+    summary="Stop every worker consuming the queue (persisted); jobs are still accepted",
+)
 def pause_queue(queue_name: str):
     result = queues.pause(queue_name, current_settings())
     audited("queue_paused", "queue", queue_name)
@@ -112,7 +304,13 @@ def pause_queue(queue_name: str):
 
 
 @bp.post("/queues/<queue_name>/resume")
-@endpoint(summary="Let the queue's workers consume it again", tags=TAGS, errors={404: "Unknown queue"})
+@endpoint(
+    path=QueuePath,
+    response=QueueResumed,
+    summary="Let the queue's workers consume it again",
+    tags=TAGS,
+    errors={404: "Unknown queue"},
+)
 def resume_queue(queue_name: str):
     result = queues.resume(queue_name, current_settings())
     audited("queue_resumed", "queue", queue_name)
@@ -120,7 +318,13 @@ def resume_queue(queue_name: str):
 
 
 @bp.post("/queues/<queue_name>/retry-failed")
-@endpoint(summary="Retry every failed job of the queue", tags=TAGS, errors={404: "Unknown queue"})
+@endpoint(
+    path=QueuePath,
+    response=FailedRetried,
+    summary="Retry every failed job of the queue",
+    tags=TAGS,
+    errors={404: "Unknown queue"},
+)
 def retry_failed_jobs(queue_name: str):
     result = ops.retry_failed(queue_name, current_settings())
     audited("jobs_retried", "queue", queue_name, {"retried": result["retried"]})
@@ -128,44 +332,91 @@ def retry_failed_jobs(queue_name: str):
 
 
 @bp.delete("/queues/<queue_name>/jobs")
-@endpoint(query=DeleteFilterQuery, summary="Delete a queue's jobs by status, task and age", tags=TAGS,
-          errors={404: "Unknown queue"})
+@endpoint(
+    path=QueuePath,
+    query=DeleteFilterQuery,
+    response=JobsDeleted,
+    tags=TAGS,
+    errors={404: "Unknown queue"},
+    summary="Delete a queue's jobs by status, task and age",
+)
 def delete_queue_jobs(queue_name: str, query: DeleteFilterQuery):
-    result = ops.delete_matching(queue_name, query.status, task=query.task,
-                                     older_than=ops.parse_age(query.older_than), settings=current_settings())
-    audited("jobs_deleted", "queue", queue_name, {**query.model_dump(), "deleted": result["deleted"]})
+    result = ops.delete_matching(
+        queue_name, query.status, task=query.task, older_than=query.cutoff(), settings=current_settings()
+    )
+    audited("jobs_deleted", "queue", queue_name, {**query.model_dump(mode="json"), "deleted": result["deleted"]})
     return ok(result)
 
 
 @bp.post("/jobs")
-@endpoint(body=EnqueueBody, status=202, summary="Enqueue a job (202 once the broker holds it)", tags=TAGS)
+@endpoint(
+    body=EnqueueBody,
+    status=202,
+    response=Enqueued,
+    responses={200: Enqueued},
+    tags=TAGS,
+    summary="Enqueue a job (202 once the broker holds it)",
+    links=_JOB_LINKS,
+    errors={
+        400: "Invalid body; or a detection `path` that is not an existing image inside the camera root",
+        409: ("The idempotency key already names a job with another task, queue or payload", IdempotencyConflict),
+    },
+)
 def enqueue_job(body: EnqueueBody):
-    """`detection` takes `camera_id` and an image `path` inside the camera root; `analysis` a
-    `batch_id`; `notification` a `channel` and `message`; `alerts` an `event_id` (evaluate the alert
-    rules for that event again; alerts already raised are not raised twice); `cleanup` an optional
-    `dry_run`. The same `idempotency_key` returns the first job (200) and enqueues nothing."""
-    result = enqueue.enqueue(body.task, body.payload, priority=body.priority, idempotency_key=body.idempotency_key,
-                          settings=current_settings())
-    data = {"job_id": result.job_id, "status": "queued", "task": result.task, "queue": result.queue,
-            "created": result.created}
+    """Each `task` takes its own `payload` (see the schema of each variant): `detection` a
+    `camera_id` and an image `path` inside the camera root; `analysis` a `batch_id`;
+    `notification` a `channel` with its destination (`recipients` for email, `url` for webhook) and a
+    `message`; `alerts` an `event_id` (evaluate the alert rules for that event again; alerts already
+    raised are not raised twice); `cleanup` an optional `dry_run`. Unknown fields are refused at
+    every level.
+
+    A detection's image must exist inside the camera root once symlinks are resolved, which no
+    schema can say: otherwise 400 naming `payload.path`. The same `idempotency_key` with the same
+    task, priority and payload returns the first job (200) and enqueues nothing; with anything else
+    it is a 409 naming that job."""
+    job = body.root
+    result = enqueue.enqueue(
+        job.task,
+        job.payload.model_dump(exclude_unset=True) if isinstance(job.payload, BaseModel) else job.payload,
+        priority=job.priority,
+        idempotency_key=job.idempotency_key,
+        settings=current_settings(),
+    )
+    data = {
+        "job_id": result.job_id,
+        "status": "queued",
+        "task": result.task,
+        "queue": result.queue,
+        "created": result.created,
+    }
     if result.created:
-        audited("job_enqueued", "job", result.job_id, {"task": body.task, "queue": result.queue})
+        audited("job_enqueued", "job", result.job_id, {"task": job.task, "queue": result.queue})
         return ok(data, 202)
-    job = get_registry(current_settings()).get(result.job_id)
-    data["status"] = job["state"] if job else "queued"
+    record = get_registry(current_settings()).get(result.job_id)
+    data["status"] = record["state"] if record else "queued"
     return ok(data, 200)
 
 
 @bp.get("/jobs/<job_id>")
-@endpoint(path=JobPath, summary="One job: payload, state, attempts, error and stack trace, result", tags=TAGS,
-          errors={404: "Unknown job"})
+@endpoint(
+    path=JobPath,
+    response=Job,
+    summary="One job: payload, state, attempts, error and stack trace, result",
+    tags=TAGS,
+    errors={404: "Unknown job"},
+)
 def get_job(job_id: str):
     return ok(job_view(ops.get_job(job_id, current_settings())))
 
 
 @bp.post("/jobs/<job_id>/retry")
-@endpoint(path=JobPath, summary="Re-queue a failed job (same task, arguments and queue)", tags=TAGS,
-          errors={404: "Unknown job", 409: "The job is not failed"})
+@endpoint(
+    path=JobPath,
+    response=JobRetried,
+    summary="Re-queue a failed job (same task, arguments and queue)",
+    tags=TAGS,
+    errors={404: "Unknown job", 409: "The job is not failed"},
+)
 def retry_job(job_id: str):
     result = ops.retry_job(job_id, current_settings())
     audited("job_retried", "job", job_id)
@@ -173,8 +424,13 @@ def retry_job(job_id: str):
 
 
 @bp.delete("/jobs/<job_id>")
-@endpoint(path=JobPath, summary="Delete a job: from the queue, revoked, or terminated; says which", tags=TAGS,
-          errors={404: "Unknown job"})
+@endpoint(
+    path=JobPath,
+    response=JobDeleted,
+    tags=TAGS,
+    errors={404: "Unknown job"},
+    summary="Delete a job: from the queue, revoked, or terminated; says which",
+)
 def delete_job(job_id: str):
     result = ops.delete_job(job_id, current_settings())
     audited("job_deleted", "job", job_id, {"action": result["action"], "previous_state": result["previous_state"]})

@@ -3,23 +3,27 @@
 The API's `POST /jobs`, the file watcher and the pipeline stages all enqueue through `enqueue`, so
 every job is validated the same way and lands in the registry the same way.
 """
+
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import uuid
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import redis
 from kombu.exceptions import OperationalError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
 
-from app.celery.queues import queue_for
-from app.core.redis_client import KEY_PREFIX, get_redis
-from app.core.errors import InvalidInput, Unavailable
-from app.core.settings import Settings, get_settings
 from app.celery.app import celery
+from app.celery.queues import queue_for
+from app.core.errors import Conflict, InvalidInput, Unavailable
+from app.core.redis_client import KEY_PREFIX, get_redis
+from app.core.settings import Settings, get_settings
 from app.jobs.registry import get_registry
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
@@ -48,22 +52,30 @@ def resolve_in_root(path: str | Path, root: Path) -> Path:
     return real
 
 
+MAX_DB_ID = 2**63 - 1  # ids of BIGINT rows
+EMAIL_ADDRESS = r"^[^@\s<>]+@[^@\s<>]+$"
+URL = r"^https?://[^\x00]*$"
+
+
 class _Payload(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # JSON's own types: `"5"` and `true` are not numbers, as the schema says (the API hands whole
+    # numbers written `5.0` over as integers).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class DetectionPayload(_Payload):
-    camera_id: str = Field(description="Camera id (normalised folder name)")
-    path: str = Field(description="Image path, absolute or relative to the camera root; must be inside it")
+    camera_id: str = Field(
+        pattern=CAMERA_ID.pattern,
+        description="Camera id (normalised folder name: lower-case letters, digits, '_' or '-', at most 64)",
+    )
+    path: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="Image path, absolute or relative to the camera root; it must be an existing "
+        ".jpg/.jpeg/.png file inside the root once symlinks are resolved",
+    )
     file_hash: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the file")
     seen_at: float | None = Field(None, description="Epoch seconds the watcher saw the file complete")
-
-    @field_validator("camera_id")
-    @classmethod
-    def _camera(cls, v: str) -> str:
-        if not CAMERA_ID.match(v):
-            raise ValueError("must be lower-case letters, digits, '_' or '-' (at most 64)")
-        return v
 
     @field_validator("path")
     @classmethod
@@ -81,40 +93,39 @@ class DetectionPayload(_Payload):
 
 class AnalysisPayload(_Payload):
     batch_id: str = Field(min_length=1, max_length=64)
-    camera_id: str | None = None
+    camera_id: str | None = Field(None, max_length=64)
 
 
-class NotificationPayload(_Payload):
-    channel: Literal["email", "webhook"]
-    recipients: list[str] = Field(default_factory=list, max_length=100,
-                                  description="E-mail addresses (email channel)")
-    url: str | None = Field(None, max_length=2048, pattern=r"^https?://",
-                            description="Webhook URL (webhook channel)")
+class _Notification(_Payload):
     subject: str = Field("Vigil alert", max_length=200)
     message: str = Field(min_length=1, max_length=10000)
-    event_id: int | None = None
-    alert_id: str | None = None
+    event_id: int | None = Field(None, ge=1, le=MAX_DB_ID)
+    alert_id: str | None = Field(None, max_length=64)
     alert: dict[str, Any] | None = Field(None, description="An alert's facts, sent as JSON to a webhook")
 
-    @field_validator("recipients")
-    @classmethod
-    def _addresses(cls, v: list[str]) -> list[str]:
-        bad = [a for a in v if not re.match(r"^[^@\s<>]+@[^@\s<>]+$", a)]
-        if bad:
-            raise ValueError(f"not e-mail addresses: {bad[:3]}")
-        return v
 
-    @model_validator(mode="after")
-    def _destination(self) -> "NotificationPayload":
-        if self.channel == "email" and not self.recipients:
-            raise ValueError("the email channel needs recipients")
-        if self.channel == "webhook" and not self.url:
-            raise ValueError("the webhook channel needs a url")
-        return self
+class EmailNotification(_Notification):
+    channel: Literal["email"]
+    recipients: list[Annotated[str, Field(max_length=254, pattern=EMAIL_ADDRESS)]] = Field(
+        min_length=1, max_length=100, description="E-mail addresses"
+    )
+    url: str | None = Field(None, max_length=2048, pattern=URL, description="Ignored for e-mail")
+
+
+class WebhookNotification(_Notification):
+    channel: Literal["webhook"]
+    url: str = Field(max_length=2048, pattern=URL, description="Webhook URL (http or https)")
+    recipients: list[Annotated[str, Field(max_length=254, pattern=EMAIL_ADDRESS)]] = Field(
+        default_factory=list, max_length=100, description="Ignored for webhooks"
+    )
+
+
+# The channel decides which destination is required, so the schema says so too.
+NotificationPayload = Annotated[EmailNotification | WebhookNotification, Field(discriminator="channel")]
 
 
 class AlertsPayload(_Payload):
-    event_id: int = Field(ge=1, description="The scored event whose alert rules to evaluate")
+    event_id: int = Field(ge=1, le=MAX_DB_ID, description="The scored event whose alert rules to evaluate")
 
 
 class CleanupPayload(_Payload):
@@ -125,7 +136,11 @@ class CleanupPayload(_Payload):
 class TaskSpec:
     family: str
     task: str
-    payload: type[BaseModel]
+    payload: Any  # a payload model, or an annotated union of them
+
+    @cached_property
+    def adapter(self) -> TypeAdapter[Any]:
+        return TypeAdapter(self.payload)
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -135,6 +150,28 @@ TASKS: dict[str, TaskSpec] = {
     "alerts": TaskSpec("notification", "vigil.notification.fire_alerts", AlertsPayload),
     "cleanup": TaskSpec("cleanup", "vigil.cleanup.run", CleanupPayload),
 }
+
+
+def error_field(loc: tuple[Any, ...], data: Any) -> str:
+    """A pydantic error location as the dotted field a client sent. Discriminated unions put the
+    tag in the location (`('webhook', 'url')`); an element that is not a key of the input where it
+    stands, and is not its last element, is such a tag and is left out."""
+    parts: list[str] = []
+    node = data
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(node, dict):
+            if part in node or last:
+                parts.append(str(part))
+                node = node.get(part)
+            continue
+        if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            parts.append(str(part))
+            node = node[part]
+            continue
+        parts.append(str(part))
+        node = None
+    return ".".join(parts)
 
 
 @dataclass(frozen=True)
@@ -149,22 +186,61 @@ def validate_payload(family: str, payload: dict[str, Any], settings: Settings | 
     settings = settings or get_settings()
     spec = TASKS.get(family)
     if spec is None:
-        raise InvalidInput(f"Unknown task '{family}'; expected one of {', '.join(TASKS)}",
-                           errors=[{"location": "body", "field": "task", "message": "unknown task"}])
+        raise InvalidInput(
+            f"Unknown task '{family}'; expected one of {', '.join(TASKS)}",
+            errors=[{"location": "body", "field": "task", "message": "unknown task"}],
+        )
     try:
-        model = spec.payload.model_validate(payload, context={"camera_root": settings.camera_root})
+        model = spec.adapter.validate_python(payload, context={"camera_root": settings.camera_root})
     except ValidationError as exc:
-        errors = [{"location": "body", "field": ".".join(["payload", *(str(p) for p in e["loc"])]),
-                   "message": e["msg"], "type": e["type"]} for e in exc.errors(include_url=False)]
+        errors = []
+        for e in exc.errors(include_url=False):
+            where = error_field(tuple(e["loc"]), payload)
+            if e["type"].startswith("union_tag") and e.get("ctx", {}).get("discriminator"):
+                where = ".".join(p for p in (where, e["ctx"]["discriminator"].strip("'")) if p)
+            errors.append(
+                {
+                    "location": "body",
+                    "field": ".".join(p for p in ("payload", where) if p),
+                    "message": e["msg"],
+                    "type": e["type"],
+                }
+            )
         first = errors[0]
-        raise InvalidInput(f"Invalid payload for task '{family}': field '{first['field']}': {first['message']}",
-                           errors=errors) from None
-    return model.model_dump(mode="json", exclude_none=True)
+        raise InvalidInput(
+            f"Invalid payload for task '{family}': field '{first['field']}': {first['message']}", errors=errors
+        ) from None
+    return spec.adapter.dump_python(model, mode="json", exclude_none=True)
 
 
-def enqueue(family: str, payload: dict[str, Any], *, priority: str = "normal", idempotency_key: str | None = None,
-            idempotency_ttl: int | None = None, settings: Settings | None = None,
-            validated: bool = False) -> Enqueued:
+def _fingerprint(task: str, queue: str, kwargs: dict[str, Any]) -> str:
+    """What makes two requests with one idempotency key the same request: task, queue and payload."""
+    text = json.dumps({"task": task, "queue": queue, "kwargs": kwargs}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _claimed(stored: str) -> tuple[str, str | None]:
+    """(job id, fingerprint) of an idempotency key's value; keys stored before fingerprints were
+    kept hold the bare job id."""
+    try:
+        value = json.loads(stored)
+    except ValueError:
+        return stored, None
+    if isinstance(value, dict) and isinstance(value.get("job_id"), str):
+        return value["job_id"], value.get("fp")
+    return stored, None
+
+
+def enqueue(
+    family: str,
+    payload: dict[str, Any],
+    *,
+    priority: str = "normal",
+    idempotency_key: str | None = None,
+    idempotency_ttl: int | None = None,
+    settings: Settings | None = None,
+    validated: bool = False,
+) -> Enqueued:
     """Validate, route and publish one job; return once the broker holds the message.
 
     With an idempotency key, the first caller's job id is stored (SET NX) before publishing, so a
@@ -182,12 +258,23 @@ def enqueue(family: str, payload: dict[str, Any], *, priority: str = "normal", i
         client = get_redis(settings)
         key = IDEMPOTENCY_KEY + idempotency_key
         ttl = idempotency_ttl or settings.idempotency_ttl
+        fingerprint = _fingerprint(spec.task, queue, kwargs)
+        claim = json.dumps({"job_id": job_id, "fp": fingerprint}, separators=(",", ":"))
         try:
-            if not client.set(key, job_id, nx=True, ex=ttl):
-                existing = client.get(key)
-                if existing:
+            if not client.set(key, claim, nx=True, ex=ttl):
+                stored = client.get(key)
+                if stored:
+                    existing, theirs = _claimed(stored)
+                    if theirs is not None and theirs != fingerprint:
+                        raise Conflict(
+                            f"Idempotency key '{idempotency_key}' already names job {existing}, "
+                            "enqueued with another task, queue or payload; use a new key for a "
+                            "different job",
+                            code="idempotency_conflict",
+                            extra={"job_id": existing},
+                        )
                     return Enqueued(existing, spec.task, queue, created=False)
-                client.set(key, job_id, ex=ttl)  # expired between the two calls
+                client.set(key, claim, ex=ttl)  # expired between the two calls
         except redis.RedisError as exc:
             raise Unavailable(f"Redis is unavailable: {exc}", code="broker_unavailable") from None
         headers["vigil_idempotency_key"] = idempotency_key

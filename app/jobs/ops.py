@@ -5,21 +5,22 @@ the same id through Celery; deleting a waiting job removes that exact message fr
 list; deleting a job a worker already holds revokes it (and terminates it if it is running) with
 Celery's remote control.
 """
+
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
-from app.core.db import get_sessionmaker, session_scope
-from app.core.redis_client import get_broker_redis
-from app.celery.broker import Broker
-from app.core.errors import Conflict, InvalidInput, NotFound
-from app.jobs.queues import require_queue
-from app.jobs.archive import job_from_sql
-from app.jobs.registry import INDEX_KEY, JOB_KEY, JobRegistry, get_registry
-from app.core.settings import Settings, get_settings
 from app.celery.app import celery
-from datetime import datetime, timezone
+from app.celery.broker import Broker
+from app.core.db import get_sessionmaker, session_scope
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.redis_client import get_broker_redis
+from app.core.settings import Settings, get_settings
+from app.jobs.archive import job_from_sql
+from app.jobs.queues import require_queue
+from app.jobs.registry import INDEX_KEY, JOB_KEY, JobRegistry, get_registry
 
 RESET_HEADER = "vigil_reset_attempts"
 BULK_CHUNK = 500
@@ -39,8 +40,14 @@ def get_job(job_id: str, settings: Settings | None = None) -> dict[str, Any]:
 
 def _republish(job: dict[str, Any]) -> None:
 
-    celery.send_task(job["task"], args=job["args"], kwargs=job["kwargs"], queue=job["queue"], task_id=job["id"],
-                     headers={RESET_HEADER: 1})
+    celery.send_task(
+        job["task"],
+        args=job["args"],
+        kwargs=job["kwargs"],
+        queue=job["queue"],
+        task_id=job["id"],
+        headers={RESET_HEADER: 1},
+    )
 
 
 def retry_job(job_id: str, settings: Settings | None = None) -> dict[str, Any]:
@@ -99,22 +106,30 @@ def retry_failed(queue: str, settings: Settings | None = None) -> dict[str, Any]
             break
         for job in registry.get_many(ids):
             if job["state"] == "failed":
-                _republish(job)   # moves it out of the failed index
+                _republish(job)  # moves it out of the failed index
                 retried += 1
             else:
                 registry.r.zrem(key, job["id"])
     return {"queue": queue, "retried": retried}
 
 
-def delete_matching(queue: str, state: str, *, task: str | None = None, older_than: float | None = None,
-                    settings: Settings | None = None) -> dict[str, Any]:
+def delete_matching(
+    queue: str,
+    state: str,
+    *,
+    task: str | None = None,
+    older_than: float | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
     """Delete a queue's jobs in `state`, optionally only of one task and older than a time (when
     they were created for waiting jobs, when they finished otherwise)."""
     settings = settings or get_settings()
     require_queue(queue)
     if state == "active":
-        raise InvalidInput("Running jobs are deleted one at a time (DELETE /jobs/{id} terminates them)",
-                           errors=[{"location": "query", "field": "status", "message": "active not allowed"}])
+        raise InvalidInput(
+            "Running jobs are deleted one at a time (DELETE /jobs/{id} terminates them)",
+            errors=[{"location": "query", "field": "status", "message": "active not allowed"}],
+        )
     registry = get_registry(settings)
     if state == "waiting":
         deleted = _delete_waiting(queue, task, older_than, registry, settings)
@@ -123,8 +138,9 @@ def delete_matching(queue: str, state: str, *, task: str | None = None, older_th
     return {"queue": queue, "status": state, "deleted": deleted}
 
 
-def _delete_waiting(queue: str, task: str | None, older_than: float | None, registry: JobRegistry,
-                    settings: Settings) -> int:
+def _delete_waiting(
+    queue: str, task: str | None, older_than: float | None, registry: JobRegistry, settings: Settings
+) -> int:
     broker = Broker(get_broker_redis(settings))
     matches = [(key, msg) for key, msg in broker.scan(queue) if task is None or msg.task == task]
     if older_than is not None and matches:
@@ -142,7 +158,7 @@ def _created_at(registry: JobRegistry, ids: list[str]) -> dict[str, float | None
 
     out: dict[str, float | None] = {}
     for start in range(0, len(ids), BULK_CHUNK):
-        chunk = ids[start:start + BULK_CHUNK]
+        chunk = ids[start : start + BULK_CHUNK]
         with registry.r.pipeline(transaction=False) as pipe:
             for job_id in chunk:
                 pipe.hget(JOB_KEY + job_id, "created_at")
@@ -151,8 +167,9 @@ def _created_at(registry: JobRegistry, ids: list[str]) -> dict[str, float | None
     return out
 
 
-def _delete_indexed(queue: str, state: str, task: str | None, older_than: float | None, registry: JobRegistry,
-                    settings: Settings) -> int:
+def _delete_indexed(
+    queue: str, state: str, task: str | None, older_than: float | None, registry: JobRegistry, settings: Settings
+) -> int:
     key = f"{INDEX_KEY}{queue}:{state}"
     ceiling: Any = older_than if older_than is not None else "+inf"
     deleted = 0
@@ -163,7 +180,7 @@ def _delete_indexed(queue: str, state: str, task: str | None, older_than: float 
             return deleted
         if task is not None:
             keep = [j["id"] for j in registry.get_many(ids) if j["task"] == task]
-            cursor += len(ids) - len(keep)   # non-matching ones stay in the index
+            cursor += len(ids) - len(keep)  # non-matching ones stay in the index
             ids = keep
         _forget(registry, ids, settings)
         deleted += len(ids)
@@ -184,6 +201,5 @@ def parse_age(value: str | None, now: float | None = None) -> float | None:
     except ValueError:
         raise ValueError("use an ISO 8601 time or an age like 90s, 15m, 24h, 7d") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
-

@@ -4,19 +4,23 @@ Checks run in parallel on a small shared pool with a per-check timeout, so a hun
 costs a probe at most `health_timeout` seconds and never blocks the others. Workers are judged by
 the heartbeats they publish, never by a `celery inspect` broadcast on the request path.
 """
+
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import text
 
 from app.core.db import get_engine
 from app.core.redis_client import get_redis
-from app.jobs import heartbeats
 from app.core.settings import Settings
+from app.jobs import heartbeats
+from app.jobs.queues import stopped_groups
 from app.pipeline.ai.probes import probe_all
 
 _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="vigil-health")
@@ -84,13 +88,21 @@ def check_ai(settings: Settings) -> CheckResult:
 
 
 def check_workers(settings: Settings) -> CheckResult:
-    beats = heartbeats.alive(get_redis(settings), settings.heartbeat_ttl)
+    """Which processes run, from their heartbeats. A Celery group an operator stopped
+    (`app.jobs.queues.stopped_groups`) still beats but consumes nothing: it is not running."""
+    client = get_redis(settings)
+    beats = heartbeats.alive(client, settings.heartbeat_ttl)
     groups = heartbeats.by_group(beats)
-    workers = {name: [b["node"] for b in groups.get(name, [])] for name, _ in WORKERS}
+    stopped = stopped_groups(client)
+    workers = {name: [] if name in stopped else [b["node"] for b in groups.get(name, [])] for name, _ in WORKERS}
     missing = [name for name in READINESS_WORKERS if not workers[name]]
     status = "healthy" if not missing else "unhealthy"
-    message = "Pipeline workers running" if not missing else f"Not running: {', '.join(sorted(missing))}"
-    return CheckResult(status, message, {"nodes": workers})
+    message = (
+        "Pipeline workers running"
+        if not missing
+        else "Not running: " + ", ".join(f"{name} (stopped)" if name in stopped else name for name in sorted(missing))
+    )
+    return CheckResult(status, message, {"nodes": workers, "stopped": sorted(stopped & {n for n, _ in WORKERS})})
 
 
 def run_checks(checks: dict[str, Callable[[], CheckResult]], timeout: float) -> dict[str, CheckResult]:
@@ -115,13 +127,15 @@ def run_checks(checks: dict[str, Callable[[], CheckResult]], timeout: float) -> 
 def worker_statuses(result: CheckResult) -> list[dict[str, Any]]:
     """Per-process running flags; when heartbeats could not be read, every process says why."""
     nodes = (result.details or {}).get("nodes")
+    stopped = set((result.details or {}).get("stopped") or ())
     out = []
     for name, _critical in WORKERS:
         if nodes is None:
             out.append({"name": name, "running": False, "message": result.message})
         else:
             running = bool(nodes.get(name))
-            out.append({"name": name, "running": running, "message": None if running else "no heartbeat"})
+            message = None if running else ("stopped by an operator" if name in stopped else "no heartbeat")
+            out.append({"name": name, "running": running, "message": message})
     return out
 
 
@@ -136,12 +150,15 @@ def overall(services: dict[str, CheckResult]) -> str:
 
 def readiness(settings: Settings) -> dict[str, Any]:
     """The readiness verdict (003/004): database and Redis healthy, pipeline workers running."""
-    results = run_checks({
-        "database": lambda: check_database(settings),
-        "redis": lambda: check_redis(settings),
-        "ai": lambda: check_ai(settings),
-        "workers": lambda: check_workers(settings),
-    }, settings.health_timeout)
+    results = run_checks(
+        {
+            "database": lambda: check_database(settings),
+            "redis": lambda: check_redis(settings),
+            "ai": lambda: check_ai(settings),
+            "workers": lambda: check_workers(settings),
+        },
+        settings.health_timeout,
+    )
     workers = worker_statuses(results["workers"])
     infra_ok = results["database"].status == "healthy" and results["redis"].status == "healthy"
     pipeline_ok = all(w["running"] for w in workers if w["name"] in READINESS_WORKERS)
@@ -152,8 +169,18 @@ def readiness(settings: Settings) -> dict[str, Any]:
         status = "degraded"
     else:
         status = "ready"
-    reasons = [f"{name}: {r.message}" for name, r in results.items()
-               if name in ("database", "redis") and r.status != "healthy"]
-    reasons += [f"{w['name']}: not running" for w in workers if w["name"] in READINESS_WORKERS and not w["running"]]
-    return {"ready": ready, "status": status, "services": {k: results[k] for k in ("database", "redis", "ai")},
-            "workers": workers, "reasons": reasons}
+    reasons = [
+        f"{name}: {r.message}" for name, r in results.items() if name in ("database", "redis") and r.status != "healthy"
+    ]
+    reasons += [
+        f"{w['name']}: not running ({w['message']})"
+        for w in workers
+        if w["name"] in READINESS_WORKERS and not w["running"]
+    ]
+    return {
+        "ready": ready,
+        "status": status,
+        "services": {k: results[k] for k in ("database", "redis", "ai")},
+        "workers": workers,
+        "reasons": reasons,
+    }

@@ -1,4 +1,5 @@
 """Envelopes, validation and request ids, through routes declared the way real ones are."""
+
 import logging
 from typing import Literal
 
@@ -24,8 +25,12 @@ class B(BaseModel):
 def _blueprint():
     bp = Blueprint("probe", __name__)
 
-    for prefix, name in (("/api/v1/platform/system", "platform"), ("/api/system", "system"),
-                         ("/api/v1/monitoring", "monitoring")):
+    for prefix, name in (
+        ("/api/v1/platform/system", "platform"),
+        ("/api/system", "system"),
+        ("/api/v1/monitoring", "monitoring"),
+    ):
+
         @bp.get(f"{prefix}/probe", endpoint=f"{name}_get")
         @endpoint(query=Q)
         def get_probe(query: Q):
@@ -67,8 +72,9 @@ def test_query_parsing_and_lists(probe_client):
     assert r.get_json() == {"status": "active", "limit": 7, "tags": ["a", "b"]}
 
 
-@pytest.mark.parametrize("prefix,status", [("/api/system", 422), ("/api/v1/platform/system", 400),
-                                           ("/api/v1/monitoring", 422)])
+@pytest.mark.parametrize(
+    "prefix,status", [("/api/system", 422), ("/api/v1/platform/system", 400), ("/api/v1/monitoring", 422)]
+)
 def test_body_validation_status_per_family(probe_client, api_headers, prefix, status):
     r = probe_client.post(f"{prefix}/probe", json={"name": "", "count": -1}, headers=api_headers)
     assert r.status_code == status
@@ -83,8 +89,9 @@ def test_body_validation_status_per_family(probe_client, api_headers, prefix, st
 
 @pytest.mark.parametrize("payload", [b"{not json", b"[1, 2]", b'"text"'])
 def test_malformed_bodies_are_4xx(probe_client, api_headers, payload):
-    r = probe_client.post("/api/system/probe", data=payload, headers={**api_headers,
-                                                                      "Content-Type": "application/json"})
+    r = probe_client.post(
+        "/api/system/probe", data=payload, headers={**api_headers, "Content-Type": "application/json"}
+    )
     assert 400 <= r.status_code < 500
     assert "detail" in r.get_json()
 
@@ -94,11 +101,14 @@ def test_valid_body_gets_declared_status(probe_client, api_headers):
     assert r.status_code == 201 and r.get_json() == {"name": "x", "count": 2}
 
 
-@pytest.mark.parametrize("path,check", [
-    ("/api/v1/platform/system/boom", lambda b: b["success"] is False and b["error"]["code"] == "internal_error"),
-    ("/api/system/boom", lambda b: "detail" in b),
-    ("/api/v1/monitoring/boom", lambda b: b["code"] == "internal_error"),
-])
+@pytest.mark.parametrize(
+    "path,check",
+    [
+        ("/api/v1/platform/system/boom", lambda b: b["success"] is False and b["error"]["code"] == "internal_error"),
+        ("/api/system/boom", lambda b: "detail" in b),
+        ("/api/v1/monitoring/boom", lambda b: b["code"] == "internal_error"),
+    ],
+)
 def test_unexpected_errors_are_500_without_internals(probe_client, path, check, caplog):
     with caplog.at_level(logging.ERROR):
         r = probe_client.get(path)

@@ -1,4 +1,5 @@
 """Every mutating route needs credentials; roles decide what a valid token may do."""
+
 import re
 
 import pytest
@@ -11,7 +12,8 @@ from tests.helpers import API_KEY, make_jwt
 
 
 def _fill(rule: str) -> str:
-    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", "x1", rule)
+    """A path the rule matches: `1` for integer parameters, `x1` for the others."""
+    return re.sub(r"<(?:([^:<>]+):)?([^<>]+)>", lambda m: "1" if m.group(1) == "int" else "x1", rule)
 
 
 def _extra_routes():
@@ -66,14 +68,17 @@ def test_api_key(auth_app):
     assert r.status_code == 401 and r.get_json()["success"] is False
 
 
-@pytest.mark.parametrize("roles,platform,monitoring", [
-    (["ops"], 200, 403),
-    (["admin"], 200, 200),
-    (["ai_admin"], 403, 200),
-    (["platform_admin"], 200, 200),
-    (["viewer"], 403, 403),
-    ([], 403, 403),
-])
+@pytest.mark.parametrize(
+    "roles,platform,monitoring",
+    [
+        (["ops"], 200, 403),
+        (["admin"], 200, 200),
+        (["ai_admin"], 403, 200),
+        (["platform_admin"], 200, 200),
+        (["viewer"], 403, 403),
+        ([], 403, 403),
+    ],
+)
 def test_jwt_roles(auth_app, roles, platform, monitoring):
     c = auth_app.test_client()
     h = {"Authorization": f"Bearer {make_jwt(roles)}"}
@@ -84,11 +89,14 @@ def test_jwt_roles(auth_app, roles, platform, monitoring):
         assert r.get_json()["code"] == "forbidden"
 
 
-@pytest.mark.parametrize("token", [
-    make_jwt(["ops"], expires_in=-10),
-    make_jwt(["ops"], secret="another-secret-that-is-long-enough-123456"),
-    "not.a.jwt",
-])
+@pytest.mark.parametrize(
+    "token",
+    [
+        make_jwt(["ops"], expires_in=-10),
+        make_jwt(["ops"], secret="another-secret-that-is-long-enough-123456"),
+        "not.a.jwt",
+    ],
+)
 def test_bad_tokens_are_401(auth_app, token):
     r = auth_app.test_client().post("/api/v1/platform/system/authprobe", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 401
@@ -100,9 +108,12 @@ def test_reads_open_unless_configured(settings):
     assert open_app.test_client().get("/api/system/authprobe").status_code == 200
 
     from app.core.settings import replace
+
     closed = create_app(replace(settings, auth_reads=True))
     closed.register_blueprint(_extra_routes())
     c = closed.test_client()
     assert c.get("/api/system/authprobe").status_code == 401
-    assert c.get("/api/system/authprobe", headers={"Authorization": f"Bearer {make_jwt(['viewer'])}"}).status_code == 200
+    assert (
+        c.get("/api/system/authprobe", headers={"Authorization": f"Bearer {make_jwt(['viewer'])}"}).status_code == 200
+    )
     assert c.get("/health").status_code == 200  # probes stay open

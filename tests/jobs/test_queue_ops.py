@@ -1,4 +1,5 @@
 """Queue and job operations (000) against real Redis and real Celery workers."""
+
 from __future__ import annotations
 
 import time
@@ -6,19 +7,21 @@ import uuid
 
 import pytest
 
-from app.celery.queues import QUEUE_NAMES
+from app.celery.app import celery
 from app.celery.broker import Broker, priority_lists
+from app.celery.queues import QUEUE_NAMES
 from app.jobs.registry import get_registry
 from tests.helpers import make_jwt
 from tests.servers import CeleryWorker
-from app.celery.app import celery
 
 P = "/api/v1/platform/system"
 
 
 def _note(message="hello"):
-    return {"task": "notification", "payload": {"channel": "webhook", "url": "http://127.0.0.1:9/hook",
-                                                 "message": message}}
+    return {
+        "task": "notification",
+        "payload": {"channel": "webhook", "url": "http://127.0.0.1:9/hook", "message": message},
+    }
 
 
 @pytest.fixture
@@ -49,8 +52,12 @@ def _canary(queue, **kwargs):
 
 def _wait_state(wait, job_id, states, timeout=30):
     registry = get_registry()
-    return wait(lambda: (registry.get(job_id) or {}).get("state") in states and registry.get(job_id), timeout,
-                interval=0.05, what=f"{job_id} to reach {states}")
+    return wait(
+        lambda: (registry.get(job_id) or {}).get("state") in states and registry.get(job_id),
+        timeout,
+        interval=0.05,
+        what=f"{job_id} to reach {states}",
+    )
 
 
 # --- listing and counts ----------------------------------------------------------------------------
@@ -62,8 +69,17 @@ def test_queue_overview_shape(client):
     queues = body["data"]["queues"]
     assert [q["name"] for q in queues] == list(QUEUE_NAMES)
     for q in queues:
-        assert set(q) >= {"name", "priority", "active_jobs", "waiting_jobs", "completed_last_hour", "failed_jobs",
-                          "status", "paused", "consumers"}
+        assert set(q) >= {
+            "name",
+            "priority",
+            "active_jobs",
+            "waiting_jobs",
+            "completed_last_hour",
+            "failed_jobs",
+            "status",
+            "paused",
+            "consumers",
+        }
     assert {q["name"]: q["priority"] for q in queues}["detection:high"] == "high"
 
 
@@ -73,12 +89,14 @@ def test_counts_match_what_was_enqueued_at_every_priority(client, api_headers, e
     assert _enqueue(client, api_headers, {**_note("urgent"), "priority": "high"}).status_code == 202
     # Messages with a Celery priority land in the queue's priority sub-lists; they count too.
     for pri in (3, 9):
-        celery.send_task("vigil.notification.send", kwargs={"channel": "webhook", "message": "p"},
-                         queue="notification", priority=pri)
+        celery.send_task(
+            "vigil.notification.send", kwargs={"channel": "webhook", "message": "p"}, queue="notification", priority=pri
+        )
     queues = {q["name"]: q for q in client.get(f"{P}/queues").get_json()["data"]["queues"]}
     assert queues["notification"]["waiting_jobs"] == 9
     assert queues["notification:high"]["waiting_jobs"] == 1
-    assert queues["notification"]["status"] == "healthy" and queues["notification"]["consumers"] == 0
+    # No worker consumes notifications in the session: what waits there will not run, so a warning.
+    assert queues["notification"]["status"] == "warning" and queues["notification"]["consumers"] == 0
     lengths = [broker.r.llen(k) for k in priority_lists("notification")]
     assert lengths[0] == 7 and sum(lengths) == 9
 
@@ -101,15 +119,24 @@ def test_waiting_pagination_is_exact_and_in_run_order(client, api_headers, empty
 
 
 def test_priority_sublists_are_listed_after_priority_zero(client, api_headers, empty_notification):
-    later = celery.send_task("vigil.notification.send", kwargs={"channel": "webhook", "message": "low"},
-                             queue="notification", priority=6).id
+    later = celery.send_task(
+        "vigil.notification.send", kwargs={"channel": "webhook", "message": "low"}, queue="notification", priority=6
+    ).id
     first = _enqueue(client, api_headers, _note("normal")).get_json()["data"]["job_id"]
     jobs = client.get(f"{P}/queues/notification/jobs?status=waiting").get_json()["data"]["jobs"]
     assert [j["id"] for j in jobs] == [first, later]
 
 
-@pytest.mark.parametrize("query,field", [("status=bogus", "status"), ("limit=0", "limit"), ("limit=101", "limit"),
-                                         ("offset=-1", "offset"), ("limit=ten", "limit")])
+@pytest.mark.parametrize(
+    "query,field",
+    [
+        ("status=bogus", "status"),
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("offset=-1", "offset"),
+        ("limit=ten", "limit"),
+    ],
+)
 def test_bad_listing_parameters_are_400(client, query, field):
     r = client.get(f"{P}/queues/detection/jobs?{query}")
     assert r.status_code == 400
@@ -118,9 +145,13 @@ def test_bad_listing_parameters_are_400(client, query, field):
 
 
 def test_unknown_queue_is_404(client, api_headers):
-    for method, path in (("get", "/queues/nope/jobs"), ("post", "/queues/nope/pause"),
-                         ("post", "/queues/nope/resume"), ("post", "/queues/nope/retry-failed"),
-                         ("delete", "/queues/nope/jobs?status=failed")):
+    for method, path in (
+        ("get", "/queues/nope/jobs"),
+        ("post", "/queues/nope/pause"),
+        ("post", "/queues/nope/resume"),
+        ("post", "/queues/nope/retry-failed"),
+        ("delete", "/queues/nope/jobs?status=failed"),
+    ):
         r = getattr(client, method)(f"{P}{path}", headers=api_headers)
         assert r.status_code == 404, path
         assert r.get_json()["error"]["code"] == "queue_not_found"
@@ -132,22 +163,25 @@ def test_enqueue_routes_by_priority_and_validates(client, api_headers, empty_not
     assert r.status_code == 202
     data = r.get_json()["data"]
     assert data["queue"] == "notification:high" and data["status"] == "queued" and data["created"] is True
-    assert broker.r.llen("notification:high") == 1   # 202 only once the broker holds it
+    assert broker.r.llen("notification:high") == 1  # 202 only once the broker holds it
     job = client.get(f"{P}/jobs/{data['job_id']}").get_json()["data"]
     assert job["status"] == "waiting" and job["task"] == "vigil.notification.send" and job["attempts"] == 0
 
 
-@pytest.mark.parametrize("body,field", [
-    ({"task": "mining", "payload": {}}, "task"),
-    ({"task": "notification", "payload": {"channel": "pigeon", "message": "x"}}, "payload.channel"),
-    ({"task": "notification", "payload": {"channel": "email"}}, "payload.message"),
-    ({"task": "detection", "payload": {"camera_id": "Front Door", "path": "a.jpg"}}, "payload.camera_id"),
-    ({"task": "detection", "payload": {"camera_id": "front", "path": "/etc/passwd"}}, "payload.path"),
-    ({"task": "detection", "payload": {"camera_id": "front", "path": "../../etc/hosts.jpg"}}, "payload.path"),
-    ({"task": "cleanup", "payload": {"dry_run": "maybe"}}, "payload.dry_run"),
-    ({"task": "cleanup", "payload": {}, "priority": "urgent"}, "priority"),
-    ({"task": "cleanup", "payload": {"surprise": 1}}, "payload.surprise"),
-])
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"task": "mining", "payload": {}}, "task"),
+        ({"task": "notification", "payload": {"channel": "pigeon", "message": "x"}}, "payload.channel"),
+        ({"task": "notification", "payload": {"channel": "email"}}, "payload.message"),
+        ({"task": "detection", "payload": {"camera_id": "Front Door", "path": "a.jpg"}}, "payload.camera_id"),
+        ({"task": "detection", "payload": {"camera_id": "front", "path": "/etc/passwd"}}, "payload.path"),
+        ({"task": "detection", "payload": {"camera_id": "front", "path": "../../etc/hosts.jpg"}}, "payload.path"),
+        ({"task": "cleanup", "payload": {"dry_run": "maybe"}}, "payload.dry_run"),
+        ({"task": "cleanup", "payload": {}, "priority": "urgent"}, "priority"),
+        ({"task": "cleanup", "payload": {"surprise": 1}}, "payload.surprise"),
+    ],
+)
 def test_enqueue_rejects_bad_payloads_naming_the_field(client, api_headers, body, field):
     r = _enqueue(client, api_headers, body)
     assert r.status_code == 400, r.get_json()
@@ -169,11 +203,27 @@ def test_detection_path_inside_camera_root(client, api_headers, settings):
 def test_idempotency_key_returns_the_same_job(client, api_headers, empty_notification, broker):
     key = f"k-{uuid.uuid4().hex}"
     first = _enqueue(client, api_headers, {**_note(), "idempotency_key": key})
-    second = _enqueue(client, api_headers, {**_note("different body, same key"), "idempotency_key": key})
+    second = _enqueue(client, api_headers, {**_note(), "idempotency_key": key})
     assert first.status_code == 202 and second.status_code == 200
     assert first.get_json()["data"]["job_id"] == second.get_json()["data"]["job_id"]
     assert second.get_json()["data"]["created"] is False
     assert broker.r.llen("notification") == 1
+
+
+def test_idempotency_key_with_another_request_is_409_naming_the_job(client, api_headers, empty_notification, broker):
+    key = f"k-{uuid.uuid4().hex}"
+    first = _enqueue(client, api_headers, {**_note(), "idempotency_key": key}).get_json()["data"]
+    for other in (
+        {**_note("different body, same key")},
+        {**_note(), "priority": "high"},
+        {"task": "cleanup", "payload": {}},
+    ):
+        r = _enqueue(client, api_headers, {**other, "idempotency_key": key})
+        assert r.status_code == 409, r.get_json()
+        body = r.get_json()
+        assert body["error"]["code"] == "idempotency_conflict" and body["job_id"] == first["job_id"]
+        assert first["job_id"] in body["error"]["message"]
+    assert broker.r.llen("notification") == 1 and broker.r.llen("notification:high") == 0
 
 
 def test_mutations_need_credentials_and_the_ops_role(client):
@@ -205,10 +255,10 @@ def test_retry_of_a_failed_job_runs_again_and_can_succeed(client, api_headers, c
     r = client.post(f"{P}/jobs/{job_id}/retry", headers=api_headers)
     assert r.status_code == 200
     assert r.get_json()["data"] == {"job_id": job_id, "status": "queued", "attempts_reset": True, "queue": "analysis"}
-    _wait_state(wait, job_id, {"failed"})           # same input, same outcome...
+    _wait_state(wait, job_id, {"failed"})  # same input, same outcome...
     marker.write_text("ok")
     assert client.post(f"{P}/jobs/{job_id}/retry", headers=api_headers).status_code == 200
-    _wait_state(wait, job_id, {"completed"})        # ...until the cause is fixed
+    _wait_state(wait, job_id, {"completed"})  # ...until the cause is fixed
     job = client.get(f"{P}/jobs/{job_id}").get_json()["data"]
     assert job["status"] == "completed" and job["attempts"] == 1 and job["error"] is None
     r = client.post(f"{P}/jobs/{job_id}/retry", headers=api_headers)
@@ -220,8 +270,12 @@ def test_delete_waiting_job_removes_exactly_that_message(client, api_headers, em
     before = broker.r.lrange("notification", 0, -1)
     r = client.delete(f"{P}/jobs/{ids[1]}", headers=api_headers)
     assert r.status_code == 200
-    assert r.get_json()["data"] == {"job_id": ids[1], "deleted": True, "previous_state": "waiting",
-                                    "action": "removed_from_queue"}
+    assert r.get_json()["data"] == {
+        "job_id": ids[1],
+        "deleted": True,
+        "previous_state": "waiting",
+        "action": "removed_from_queue",
+    }
     after = broker.r.lrange("notification", 0, -1)
     assert len(after) == 2 and all(m in before for m in after) and not any(ids[1].encode() in m for m in after)
     listed = [j["id"] for j in client.get(f"{P}/queues/notification/jobs").get_json()["data"]["jobs"]]
@@ -236,9 +290,9 @@ def test_delete_running_job_terminates_it(client, api_headers, celery_workers, w
     r = client.delete(f"{P}/jobs/{job_id}", headers=api_headers)
     assert r.get_json()["data"]["action"] == "revoked_and_terminated"
     follow = _canary("analysis", result="after")
-    _wait_state(wait, follow, {"completed"}, timeout=20)   # the only pool slot was freed long before 30 s
+    _wait_state(wait, follow, {"completed"}, timeout=20)  # the only pool slot was freed long before 30 s
     time.sleep(1)
-    assert client.get(f"{P}/jobs/{job_id}").status_code == 404   # no ghost record from the revoke
+    assert client.get(f"{P}/jobs/{job_id}").status_code == 404  # no ghost record from the revoke
 
 
 @pytest.mark.slow
@@ -252,8 +306,9 @@ def test_retry_all_failed_and_delete_by_filter(client, api_headers, celery_worke
     assert r.status_code == 200 and r.get_json()["data"]["retried"] >= 3
     for job_id in failed:
         _wait_state(wait, job_id, {"completed"})
-    r = client.delete(f"{P}/queues/analysis/jobs?status=completed&task=vigil.system.canary&older_than=0s",
-                      headers=api_headers)
+    r = client.delete(
+        f"{P}/queues/analysis/jobs?status=completed&task=vigil.system.canary&older_than=0s", headers=api_headers
+    )
     assert r.status_code == 200 and r.get_json()["data"]["deleted"] >= 3
     leftovers = {j: client.get(f"{P}/jobs/{j}").get_json() for j in failed}
     assert all(not v.get("success") for v in leftovers.values()), leftovers
@@ -269,8 +324,9 @@ def test_delete_waiting_by_task_and_age(client, api_headers, empty_notification,
     old = [_enqueue(client, api_headers, _note(f"old{i}")).get_json()["data"]["job_id"] for i in range(3)]
     time.sleep(1.1)
     new = _enqueue(client, api_headers, _note("new")).get_json()["data"]["job_id"]
-    r = client.delete(f"{P}/queues/notification/jobs?status=waiting&task=vigil.notification.send&older_than=1s",
-                      headers=api_headers)
+    r = client.delete(
+        f"{P}/queues/notification/jobs?status=waiting&task=vigil.notification.send&older_than=1s", headers=api_headers
+    )
     assert r.get_json()["data"]["deleted"] == 3
     assert [j["id"] for j in client.get(f"{P}/queues/notification/jobs").get_json()["data"]["jobs"]] == [new]
     assert all(client.get(f"{P}/jobs/{j}").status_code == 404 for j in old)
@@ -282,6 +338,7 @@ def test_pause_stops_running_and_later_workers_until_resume(client, api_headers,
     from app import create_app
     from app.core.redis_client import get_redis
     from app.jobs import heartbeats
+
     node = celery_workers["analysis_worker"].node
 
     def consumes(n, queue="analysis"):
@@ -326,22 +383,28 @@ def test_sigkill_mid_batch_loses_no_job(celery_workers, wait):
     env = dict(celery_workers["analysis_worker"].env)
     victim = CeleryWorker(env, "cleanup_service", ["cleanup"], concurrency=2).start()
     ids = [_canary("cleanup", sleep=0.01) for _ in range(1000)]
-    wait(lambda: sum(1 for j in registry.get_many(ids) if j["state"] == "completed") >= 200, 60,
-         what="some progress before the kill")
+    wait(
+        lambda: sum(1 for j in registry.get_many(ids) if j["state"] == "completed") >= 200,
+        60,
+        what="some progress before the kill",
+    )
     victim.kill()
     done_at_kill = sum(1 for j in registry.get_many(ids) if j["state"] == "completed")
     assert done_at_kill < 1000
     rescuer = CeleryWorker(env, "cleanup_service", ["cleanup"], concurrency=2).start()
     try:
+
         def all_done():
             jobs = registry.get_many(ids)
             return all(j["state"] == "completed" for j in jobs)
+
         try:
             wait(all_done, 150, interval=0.5, what="all 1000 jobs completed")
         except TimeoutError:
             from collections import Counter
+
             stuck = [j for j in registry.get_many(ids) if j["state"] != "completed"]
-            raise AssertionError(f"{Counter(j['state'] for j in stuck)} {stuck[:3]}")
+            raise AssertionError(f"{Counter(j['state'] for j in stuck)} {stuck[:3]}") from None
         jobs = registry.get_many(ids)
         assert len(jobs) == 1000 and all(j["state"] == "completed" for j in jobs)
         # The jobs in the dead worker's hands were handed back and ran again.

@@ -6,6 +6,7 @@ with VIGIL_JWT_SECRET whose `roles` (or `role`) claim grants a role the route's 
 Missing or bad credentials: 401. Valid credentials without the role: 403. Reads are open unless
 VIGIL_AUTH_READS is on; health probes are always open.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -15,8 +16,8 @@ import jwt
 from flask import Flask, current_app, g, request
 
 from app.api.kit.current import current_settings
-from app.api.kit.endpoint import meta_of
 from app.api.kit.errors import ApiError, family_of
+from app.api.kit.meta import meta_of
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -40,8 +41,9 @@ class Principal:
 
 
 def _unauthorized(message: str) -> ApiError:
-    return ApiError(401, message, code="unauthorized",
-                    headers={"WWW-Authenticate": 'Bearer realm="vigil", charset="UTF-8"'})
+    return ApiError(
+        401, message, code="unauthorized", headers={"WWW-Authenticate": 'Bearer realm="vigil", charset="UTF-8"'}
+    )
 
 
 def authenticate() -> Principal | None:
@@ -60,9 +62,14 @@ def authenticate() -> Principal | None:
         if not settings.jwt_secret:
             raise _unauthorized("Bearer tokens are not accepted by this server.")
         try:
-            claims = jwt.decode(token.strip(), settings.jwt_secret, algorithms=["HS256"],
-                                audience=settings.jwt_audience, issuer=settings.jwt_issuer,
-                                options={"require": ["exp", "sub"], "verify_aud": bool(settings.jwt_audience)})
+            claims = jwt.decode(
+                token.strip(),
+                settings.jwt_secret,
+                algorithms=["HS256"],
+                audience=settings.jwt_audience,
+                issuer=settings.jwt_issuer,
+                options={"require": ["exp", "sub"], "verify_aud": bool(settings.jwt_audience)},
+            )
         except jwt.ExpiredSignatureError:
             raise _unauthorized("Token expired.") from None
         except jwt.InvalidTokenError as exc:
@@ -100,8 +107,7 @@ def enforce() -> None:
     if mutating:
         needed = required_roles()
         if not principal.allowed(needed):
-            raise ApiError(403, f"Role required: one of {', '.join(sorted(needed | {ADMIN}))}.",
-                           code="forbidden")
+            raise ApiError(403, f"Role required: one of {', '.join(sorted(needed | {ADMIN}))}.", code="forbidden")
     g.principal = principal
 
 

@@ -1,5 +1,6 @@
 """What a handler needs of the running app, read one way: the settings it was built with (tests
 build apps with their own settings, so handlers never call `get_settings()`) and its version."""
+
 from __future__ import annotations
 
 from flask import current_app

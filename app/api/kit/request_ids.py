@@ -1,5 +1,6 @@
 """Request ids: accepted from `X-Request-ID` when sane, generated otherwise, echoed on every
 response, stamped on log lines and carried into the Celery messages a request sends."""
+
 from __future__ import annotations
 
 import re

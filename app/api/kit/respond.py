@@ -1,15 +1,17 @@
 """Response helpers shared by the blueprints."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import redis
 from flask import g, request
 from sqlalchemy.exc import OperationalError
 
-from app.api.kit.current import current_settings
 from app.api.kit.auth import actor
+from app.api.kit.current import current_settings
 from app.core.errors import Unavailable
 from app.observability import audit
 from app.observability.audit import Audit
@@ -18,7 +20,6 @@ from app.observability.audit import Audit
 def ok(data: Any, status: int = 200) -> tuple[dict[str, Any], int]:
     """The 000 family's success envelope."""
     return {"success": True, "data": data}, status
-
 
 
 @contextmanager
@@ -32,11 +33,20 @@ def dependencies_required() -> Iterator[None]:
         raise Unavailable(f"Database unavailable: {type(exc.orig).__name__}") from None
 
 
-def audited(action: str, resource_type: str, resource_id: str | None = None,
-            details: dict[str, Any] | None = None) -> None:
+def audited(
+    action: str, resource_type: str, resource_id: str | None = None, details: dict[str, Any] | None = None
+) -> None:
     """Record an audit entry for the current request's principal."""
-    audit.record(action, resource_type, resource_id, actor=actor(), details=details,
-                 ip_address=request.remote_addr, request_id=getattr(g, "request_id", None), settings=current_settings())
+    audit.record(
+        action,
+        resource_type,
+        resource_id,
+        actor=actor(),
+        details=details,
+        ip_address=request.remote_addr,
+        request_id=getattr(g, "request_id", None),
+        settings=current_settings(),
+    )
 
 
 def who() -> Audit:
