@@ -25,9 +25,10 @@ migrate: install
 run: install
 	@VENV=$(VENV) scripts/run
 
-test: install redis
+test: install redis lint
 	VIGIL_REDIS_SERVER=$$(VENV=$(VENV) scripts/ensure-redis) \
 	VIGIL_PROMETHEUS_SERVER=$$(scripts/ensure-prometheus) \
+	VIGIL_CHROMIUM=$$(scripts/ensure-chromium) \
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install redis

@@ -1,4 +1,5 @@
 """`vigil` command: the set-up steps `make run` and containers share."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,13 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
     from app.core.migrate import upgrade
 
     settings = get_settings()
-    for directory in (settings.var_dir, settings.camera_root, settings.thumbnail_dir, settings.clips_dir,
-                      settings.export_dir):
+    for directory in (
+        settings.var_dir,
+        settings.camera_root,
+        settings.thumbnail_dir,
+        settings.clips_dir,
+        settings.export_dir,
+    ):
         directory.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database_url)
     print(f"database migrated: {settings.database_url.split('@')[-1]}")
@@ -69,18 +75,23 @@ def cmd_redis_conf(_args: argparse.Namespace) -> int:
     data = Path(settings.var_dir) / "redis"
     data.mkdir(parents=True, exist_ok=True)
     conf = data / "redis.conf"
-    conf.write_text("\n".join([
-        f"port {url.port or 6379}",
-        "bind 127.0.0.1 ::1",
-        f"dir {data}",
-        "appendonly yes",
-        f"appendfsync {os.environ.get('VIGIL_REDIS_APPENDFSYNC', 'everysec')}",
-        'save ""',
-        "daemonize no",
-        f"pidfile {data / 'redis.pid'}",
-        "protected-mode yes",
-        "loglevel notice",
-    ]) + "\n")
+    conf.write_text(
+        "\n".join(
+            [
+                f"port {url.port or 6379}",
+                "bind 127.0.0.1 ::1",
+                f"dir {data}",
+                "appendonly yes",
+                f"appendfsync {os.environ.get('VIGIL_REDIS_APPENDFSYNC', 'everysec')}",
+                'save ""',
+                "daemonize no",
+                f"pidfile {data / 'redis.pid'}",
+                "protected-mode yes",
+                "loglevel notice",
+            ]
+        )
+        + "\n"
+    )
     print(conf)
     return 0
 
@@ -104,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("migrate", help="create var/ directories and upgrade the database").set_defaults(fn=cmd_migrate)
     sub.add_parser("settings", help="print effective settings (secrets masked)").set_defaults(fn=cmd_settings)
     sub.add_parser("api-key", help="print (creating if needed) the local API key").set_defaults(fn=cmd_api_key)
-    sub.add_parser("redis-conf", help="write the local Redis config; exit 2 if REDIS_URL is remote"
-                   ).set_defaults(fn=cmd_redis_conf)
+    sub.add_parser("redis-conf", help="write the local Redis config; exit 2 if REDIS_URL is remote").set_defaults(
+        fn=cmd_redis_conf
+    )
     sub.add_parser("docs", help="regenerate the settings table in docs/configuration.md").set_defaults(fn=cmd_docs)
     sub.add_parser("redis-ping", help="exit 0 when REDIS_URL answers").set_defaults(fn=cmd_redis_ping)
     args = parser.parse_args(argv)

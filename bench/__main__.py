@@ -1,4 +1,5 @@
 """`python -m bench [P1 P2 ...]`: run benchmarks, print results, write bench/results/latest.json."""
+
 from __future__ import annotations
 
 import argparse

@@ -3,6 +3,7 @@
 `celery -A bench.bare_app worker -Q bare` runs it. The broker URL comes from REDIS_URL so it
 shares the Redis server with Vigil's workers in the same benchmark run.
 """
+
 import os
 
 from celery import Celery

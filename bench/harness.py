@@ -3,6 +3,7 @@
 A benchmark measures Vigil against a baseline *in the same run on the same machine* and reports
 the ratio, so results do not depend on how fast the machine happens to be.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,23 +15,24 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from app.core.stats import percentile  # noqa: F401  (re-exported for the benchmarks)
+from app.core.stats import percentile
 from tests.servers import ROOT, ApiServer, CeleryWorker, RedisServer
 
 
 @dataclass
 class Result:
-    benchmark: str                 # "P1"
-    metric: str                    # what was measured
+    benchmark: str  # "P1"
+    metric: str  # what was measured
     value: float
     unit: str
-    baseline: str | None = None    # what it was compared with
+    baseline: str | None = None  # what it was compared with
     baseline_value: float | None = None
-    ratio: float | None = None     # value / baseline_value (see `better`)
+    ratio: float | None = None  # value / baseline_value (see `better`)
     goal: str = ""
     met: bool | None = None
     details: dict[str, Any] = field(default_factory=dict)
@@ -50,9 +52,14 @@ def time_calls(fn: Callable[[], Any], n: int, warmup: int = 10) -> list[float]:
 
 def summary_ms(samples_s: list[float]) -> dict[str, float]:
     ms = sorted(s * 1000 for s in samples_s)
-    return {"n": len(ms), "p50_ms": round(percentile(ms, 50), 3), "p95_ms": round(percentile(ms, 95), 3),
-            "p99_ms": round(percentile(ms, 99), 3), "mean_ms": round(statistics.fmean(ms), 3) if ms else None,
-            "max_ms": round(max(ms), 3) if ms else None}
+    return {
+        "n": len(ms),
+        "p50_ms": round(percentile(ms, 50), 3),
+        "p95_ms": round(percentile(ms, 95), 3),
+        "p99_ms": round(percentile(ms, 99), 3),
+        "mean_ms": round(statistics.fmean(ms), 3) if ms else None,
+        "max_ms": round(max(ms), 3) if ms else None,
+    }
 
 
 class Context:
@@ -71,30 +78,52 @@ class Context:
 
     def env(self, **extra: str) -> dict[str, str]:
         var = self.dir / "var"
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("VIGIL_", "DATABASE_URL", "REDIS_URL", "CELERY_"))}
-        env.update({"REDIS_URL": self.redis().url, "VIGIL_VAR_DIR": str(var),
-                    "DATABASE_URL": f"sqlite:///{var}/vigil.db", "VIGIL_API_KEY": "bench-key",
-                    "VIGIL_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"})
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("VIGIL_", "DATABASE_URL", "REDIS_URL", "CELERY_"))
+        }
+        env.update(
+            {
+                "REDIS_URL": self.redis().url,
+                "VIGIL_VAR_DIR": str(var),
+                "DATABASE_URL": f"sqlite:///{var}/vigil.db",
+                "VIGIL_API_KEY": "bench-key",
+                "VIGIL_LOG_LEVEL": "WARNING",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         env.update(extra)
         return env
 
     def migrate(self, env: dict[str, str]) -> None:
-        subprocess.run([sys.executable, "-m", "app.cli", "migrate"], cwd=ROOT, env=env, check=True,
-                       capture_output=True)
+        subprocess.run([sys.executable, "-m", "app.cli", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True)
 
-    def worker(self, group: str, queues: list[str], concurrency: int = 1, env: dict[str, str] | None = None,
-               app: str = "workers", extra: list[str] | None = None) -> CeleryWorker:
-        w = CeleryWorker(env or self.env(), group, queues, concurrency=concurrency, extra=extra,
-                         log_path=str(self.dir / f"{group}-{len(self._procs)}.log"), app=app)
+    def worker(
+        self,
+        group: str,
+        queues: list[str],
+        concurrency: int = 1,
+        env: dict[str, str] | None = None,
+        app: str = "workers",
+        extra: list[str] | None = None,
+    ) -> CeleryWorker:
+        w = CeleryWorker(
+            env or self.env(),
+            group,
+            queues,
+            concurrency=concurrency,
+            extra=extra,
+            log_path=str(self.dir / f"{group}-{len(self._procs)}.log"),
+            app=app,
+        )
         w.start()
         self._procs.append(w)
         return w
 
     def api(self, env: dict[str, str] | None = None, workers: int = 2, threads: int = 8) -> str:
         """gunicorn serving the API as `make run` does; returns its base URL."""
-        api = ApiServer(env or self.env(), workers=workers, threads=threads,
-                        log_path=str(self.dir / f"api-{len(self._procs)}.log")).start()
+        api = ApiServer(
+            env or self.env(), workers=workers, threads=threads, log_path=str(self.dir / f"api-{len(self._procs)}.log")
+        ).start()
         self._procs.append(api)
         return api.url
 
@@ -115,9 +144,13 @@ class Context:
 def machine() -> dict[str, Any]:
     import psutil
 
-    return {"cpus": os.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "python": platform.python_version(), "platform": platform.platform(terse=True),
-            "when": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    return {
+        "cpus": os.cpu_count(),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
 
 
 def write_results(results: list[Result], out: Path) -> None:
@@ -146,6 +179,7 @@ def fill(client, key: str, template: bytes, old_id: str, n: int, batch: int = 10
 
 def drain_time(client, queue_keys: list[str], total: int, timeout: float = 300) -> float:
     """Seconds from the first message leaving `queue_keys` to all of them gone and acknowledged."""
+
     def waiting() -> int:
         with client.pipeline(transaction=False) as pipe:
             for key in queue_keys:

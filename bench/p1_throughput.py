@@ -18,6 +18,7 @@ the cleanup pool. A last side turns task events on (`VIGIL_TASK_EVENTS=true`, Fl
 The bare app uses Celery's defaults (acks early, prefetch 4, no events, no results).
 Goal: ratio >= 0.85.
 """
+
 from __future__ import annotations
 
 import re
@@ -48,8 +49,13 @@ def procfile_prefetch(process: str) -> int:
 SIDES = {
     "vigil": ("notification_worker", ["notification:high", "notification"], "notification", "notification", {}),
     "vigil_long": ("cleanup_service", ["cleanup"], "cleanup", "cleanup", {}),
-    "vigil_events": ("notification_worker", ["notification:high", "notification"], "notification", "notification",
-                     {"VIGIL_TASK_EVENTS": "true"}),
+    "vigil_events": (
+        "notification_worker",
+        ["notification:high", "notification"],
+        "notification",
+        "notification",
+        {"VIGIL_TASK_EVENTS": "true"},
+    ),
     "bare": ("bare", ["bare"], "bare", None, {}),
 }
 LABELS = {
@@ -71,18 +77,32 @@ def run(ctx: Context, quick: bool = False) -> list[Result]:
             rates[name].append(_round(ctx, name, env, client, n))
     best = {name: max(values) for name, values in rates.items()}
     median = {name: statistics.median(values) for name, values in rates.items()}
-    details = {"messages_per_round": n, "rounds": rounds, "concurrency": CONCURRENCY,
-               "prefetch": {name: procfile_prefetch(side[3]) if side[3] else 4 for name, side in SIDES.items()},
-               **{f"{name}_rounds": [round(r, 1) for r in values] for name, values in rates.items()},
-               **{f"median_ratio_{name}": round(median[name] / median["bare"], 3) for name in LABELS}}
+    details = {
+        "messages_per_round": n,
+        "rounds": rounds,
+        "concurrency": CONCURRENCY,
+        "prefetch": {name: procfile_prefetch(side[3]) if side[3] else 4 for name, side in SIDES.items()},
+        **{f"{name}_rounds": [round(r, 1) for r in values] for name, values in rates.items()},
+        **{f"median_ratio_{name}": round(median[name] / median["bare"], 3) for name in LABELS},
+    }
     out = []
     for name, label in LABELS.items():
         ratio = best[name] / best["bare"]
         headline = name == "vigil"
-        out.append(Result("P1", label, round(best[name], 1), "tasks/s", baseline="bare Celery app, same Redis",
-                          baseline_value=round(best["bare"], 1), ratio=round(ratio, 3),
-                          goal="ratio >= 0.85" if headline else "", met=ratio >= 0.85 if headline else None,
-                          details=details if headline else {}))
+        out.append(
+            Result(
+                "P1",
+                label,
+                round(best[name], 1),
+                "tasks/s",
+                baseline="bare Celery app, same Redis",
+                baseline_value=round(best["bare"], 1),
+                ratio=round(ratio, 3),
+                goal="ratio >= 0.85" if headline else "",
+                met=ratio >= 0.85 if headline else None,
+                details=details if headline else {},
+            )
+        )
     return out
 
 
@@ -101,19 +121,25 @@ def _round(ctx: Context, name: str, env: dict, client: redis.Redis, n: int) -> f
     app, task = ("bench.bare_app", "bare.noop") if bare else ("workers", "vigil.system.canary")
     module = "bench.bare_app import app as celery" if bare else "workers import celery"
     side_env = dict(env, **extra)
-    subprocess.run([sys.executable, "-c", f"from {module}\nfor _ in range({n}): celery.send_task('{task}', "
-                                          f"queue='{queue}')\n"], cwd=ROOT, env=side_env, check=True)
+    subprocess.run(
+        [sys.executable, "-c", f"from {module}\nfor _ in range({n}): celery.send_task('{task}', queue='{queue}')\n"],
+        cwd=ROOT,
+        env=side_env,
+        check=True,
+    )
     assert client.llen(queue) == n
     flags = [] if bare else [f"--prefetch-multiplier={procfile_prefetch(process)}"]
-    worker = CeleryWorker(side_env, group, queues, concurrency=CONCURRENCY, app=app, extra=flags,
-                          log_path=str(ctx.dir / f"{name}.log"))
+    worker = CeleryWorker(
+        side_env, group, queues, concurrency=CONCURRENCY, app=app, extra=flags, log_path=str(ctx.dir / f"{name}.log")
+    )
     worker.start(wait=False)
     try:
         seconds = drain_time(client, [queue], n)
         if not bare:
             completed = _wait_completed(client, queue, n)
             assert completed >= n, f"registry recorded {completed} of {n}: " + str(
-                {state: client.zcard(f"vigil:jobs:{queue}:{state}") for state in ("waiting", "active", "failed")})
+                {state: client.zcard(f"vigil:jobs:{queue}:{state}") for state in ("waiting", "active", "failed")}
+            )
         return n / seconds
     finally:
         worker.stop()

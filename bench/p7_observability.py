@@ -10,6 +10,7 @@
    microseconds, to set against a task's own cost (a Celery no-op task costs around a millisecond
    of broker round trips).
 """
+
 from __future__ import annotations
 
 import logging
@@ -60,11 +61,22 @@ def _log_emit(ctx: Context, n: int) -> Result:
     sink.close()
     devnull.close()
     per_base, per_sink = base_s / n * 1e6, sink_s / n * 1e6
-    return Result("P7", "log record emit, console + DB sink", round(per_sink, 2), "us/record",
-                  baseline="console handler only", baseline_value=round(per_base, 2),
-                  ratio=round(per_sink / per_base, 3), goal="informative (no goal set)",
-                  details={"records_per_round": n, "rounds": rounds, "rows_written": written,
-                           "sink_only_us": round(per_sink - per_base, 2)})
+    return Result(
+        "P7",
+        "log record emit, console + DB sink",
+        round(per_sink, 2),
+        "us/record",
+        baseline="console handler only",
+        baseline_value=round(per_base, 2),
+        ratio=round(per_sink / per_base, 3),
+        goal="informative (no goal set)",
+        details={
+            "records_per_round": n,
+            "rounds": rounds,
+            "rows_written": written,
+            "sink_only_us": round(per_sink - per_base, 2),
+        },
+    )
 
 
 def _job_metrics(n: int) -> Result:
@@ -85,9 +97,17 @@ def _job_metrics(n: int) -> Result:
         floor = (time.perf_counter() - started) / n
     finally:
         task.pop_request()
-    return Result("P7", "job metrics receivers per task", round(cost * 1e6, 2), "us/task",
-                  baseline="perf_counter pair", baseline_value=round(floor * 1e6, 3),
-                  ratio=round(cost / floor, 1), goal="informative (no goal set)", details={"tasks": n})
+    return Result(
+        "P7",
+        "job metrics receivers per task",
+        round(cost * 1e6, 2),
+        "us/task",
+        baseline="perf_counter pair",
+        baseline_value=round(floor * 1e6, 3),
+        ratio=round(cost / floor, 1),
+        goal="informative (no goal set)",
+        details={"tasks": n},
+    )
 
 
 def run(ctx: Context, quick: bool = False) -> list[Result]:

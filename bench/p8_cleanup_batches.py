@@ -10,15 +10,16 @@ at a time: a big DELETE stalls every insert) and its p99 on PostgreSQL (MVCC: in
 so the question there is only whether batching adds latency); the ratio is batched /
 single-statement (lower is better). Total cleanup time is reported too: batching costs time.
 """
+
 from __future__ import annotations
 
 import statistics
 import threading
 import time
-from app.core.settings import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from app.core.settings import replace
 from bench.harness import Context, Result, percentile
 
 ROWS = {True: 20_000, False: 200_000}
@@ -31,8 +32,13 @@ def _engine_and_settings(ctx: Context, url: str):
     from app.core.settings import Settings
 
     upgrade(url)
-    settings = replace(Settings.from_env({"VIGIL_VAR_DIR": str(ctx.dir / "var")}), database_url=url,
-                       thumbnail_dir=ctx.dir / "thumbs", camera_root=ctx.dir / "cams", cleanup_batch_size=1000)
+    settings = replace(
+        Settings.from_env({"VIGIL_VAR_DIR": str(ctx.dir / "var")}),
+        database_url=url,
+        thumbnail_dir=ctx.dir / "thumbs",
+        camera_root=ctx.dir / "cams",
+        cleanup_batch_size=1000,
+    )
     return make_engine(url), settings
 
 
@@ -41,18 +47,32 @@ def _seed(engine, rows: int) -> None:
 
     from app.models import Camera, Detection
 
-    old = datetime.now(timezone.utc) - timedelta(days=400)
+    old = datetime.now(UTC) - timedelta(days=400)
     with engine.begin() as conn:
         conn.execute(delete(Detection))
         conn.execute(delete(Camera))
-        conn.execute(insert(Camera), [{"id": "cam", "name": "cam", "folder_path": "/x", "status": "online",
-                                       "created_at": old}])
+        conn.execute(
+            insert(Camera), [{"id": "cam", "name": "cam", "folder_path": "/x", "status": "online", "created_at": old}]
+        )
         chunk = 10_000
         for start in range(0, rows, chunk):
-            conn.execute(insert(Detection), [
-                {"camera_id": "cam", "file_path": f"/x/{i}.jpg", "object_type": "person", "confidence": 0.9,
-                 "bbox_x": 0, "bbox_y": 0, "bbox_width": 1, "bbox_height": 1, "detected_at": old}
-                for i in range(start, min(rows, start + chunk))])
+            conn.execute(
+                insert(Detection),
+                [
+                    {
+                        "camera_id": "cam",
+                        "file_path": f"/x/{i}.jpg",
+                        "object_type": "person",
+                        "confidence": 0.9,
+                        "bbox_x": 0,
+                        "bbox_y": 0,
+                        "bbox_width": 1,
+                        "bbox_height": 1,
+                        "detected_at": old,
+                    }
+                    for i in range(start, min(rows, start + chunk))
+                ],
+            )
 
 
 class _Writer:
@@ -70,13 +90,23 @@ class _Writer:
         while not self._stop.is_set():
             t0 = time.perf_counter()
             with self.engine.begin() as conn:
-                conn.execute(insert(Detection).values(
-                    camera_id="cam", file_path="/x/new.jpg", object_type="car", confidence=0.5, bbox_x=0, bbox_y=0,
-                    bbox_width=1, bbox_height=1, detected_at=datetime.now(timezone.utc)))
+                conn.execute(
+                    insert(Detection).values(
+                        camera_id="cam",
+                        file_path="/x/new.jpg",
+                        object_type="car",
+                        confidence=0.5,
+                        bbox_x=0,
+                        bbox_y=0,
+                        bbox_width=1,
+                        bbox_height=1,
+                        detected_at=datetime.now(UTC),
+                    )
+                )
             self.latencies.append(time.perf_counter() - t0)
             time.sleep(0.005)
 
-    def __enter__(self) -> "_Writer":
+    def __enter__(self) -> _Writer:
         self._thread.start()
         time.sleep(0.3)
         self.latencies.clear()
@@ -108,7 +138,7 @@ def _measure(engine, settings, rows: int, batched: bool) -> dict:
             report = run_retention_cleanup(settings, sessionmaker(engine), dry_run=False)
             assert report["detections_deleted"] == rows, report
         else:
-            _single_delete(engine, datetime.now(timezone.utc) - timedelta(days=settings.retention_days))
+            _single_delete(engine, datetime.now(UTC) - timedelta(days=settings.retention_days))
         elapsed = time.perf_counter() - t0
         time.sleep(0.2)
     ms = [x * 1000 for x in writer.latencies]
@@ -147,27 +177,47 @@ def run(ctx: Context, quick: bool = False) -> list[Result]:
             if label == "SQLite":
                 # One writer at a time: a long DELETE stalls every insert for its whole duration, which
                 # shows as the worst insert latency.
-                metric, key, goal = "worst writer insert latency", "max_ms", \
-                    "batched stall <= 0.25x the single-statement stall"
+                metric, key, goal = (
+                    "worst writer insert latency",
+                    "max_ms",
+                    "batched stall <= 0.25x the single-statement stall",
+                )
                 ratio = mine[key] / base[key] if base[key] else None
                 met = ratio is not None and ratio <= 0.25
             else:
                 # MVCC lets inserts pass a DELETE, so batching cannot shorten a stall here; the check is
                 # that it adds none. p99, not the maximum: the batched run lasts ~50x longer on a shared
                 # machine, so its maximum mostly measures other people's load.
-                metric, key, goal = "p99 writer insert latency", "p99_ms", \
-                    "batching adds no insert latency: p99 <= 2x the single-statement p99"
+                metric, key, goal = (
+                    "p99 writer insert latency",
+                    "p99_ms",
+                    "batching adds no insert latency: p99 <= 2x the single-statement p99",
+                )
                 ratio = mine[key] / base[key] if base[key] else None
                 met = ratio is not None and ratio <= 2.0
-            results.append(Result(
-                "P8", f"{label}: {metric} while {rows} old rows are deleted", round(mine[key], 2),
-                "ms", baseline="one DELETE statement", baseline_value=round(base[key], 2),
-                ratio=round(ratio, 3) if ratio is not None else None, goal=goal, met=met,
-                details={"batched": {k: round(v, 3) for k, v in mine.items()},
-                         "single_delete": {k: round(v, 3) for k, v in base.items()},
-                         "batch_size": settings.cleanup_batch_size, "rounds": ROUNDS[quick],
-                         "worst_per_round_ms": {"batched": [round(m["max_ms"], 1) for m in mines],
-                                                "single_delete": [round(b["max_ms"], 1) for b in bases]}}))
+            results.append(
+                Result(
+                    "P8",
+                    f"{label}: {metric} while {rows} old rows are deleted",
+                    round(mine[key], 2),
+                    "ms",
+                    baseline="one DELETE statement",
+                    baseline_value=round(base[key], 2),
+                    ratio=round(ratio, 3) if ratio is not None else None,
+                    goal=goal,
+                    met=met,
+                    details={
+                        "batched": {k: round(v, 3) for k, v in mine.items()},
+                        "single_delete": {k: round(v, 3) for k, v in base.items()},
+                        "batch_size": settings.cleanup_batch_size,
+                        "rounds": ROUNDS[quick],
+                        "worst_per_round_ms": {
+                            "batched": [round(m["max_ms"], 1) for m in mines],
+                            "single_delete": [round(b["max_ms"], 1) for b in bases],
+                        },
+                    },
+                )
+            )
     finally:
         if pg is not None:
             pg.cleanup()

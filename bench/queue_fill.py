@@ -1,4 +1,5 @@
 """Shared by P2 and P3: a million waiting messages that are real Celery messages."""
+
 from __future__ import annotations
 
 import json
@@ -14,10 +15,21 @@ from tests.servers import ROOT, CeleryWorker
 
 def template(env: dict, client: redis.Redis, queue: str) -> tuple[bytes, str]:
     """Publish one real job through Vigil's app and take its message off the list as a template."""
-    out = subprocess.run([sys.executable, "-c", (
-        "from app.celery.app import celery\n"
-        f"print(celery.send_task('vigil.system.canary', kwargs={{'sleep': 0}}, queue='{queue}').id)\n")],
-        cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            (
+                "from app.celery.app import celery\n"
+                f"print(celery.send_task('vigil.system.canary', kwargs={{'sleep': 0}}, queue='{queue}').id)\n"
+            ),
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     job_id = out.stdout.strip().splitlines()[-1]
     raw = client.rpop(queue)
     assert raw and json.loads(raw)["headers"]["id"] == job_id

@@ -4,14 +4,16 @@ Each is a `ThreadingHTTPServer` on a free port whose answers a test scripts: a f
 request that returns (status, body, delay). Requests are recorded, so a test can check what
 Vigil sent (multipart image, chat-completions body) and how many calls reached the server.
 """
+
 from __future__ import annotations
 
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 from tests.servers import free_port
 
@@ -35,7 +37,7 @@ class ScriptedServer:
     respond: Callable[[Request], Answer]
     requests: list[Request] = field(default_factory=list)
 
-    def start(self) -> "ScriptedServer":
+    def start(self) -> ScriptedServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -86,14 +88,21 @@ class ScriptedServer:
 
 # --- answers the real services give, for a script to return ------------------------------------------
 # A YOLO-style model server's /detect answer: one confident person, one car below any threshold.
-YOLO_ANSWER = {"detections": [{"class": "person", "confidence": 0.91, "bbox": {"x": 10, "y": 20, "width": 30,
-                                                                              "height": 60}},
-                              {"class": "car", "confidence": 0.3, "bbox": {"x": 1, "y": 2, "width": 3, "height": 4}}],
-               "inference_time_ms": 12.5}
+YOLO_ANSWER = {
+    "detections": [
+        {"class": "person", "confidence": 0.91, "bbox": {"x": 10, "y": 20, "width": 30, "height": 60}},
+        {"class": "car", "confidence": 0.3, "bbox": {"x": 1, "y": 2, "width": 3, "height": 4}},
+    ],
+    "inference_time_ms": 12.5,
+}
 
 
 def completion(content: str, prompt_tokens: int = 321, completion_tokens: int = 54) -> dict:
     """An OpenAI-style chat-completions answer carrying `content`, with the token counts Vigil records."""
-    return {"id": "x", "object": "chat.completion", "model": "nemotron",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}}
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "model": "nemotron",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
+    }

@@ -3,6 +3,7 @@
 The session's environment is written before any test module imports the Celery app, so the app,
 the API and every worker subprocess agree on where Redis and the database are.
 """
+
 from __future__ import annotations
 
 import os
@@ -10,7 +11,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -26,16 +27,18 @@ def pytest_configure(config: pytest.Config) -> None:
     _servers["redis"] = redis_server
     _servers["redis_dbs"] = RedisDatabases(redis_server)
     _servers["var"] = var_dir
-    os.environ.update({
-        "REDIS_URL": redis_server.url,
-        "VIGIL_VAR_DIR": var_dir,
-        "DATABASE_URL": f"sqlite:///{var_dir}/vigil.db",
-        "VIGIL_API_KEY": API_KEY,
-        "VIGIL_JWT_SECRET": JWT_SECRET,
-        "VIGIL_HEARTBEAT_INTERVAL": "0.5",
-        "VIGIL_ARCHIVE_INTERVAL": "0.2",
-        "VIGIL_LOG_LEVEL": "WARNING",
-    })
+    os.environ.update(
+        {
+            "REDIS_URL": redis_server.url,
+            "VIGIL_VAR_DIR": var_dir,
+            "DATABASE_URL": f"sqlite:///{var_dir}/vigil.db",
+            "VIGIL_API_KEY": API_KEY,
+            "VIGIL_JWT_SECRET": JWT_SECRET,
+            "VIGIL_HEARTBEAT_INTERVAL": "0.5",
+            "VIGIL_ARCHIVE_INTERVAL": "0.2",
+            "VIGIL_LOG_LEVEL": "WARNING",
+        }
+    )
     for key in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "VIGIL_AUTH_READS"):
         os.environ.pop(key, None)
     from app.core.migrate import upgrade
@@ -113,8 +116,9 @@ def db_url(request, tmp_path) -> str:
 
 @pytest.fixture
 def session_factory(db_url):
-    from app.core.db import make_engine
     from sqlalchemy.orm import sessionmaker
+
+    from app.core.db import make_engine
 
     engine = make_engine(db_url)
     yield sessionmaker(engine, expire_on_commit=False)
@@ -210,8 +214,11 @@ def photos(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("photos")
     out = {}
-    for name, image in (("astronaut", data.astronaut()), ("coffee", data.coffee()),
-                        ("astronaut_flipped", data.astronaut()[:, ::-1])):
+    for name, image in (
+        ("astronaut", data.astronaut()),
+        ("coffee", data.coffee()),
+        ("astronaut_flipped", data.astronaut()[:, ::-1]),
+    ):
         path = folder / f"{name}.jpg"
         cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
         out[name] = path
@@ -226,6 +233,8 @@ def reset_ai_breakers(settings):
     yield
     for name in SERVICES:
         breaker(name, settings).reset()
+
+
 # --- observability (issue 6) ------------------------------------------------------------------------------
 @pytest.fixture
 def obs_settings(db_url, tmp_path):
@@ -255,8 +264,11 @@ def obs_client(obs_settings):
 @pytest.fixture
 def cleanup_worker(obs_settings):
     """A real cleanup_service worker on the parametrised database (exports run on `cleanup`)."""
-    env = worker_env(DATABASE_URL=obs_settings.database_url, VIGIL_EXPORT_DIR=str(obs_settings.export_dir),
-                     VIGIL_LOG_FLUSH_INTERVAL="0.1")
+    env = worker_env(
+        DATABASE_URL=obs_settings.database_url,
+        VIGIL_EXPORT_DIR=str(obs_settings.export_dir),
+        VIGIL_LOG_FLUSH_INTERVAL="0.1",
+    )
     worker = CeleryWorker(env, "cleanup_service", ["cleanup"], concurrency=1).start()
     yield worker
     worker.stop()

@@ -4,11 +4,13 @@ subprocess of the session gets, and waiting for a job to finish.
 Test modules import these from here, never from conftest.py or from another test module: a name a
 second module needs is public and lives in one place.
 """
+
 from __future__ import annotations
 
 import os
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from tests.servers import wait_for
 
@@ -16,8 +18,9 @@ API_KEY = "test-api-key-0123456789"
 JWT_SECRET = "test-jwt-secret-0123456789-abcdefghijklmnop"
 
 
-def make_jwt(roles: Iterable[str], *, sub: str = "tester", expires_in: int = 300, secret: str = JWT_SECRET,
-             **claims: Any) -> str:
+def make_jwt(
+    roles: Iterable[str], *, sub: str = "tester", expires_in: int = 300, secret: str = JWT_SECRET, **claims: Any
+) -> str:
     """A token the session's API accepts (or, with another `secret` or a past expiry, refuses)."""
     import jwt
 

@@ -1,5 +1,6 @@
 """Real servers the observability tests need besides those in tests/servers.py (the gunicorn API is
 `tests.servers.ApiServer`): a Prometheus server, and an RSS sampler for a process."""
+
 from __future__ import annotations
 
 import os
@@ -40,16 +41,26 @@ class PrometheusServer:
     def write_config(self, scrape_configs: list[dict]) -> None:
         import yaml
 
-        config = {"global": {"scrape_interval": "1s", "scrape_timeout": "900ms", "evaluation_interval": "5s"},
-                  "scrape_configs": scrape_configs}
+        config = {
+            "global": {"scrape_interval": "1s", "scrape_timeout": "900ms", "evaluation_interval": "5s"},
+            "scrape_configs": scrape_configs,
+        }
         (self.dir / "prometheus.yml").write_text(yaml.safe_dump(config))
 
-    def start(self) -> "PrometheusServer":
+    def start(self) -> PrometheusServer:
         self._log = open(self.dir / "prometheus.log", "wb")
         self.proc = subprocess.Popen(
-            [self.binary, f"--config.file={self.dir / 'prometheus.yml'}", f"--storage.tsdb.path={self.dir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle"],
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                self.binary,
+                f"--config.file={self.dir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--web.enable-lifecycle",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
         def ready():
             if self.proc.poll() is not None:
@@ -98,7 +109,7 @@ class RssSampler:
                 return
             time.sleep(self.interval)
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         self._thread.start()
         return self
 

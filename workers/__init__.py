@@ -4,6 +4,7 @@ Importing this package installs the worker hooks (bootsteps, log sink, lifecycle
 shared app from `app.celery.app`; the task modules are loaded by Celery itself from the app's
 `include`. The service host (`python -m workers.host`) lives beside it in `workers/host/`.
 """
+
 from __future__ import annotations
 
 from app.celery.app import celery

@@ -5,6 +5,7 @@ The app is built here, below the domain packages, so that a service can send a t
 control command without importing the workers package (the import cycle that once made the
 supervisor answer 500). Task modules are named in `include`, not imported.
 """
+
 from __future__ import annotations
 
 from celery import Celery

@@ -7,12 +7,14 @@ first non-empty list. Counting and paging those lists is what makes waiting coun
 cheap, with no worker involved. Messages a worker has fetched but not yet acknowledged sit in the
 `unacked` hash (delivery tag -> [message, exchange, routing key]) until acked or restored.
 """
+
 from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import redis
 
@@ -58,8 +60,15 @@ class Message:
     raw: bytes
 
     def as_job(self) -> dict[str, Any]:
-        return {"id": self.id, "task": self.task, "args": self.args, "kwargs": self.kwargs,
-                "priority": self.priority, "eta": self.eta, "retries": self.retries}
+        return {
+            "id": self.id,
+            "task": self.task,
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "priority": self.priority,
+            "eta": self.eta,
+            "retries": self.retries,
+        }
 
 
 def parse_message(raw: bytes | str) -> Message | None:
@@ -79,10 +88,16 @@ def parse_message(raw: bytes | str) -> Message | None:
         task_id = headers.get("id") or (decoded.get("id") if isinstance(decoded, dict) else None)
         if not task_id:
             return None
-        return Message(id=task_id, task=headers.get("task", ""), args=list(args or []), kwargs=dict(kwargs or {}),
-                       priority=int(properties.get("priority") or 0), eta=headers.get("eta"),
-                       retries=int(headers.get("retries") or 0),
-                       raw=raw if isinstance(raw, bytes) else raw.encode())
+        return Message(
+            id=task_id,
+            task=headers.get("task", ""),
+            args=list(args or []),
+            kwargs=dict(kwargs or {}),
+            priority=int(properties.get("priority") or 0),
+            eta=headers.get("eta"),
+            retries=int(headers.get("retries") or 0),
+            raw=raw if isinstance(raw, bytes) else raw.encode(),
+        )
     except (ValueError, TypeError, AttributeError, KeyError):
         return None
 
@@ -102,7 +117,7 @@ class Broker:
                     pipe.llen(key)
             lengths = pipe.execute()
         step = len(PRIORITY_STEPS)
-        return {q: sum(lengths[i * step:(i + 1) * step]) for i, q in enumerate(queues)}
+        return {q: sum(lengths[i * step : (i + 1) * step]) for i, q in enumerate(queues)}
 
     # ---- paging ---------------------------------------------------------------------------------
     def page(self, queue: str, offset: int, limit: int) -> tuple[int, list[Message]]:

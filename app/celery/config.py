@@ -6,6 +6,7 @@ prefetch 1 so a long detection never holds a second message hostage; strict queu
 `:high` queues drain first; a visibility timeout longer than the longest job can be held, retry
 countdowns included (`RETRY_COUNTDOWN_MAX`).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -86,8 +87,7 @@ def build_config(settings: Settings) -> dict[str, Any]:
         "task_track_started": False,
         "task_ignore_result": True,
         "task_publish_retry": True,
-        "task_publish_retry_policy": {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5,
-                                      "interval_max": 2},
+        "task_publish_retry_policy": {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2},
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout,
@@ -112,8 +112,11 @@ def build_config(settings: Settings) -> dict[str, Any]:
         "timezone": "UTC",
         "beat_schedule_filename": str(settings.var_dir / "celerybeat-schedule"),
         "beat_schedule": {
-            "cleanup-daily": {"task": "vigil.cleanup.run", "schedule": _cleanup_schedule(settings),
-                              "kwargs": {"trigger": "beat"}},
+            "cleanup-daily": {
+                "task": "vigil.cleanup.run",
+                "schedule": _cleanup_schedule(settings),
+                "kwargs": {"trigger": "beat"},
+            },
             "registry-trim": {"task": "vigil.cleanup.trim_registry", "schedule": 600.0},
             "purge-exports": {"task": "vigil.cleanup.purge_exports", "schedule": 3600.0},
         },

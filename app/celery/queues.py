@@ -1,5 +1,6 @@
 """The named queues and the worker groups that consume them: the one definition both the API and
 the workers use."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

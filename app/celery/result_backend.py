@@ -7,6 +7,7 @@ per job in flight, and after a Redis outage they leave the sender's backend in a
 says "must be restarted" (the API then answered 500 to every enqueue). Results are still stored
 by the workers as usual, and `get()` still works: it subscribes when it is called.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -19,15 +19,15 @@ its lists empty deletes their bells, so stale tokens do not pile up. Messages th
 without ringing (kombu's own restores, a publisher on stock kombu) are found within the
 one-second wait. Everything else (acks, restores, the unacked layout, fanout) is stock kombu.
 """
+
 from __future__ import annotations
 
 from time import time
 from typing import Any
 
 import kombu.transport
-from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kredis
-from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
@@ -87,8 +87,17 @@ class Channel(kredis.Channel):
             command = ["BRPOP", *[bell_key(q) for q in queues], timeout or 0]
         else:
             lists = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
-            command = ["EVAL", FETCH, len(lists) + 2 + len(queues), *lists, self.unacked_key,
-                       self.unacked_index_key, *[bell_key(q) for q in queues], time(), len(lists)]
+            command = [
+                "EVAL",
+                FETCH,
+                len(lists) + 2 + len(queues),
+                *lists,
+                self.unacked_key,
+                self.unacked_index_key,
+                *[bell_key(q) for q in queues],
+                time(),
+                len(lists),
+            ]
         self._in_poll = self.client.connection
         self._brpop_sent_at = kredis.monotonic()
         self.client.connection.send_command(*command)
@@ -99,8 +108,7 @@ class Channel(kredis.Channel):
         waited = self._waiting_on_bell
         try:
             try:
-                reply = self.client.parse_response(self.client.connection,
-                                                   "BRPOP" if waited else "EVAL", **options)
+                reply = self.client.parse_response(self.client.connection, "BRPOP" if waited else "EVAL", **options)
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise

@@ -1,4 +1,5 @@
 """Per-request and per-job context that follows work across threads and into Celery messages."""
+
 from __future__ import annotations
 
 from contextvars import ContextVar

@@ -3,6 +3,7 @@
 Services know nothing of HTTP, but each error says which status it means, so the mapping lives in
 one place instead of in every handler.
 """
+
 from __future__ import annotations
 
 from typing import Any, TypeVar
@@ -16,8 +17,14 @@ class ServiceError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, code: str | None = None, errors: list[dict[str, Any]] | None = None,
-                 extra: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        extra: dict[str, Any] | None = None,
+    ):
         super().__init__(message)
         self.message = message
         if code:
@@ -54,7 +61,15 @@ def checked(model: type[M], values: M | dict[str, Any]) -> M:
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        errors = [{"location": "body", "field": ".".join(str(p) for p in e["loc"]) or None, "message": e["msg"],
-                   "type": e["type"]} for e in exc.errors(include_url=False)]
-        raise InvalidInput("Invalid values: " + "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors),
-                           errors=errors) from None
+        errors = [
+            {
+                "location": "body",
+                "field": ".".join(str(p) for p in e["loc"]) or None,
+                "message": e["msg"],
+                "type": e["type"],
+            }
+            for e in exc.errors(include_url=False)
+        ]
+        raise InvalidInput(
+            "Invalid values: " + "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors), errors=errors
+        ) from None

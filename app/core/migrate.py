@@ -1,4 +1,5 @@
 """Run Alembic migrations from code (make run, tests, containers) with Vigil's settings."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,6 +3,7 @@
 Kombu keeps its own connections for the broker; these are separate so a slow registry read never
 queues behind a blocking BRPOP. redis-py pools are fork-aware (they reset when the pid changes).
 """
+
 from __future__ import annotations
 
 import os
@@ -39,9 +40,14 @@ def get_redis(settings: Settings | None = None) -> redis.Redis:
         with _lock:
             client = _clients.get(url)
             if client is None:
-                client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5,
-                                              socket_connect_timeout=2, health_check_interval=30,
-                                              retry_on_timeout=True)
+                client = redis.Redis.from_url(
+                    url,
+                    decode_responses=True,
+                    socket_timeout=5,
+                    socket_connect_timeout=2,
+                    health_check_interval=30,
+                    retry_on_timeout=True,
+                )
                 _clients[url] = client
     return client
 
@@ -55,7 +61,8 @@ def get_broker_redis(settings: Settings | None = None) -> redis.Redis:
         with _lock:
             client = _clients.get(key)
             if client is None:
-                client = redis.Redis.from_url(url, decode_responses=False, socket_timeout=5,
-                                              socket_connect_timeout=2, health_check_interval=30)
+                client = redis.Redis.from_url(
+                    url, decode_responses=False, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
+                )
                 _clients[key] = client
     return client

@@ -25,14 +25,16 @@ with the fields. What pydantic-settings does not do as it comes, and how it is d
 - `settings_fields()` keeps its dataclass-like rows (`name`, `default`, `metadata["env"]`) for the docs table and
   the tests that read it.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field, TypeAdapter, ValidationError
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
@@ -42,8 +44,9 @@ _FALSE = {"0", "false", "no", "off", ""}
 
 
 def _env(name: str, default: Any, doc: str, *, secret: bool = False) -> Any:
-    return Field(default=default, validation_alias=name, description=doc, repr=not secret,
-                 json_schema_extra={"secret": secret})
+    return Field(
+        default=default, validation_alias=name, description=doc, repr=not secret, json_schema_extra={"secret": secret}
+    )
 
 
 class SettingsError(ValueError):
@@ -87,21 +90,32 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="forbid", case_sensitive=True, populate_by_name=True)
 
     # --- where things live -------------------------------------------------------------------
-    var_dir: AbsPath = _env("VIGIL_VAR_DIR", "var",
-                            "Directory for embedded state: SQLite file, Redis data, local API key, beat schedule.")
-    database_url: str = _env("DATABASE_URL", "sqlite:///{var_dir}/vigil.db",
-                             "SQLAlchemy URL. PostgreSQL (`postgresql+psycopg2://...`) in production; "
-                             "SQLite file under `var/` by default.")
-    redis_url: str = _env("REDIS_URL", "redis://localhost:6379/0",
-                          "Redis used for the job registry, heartbeats, paused queues and batches.")
-    broker_url: str = _env("CELERY_BROKER_URL", "{redis_url}",
-                           "Celery broker. Defaults to REDIS_URL: the registry and the queues it describes "
-                           "then share one durability story.")
+    var_dir: AbsPath = _env(
+        "VIGIL_VAR_DIR", "var", "Directory for embedded state: SQLite file, Redis data, local API key, beat schedule."
+    )
+    database_url: str = _env(
+        "DATABASE_URL",
+        "sqlite:///{var_dir}/vigil.db",
+        "SQLAlchemy URL. PostgreSQL (`postgresql+psycopg2://...`) in production; SQLite file under `var/` by default.",
+    )
+    redis_url: str = _env(
+        "REDIS_URL",
+        "redis://localhost:6379/0",
+        "Redis used for the job registry, heartbeats, paused queues and batches.",
+    )
+    broker_url: str = _env(
+        "CELERY_BROKER_URL",
+        "{redis_url}",
+        "Celery broker. Defaults to REDIS_URL: the registry and the queues it describes "
+        "then share one durability story.",
+    )
     result_backend: str = _env("CELERY_RESULT_BACKEND", "{redis_url}", "Celery result backend (Redis).")
-    camera_root: AbsPath = _env("VIGIL_CAMERA_ROOT", "{var_dir}/cameras",
-                                "Root the file watcher watches; one sub-folder per camera.")
-    thumbnail_dir: AbsPath = _env("VIGIL_THUMBNAIL_DIR", "{var_dir}/thumbnails",
-                                  "Where detection thumbnails are written.")
+    camera_root: AbsPath = _env(
+        "VIGIL_CAMERA_ROOT", "{var_dir}/cameras", "Root the file watcher watches; one sub-folder per camera."
+    )
+    thumbnail_dir: AbsPath = _env(
+        "VIGIL_THUMBNAIL_DIR", "{var_dir}/thumbnails", "Where detection thumbnails are written."
+    )
     clips_dir: AbsPath = _env("VIGIL_CLIPS_DIR", "{var_dir}/clips", "Where event clips are written.")
     export_dir: AbsPath = _env("VIGIL_EXPORT_DIR", "{var_dir}/exports", "Where log exports are written.")
 
@@ -112,44 +126,62 @@ class Settings(BaseSettings):
     public_url: str = _env("VIGIL_PUBLIC_URL", "", "Base URL used in links the API hands out (empty: relative links).")
 
     # --- auth ----------------------------------------------------------------------------------
-    api_key: OptionalStr = _env("VIGIL_API_KEY", None,
-                                "API key accepted in `X-API-Key` for mutating endpoints (role admin). "
-                                "`make run` creates one under `var/` when unset.", secret=True)
-    jwt_secret: OptionalStr = _env("VIGIL_JWT_SECRET", None,
-                                   "HS256 secret for Bearer JWTs carrying `roles`. Unset: JWTs are refused.",
-                                   secret=True)
+    api_key: OptionalStr = _env(
+        "VIGIL_API_KEY",
+        None,
+        "API key accepted in `X-API-Key` for mutating endpoints (role admin). "
+        "`make run` creates one under `var/` when unset.",
+        secret=True,
+    )
+    jwt_secret: OptionalStr = _env(
+        "VIGIL_JWT_SECRET", None, "HS256 secret for Bearer JWTs carrying `roles`. Unset: JWTs are refused.", secret=True
+    )
     jwt_audience: OptionalStr = _env("VIGIL_JWT_AUDIENCE", None, "Expected `aud` claim of Bearer JWTs, if any.")
     jwt_issuer: OptionalStr = _env("VIGIL_JWT_ISSUER", None, "Expected `iss` claim of Bearer JWTs, if any.")
-    auth_reads: Flag = _env("VIGIL_AUTH_READS", False,
-                            "Require credentials for read-only endpoints too (probes stay open).")
+    auth_reads: Flag = _env(
+        "VIGIL_AUTH_READS", False, "Require credentials for read-only endpoints too (probes stay open)."
+    )
 
     # --- Celery --------------------------------------------------------------------------------
-    visibility_timeout: int = _env("VIGIL_VISIBILITY_TIMEOUT", 1800,
-                                   "Seconds before an unacknowledged broker message is redelivered. Must exceed "
-                                   "the longest hard time limit plus a reserved message's wait "
-                                   "(see docs/architecture.md).")
-    unacked_restore_interval: int = _env("VIGIL_UNACKED_RESTORE_INTERVAL", 10,
-                                         "Seconds between a worker's sweeps for messages past the visibility "
-                                         "timeout.")
+    visibility_timeout: int = _env(
+        "VIGIL_VISIBILITY_TIMEOUT",
+        1800,
+        "Seconds before an unacknowledged broker message is redelivered. Must exceed "
+        "the longest hard time limit plus a reserved message's wait "
+        "(see docs/architecture.md).",
+    )
+    unacked_restore_interval: int = _env(
+        "VIGIL_UNACKED_RESTORE_INTERVAL",
+        10,
+        "Seconds between a worker's sweeps for messages past the visibility timeout.",
+    )
     result_expires: int = _env("VIGIL_RESULT_EXPIRES", 86400, "Seconds Celery keeps task results in Redis.")
-    task_events: Flag = _env("VIGIL_TASK_EVENTS", False,
-                             "Workers send task events, which Flower needs for its per-task view. Off by default: "
-                             "they cost a third of a no-op job's throughput (bench P1); the job registry lists "
-                             "every job regardless.")
+    task_events: Flag = _env(
+        "VIGIL_TASK_EVENTS",
+        False,
+        "Workers send task events, which Flower needs for its per-task view. Off by default: "
+        "they cost a third of a no-op job's throughput (bench P1); the job registry lists "
+        "every job regardless.",
+    )
 
     # --- job registry --------------------------------------------------------------------------
-    completed_retention_hours: int = _env("VIGIL_COMPLETED_RETENTION_HOURS", 24,
-                                          "Hours completed/revoked jobs stay in the Redis index (SQL keeps them).")
-    failed_retention_hours: int = _env("VIGIL_FAILED_RETENTION_HOURS", 168,
-                                       "Hours failed jobs stay in the Redis index, retryable.")
-    archive_interval: float = _env("VIGIL_ARCHIVE_INTERVAL", 1.0,
-                                   "Seconds between flushes of finished jobs from Redis into the SQL jobs table.")
+    completed_retention_hours: int = _env(
+        "VIGIL_COMPLETED_RETENTION_HOURS", 24, "Hours completed/revoked jobs stay in the Redis index (SQL keeps them)."
+    )
+    failed_retention_hours: int = _env(
+        "VIGIL_FAILED_RETENTION_HOURS", 168, "Hours failed jobs stay in the Redis index, retryable."
+    )
+    archive_interval: float = _env(
+        "VIGIL_ARCHIVE_INTERVAL", 1.0, "Seconds between flushes of finished jobs from Redis into the SQL jobs table."
+    )
 
     # --- liveness ------------------------------------------------------------------------------
-    heartbeat_interval: float = _env("VIGIL_HEARTBEAT_INTERVAL", 2.0,
-                                     "Seconds between heartbeats of workers, beat and services.")
-    heartbeat_grace: float = _env("VIGIL_HEARTBEAT_GRACE", 3.0,
-                                  "A process is seen as gone after this many missed heartbeat intervals.")
+    heartbeat_interval: float = _env(
+        "VIGIL_HEARTBEAT_INTERVAL", 2.0, "Seconds between heartbeats of workers, beat and services."
+    )
+    heartbeat_grace: float = _env(
+        "VIGIL_HEARTBEAT_GRACE", 3.0, "A process is seen as gone after this many missed heartbeat intervals."
+    )
     health_timeout: float = _env("VIGIL_HEALTH_TIMEOUT", 1.0, "Per-check timeout of the health probes, seconds.")
 
     # --- pipeline defaults (runtime config overrides them; see PATCH /api/system/config) --------
@@ -157,31 +189,43 @@ class Settings(BaseSettings):
     retention_days: int = _env("VIGIL_RETENTION_DAYS", 30, "Default data retention (1-365 days).")
     batch_window_seconds: int = _env("VIGIL_BATCH_WINDOW_SECONDS", 90, "Default detection batch window.")
     batch_idle_timeout_seconds: int = _env("VIGIL_BATCH_IDLE_TIMEOUT_SECONDS", 30, "Default batch idle timeout.")
-    detection_confidence_threshold: float = _env("VIGIL_DETECTION_CONFIDENCE_THRESHOLD", 0.5,
-                                                  "Default minimum detection confidence (0-1).")
+    detection_confidence_threshold: float = _env(
+        "VIGIL_DETECTION_CONFIDENCE_THRESHOLD", 0.5, "Default minimum detection confidence (0-1)."
+    )
     cleanup_time: str = _env("VIGIL_CLEANUP_TIME", "03:00", "Daily cleanup time (HH:MM, UTC; beat runs on UTC).")
     delete_images: Flag = _env("VIGIL_DELETE_IMAGES", False, "Cleanup also deletes original images.")
 
     # --- file watcher ---------------------------------------------------------------------------
-    watcher_observer: str = _env("VIGIL_WATCHER_OBSERVER", "auto",
-                                 "`native` (inotify), `polling`, or `auto` (native, polling if native fails).")
+    watcher_observer: str = _env(
+        "VIGIL_WATCHER_OBSERVER", "auto", "`native` (inotify), `polling`, or `auto` (native, polling if native fails)."
+    )
     watcher_poll_interval: float = _env("VIGIL_WATCHER_POLL_INTERVAL", 1.0, "Polling observer interval, seconds.")
-    watcher_settle_seconds: float = _env("VIGIL_WATCHER_SETTLE_SECONDS", 1.0,
-                                         "A file with no close event counts as complete once its size and mtime "
-                                         "have not changed for this long.")
-    watcher_dedup_seconds: int = _env("VIGIL_WATCHER_DEDUP_SECONDS", 300,
-                                      "Identical content (same hash) seen again within this window is dropped.")
-    idempotency_ttl: int = _env("VIGIL_IDEMPOTENCY_TTL", 86400,
-                                "Seconds an enqueue idempotency key keeps pointing at its job.")
+    watcher_settle_seconds: float = _env(
+        "VIGIL_WATCHER_SETTLE_SECONDS",
+        1.0,
+        "A file with no close event counts as complete once its size and mtime have not changed for this long.",
+    )
+    watcher_dedup_seconds: int = _env(
+        "VIGIL_WATCHER_DEDUP_SECONDS", 300, "Identical content (same hash) seen again within this window is dropped."
+    )
+    idempotency_ttl: int = _env(
+        "VIGIL_IDEMPOTENCY_TTL", 86400, "Seconds an enqueue idempotency key keeps pointing at its job."
+    )
 
     # --- queue operations and infrastructure (issue 3) -----------------------------------------
-    infra_check_interval: float = _env("VIGIL_INFRA_CHECK_INTERVAL", 30.0,
-                                       "Seconds between infrastructure checks that raise and resolve alerts "
-                                       "(the service host runs them).")
-    alert_retention_hours: int = _env("VIGIL_ALERT_RETENTION_HOURS", 168,
-                                      "Hours infrastructure alerts are kept (the alerts endpoint reads up to 168).")
-    api_latency_window: int = _env("VIGIL_API_LATENCY_WINDOW", 300,
-                                   "Seconds of API request timings behind the API Server figures and alerts.")
+    infra_check_interval: float = _env(
+        "VIGIL_INFRA_CHECK_INTERVAL",
+        30.0,
+        "Seconds between infrastructure checks that raise and resolve alerts (the service host runs them).",
+    )
+    alert_retention_hours: int = _env(
+        "VIGIL_ALERT_RETENTION_HOURS",
+        168,
+        "Hours infrastructure alerts are kept (the alerts endpoint reads up to 168).",
+    )
+    api_latency_window: int = _env(
+        "VIGIL_API_LATENCY_WINDOW", 300, "Seconds of API request timings behind the API Server figures and alerts."
+    )
 
     # --- notifications: the e-mail and webhook channels ------------------------------------------
     smtp_host: str = _env("VIGIL_SMTP_HOST", "", "SMTP server for the e-mail channel (empty: e-mail not configured).")
@@ -190,104 +234,177 @@ class Settings(BaseSettings):
     smtp_password: OptionalStr = _env("VIGIL_SMTP_PASSWORD", None, "SMTP password.", secret=True)
     smtp_starttls: Flag = _env("VIGIL_SMTP_STARTTLS", True, "Upgrade the SMTP connection with STARTTLS.")
     smtp_from: str = _env("VIGIL_SMTP_FROM", "vigil@localhost", "Sender address of notification e-mail.")
-    notify_timeout: float = _env("VIGIL_NOTIFY_TIMEOUT", 10.0,
-                                 "Seconds one SMTP conversation or webhook call may take before it counts as "
-                                 "a failure to retry.")
-    alert_email_recipients: str = _env("VIGIL_ALERT_EMAIL_RECIPIENTS", "",
-                                       "Comma-separated addresses that alert rules with the `email` channel "
-                                       "notify (empty: such alerts record the channel as unavailable).")
-    alert_webhook_url: str = _env("VIGIL_ALERT_WEBHOOK_URL", "",
-                                  "URL that alert rules with the `webhook` channel POST to (empty: such alerts "
-                                  "record the channel as unavailable).")
+    notify_timeout: float = _env(
+        "VIGIL_NOTIFY_TIMEOUT",
+        10.0,
+        "Seconds one SMTP conversation or webhook call may take before it counts as a failure to retry.",
+    )
+    alert_email_recipients: str = _env(
+        "VIGIL_ALERT_EMAIL_RECIPIENTS",
+        "",
+        "Comma-separated addresses that alert rules with the `email` channel "
+        "notify (empty: such alerts record the channel as unavailable). Seeds the global alert "
+        "destinations until they are stored (PUT /api/alerts/destinations).",
+    )
+    alert_webhook_url: str = _env(
+        "VIGIL_ALERT_WEBHOOK_URL",
+        "",
+        "URL that alert rules with the `webhook` channel POST to (empty: such alerts "
+        "record the channel as unavailable). Seeds the global alert destinations until they are "
+        "stored (PUT /api/alerts/destinations).",
+    )
 
     # --- pipeline: detectors, batches, analysers, breakers (issue 4) ---------------------------
-    detector_backend: str = _env("VIGIL_DETECTOR_BACKEND", "builtin",
-                                 "`builtin` (OpenCV HOG people + Haar faces on the CPU, no download) or `http` "
-                                 "(a model server answering `POST {VIGIL_DETECTOR_URL}/detect`).")
-    detector_url: str = _env("VIGIL_DETECTOR_URL", "",
-                             "Base URL of the HTTP detector (YOLO/RT-DETR style), e.g. `http://ai:8001`.")
-    detector_timeout: float = _env("VIGIL_DETECTOR_TIMEOUT", 10.0,
-                                   "Seconds one HTTP detection may take before it counts as a failure.")
-    analyser_backend: str = _env("VIGIL_ANALYSER_BACKEND", "builtin",
-                                 "`builtin` (rule-based risk scorer) or `llm` (an OpenAI-compatible "
-                                 "chat-completions server: llama.cpp, vLLM, Ollama).")
-    llm_url: str = _env("VIGIL_LLM_URL", "",
-                        "Base URL of the OpenAI-compatible API, up to `/v1` (e.g. `http://ai:8002/v1`).")
+    detector_backend: str = _env(
+        "VIGIL_DETECTOR_BACKEND",
+        "builtin",
+        "`builtin` (OpenCV HOG people + Haar faces on the CPU, no download) or `http` "
+        "(a model server answering `POST {VIGIL_DETECTOR_URL}/detect`).",
+    )
+    detector_url: str = _env(
+        "VIGIL_DETECTOR_URL", "", "Base URL of the HTTP detector (YOLO/RT-DETR style), e.g. `http://ai:8001`."
+    )
+    detector_timeout: float = _env(
+        "VIGIL_DETECTOR_TIMEOUT", 10.0, "Seconds one HTTP detection may take before it counts as a failure."
+    )
+    analyser_backend: str = _env(
+        "VIGIL_ANALYSER_BACKEND",
+        "builtin",
+        "`builtin` (rule-based risk scorer) or `llm` (an OpenAI-compatible "
+        "chat-completions server: llama.cpp, vLLM, Ollama).",
+    )
+    llm_url: str = _env(
+        "VIGIL_LLM_URL", "", "Base URL of the OpenAI-compatible API, up to `/v1` (e.g. `http://ai:8002/v1`)."
+    )
     llm_model: str = _env("VIGIL_LLM_MODEL", "nemotron", "Model name sent in each chat-completions request.")
-    llm_api_key: OptionalStr = _env("VIGIL_LLM_API_KEY", None, "Bearer key for the LLM server, if it wants one.",
-                                    secret=True)
-    llm_timeout: float = _env("VIGIL_LLM_TIMEOUT", 60.0,
-                              "Seconds one LLM analysis may take before it counts as a failure.")
+    llm_api_key: OptionalStr = _env(
+        "VIGIL_LLM_API_KEY", None, "Bearer key for the LLM server, if it wants one.", secret=True
+    )
+    llm_timeout: float = _env(
+        "VIGIL_LLM_TIMEOUT", 60.0, "Seconds one LLM analysis may take before it counts as a failure."
+    )
     llm_max_tokens: int = _env("VIGIL_LLM_MAX_TOKENS", 512, "`max_tokens` of each chat-completions request.")
-    analysis_fallback: Flag = _env("VIGIL_ANALYSIS_FALLBACK", True,
-                                   "When the LLM is unavailable (breaker open, or retries spent), score the "
-                                   "batch with the rule-based analyser instead of leaving it unscored.")
-    site_timezone: str = _env("VIGIL_SITE_TIMEZONE", "UTC",
-                              "IANA time zone of the cameras, for the time-of-day factor of risk scoring.")
-    breaker_failure_threshold: int = _env("VIGIL_BREAKER_FAILURE_THRESHOLD", 5,
-                                          "Consecutive failures of an AI service that open its breaker.")
-    breaker_recovery_seconds: float = _env("VIGIL_BREAKER_RECOVERY_SECONDS", 30.0,
-                                           "Seconds an open breaker waits before letting trial calls through.")
-    breaker_half_open_max_calls: int = _env("VIGIL_BREAKER_HALF_OPEN_MAX_CALLS", 3,
-                                            "Trial calls a half-open breaker lets through.")
-    breaker_success_threshold: int = _env("VIGIL_BREAKER_SUCCESS_THRESHOLD", 2,
-                                          "Successful trial calls that close a half-open breaker.")
-    batch_check_interval: float = _env("VIGIL_BATCH_CHECK_INTERVAL", 1.0,
-                                       "Seconds between the batch closer's checks for batches past their window "
-                                       "or idle timeout (it runs in the service host).")
+    analysis_fallback: Flag = _env(
+        "VIGIL_ANALYSIS_FALLBACK",
+        True,
+        "When the LLM is unavailable (breaker open, or retries spent), score the "
+        "batch with the rule-based analyser instead of leaving it unscored.",
+    )
+    site_timezone: str = _env(
+        "VIGIL_SITE_TIMEZONE", "UTC", "IANA time zone of the cameras, for the time-of-day factor of risk scoring."
+    )
+    breaker_failure_threshold: int = _env(
+        "VIGIL_BREAKER_FAILURE_THRESHOLD", 5, "Consecutive failures of an AI service that open its breaker."
+    )
+    breaker_recovery_seconds: float = _env(
+        "VIGIL_BREAKER_RECOVERY_SECONDS", 30.0, "Seconds an open breaker waits before letting trial calls through."
+    )
+    breaker_half_open_max_calls: int = _env(
+        "VIGIL_BREAKER_HALF_OPEN_MAX_CALLS", 3, "Trial calls a half-open breaker lets through."
+    )
+    breaker_success_threshold: int = _env(
+        "VIGIL_BREAKER_SUCCESS_THRESHOLD", 2, "Successful trial calls that close a half-open breaker."
+    )
+    batch_check_interval: float = _env(
+        "VIGIL_BATCH_CHECK_INTERVAL",
+        1.0,
+        "Seconds between the batch closer's checks for batches past their window "
+        "or idle timeout (it runs in the service host).",
+    )
     thumbnail_max_side: int = _env("VIGIL_THUMBNAIL_MAX_SIDE", 256, "Longest side of a detection thumbnail, px.")
-    latency_retention_hours: int = _env("VIGIL_LATENCY_RETENTION_HOURS", 24,
-                                        "Hours of pipeline stage samples kept in Redis for the latency endpoints.")
+    latency_retention_hours: int = _env(
+        "VIGIL_LATENCY_RETENTION_HOURS", 24, "Hours of pipeline stage samples kept in Redis for the latency endpoints."
+    )
 
     # --- worker operations: supervisor, GPU, performance, cleanup (issue 5) --------------------
-    supervisor_backoff: str = _env("VIGIL_SUPERVISOR_BACKOFF", "1,2,4,8,16",
-                                   "Seconds the supervisor waits before each automatic restart of a crashed "
-                                   "worker; their count is `max_restarts` (after that the worker is `failed` "
-                                   "until reset).")
-    supervisor_stable_seconds: float = _env("VIGIL_SUPERVISOR_STABLE_SECONDS", 300.0,
-                                            "A worker that ran this long since its last start has its restart "
-                                            "count cleared when it next crashes (a crash a week is not a loop).")
-    supervisor_command_timeout: float = _env("VIGIL_SUPERVISOR_COMMAND_TIMEOUT", 10.0,
-                                             "Seconds a supervisor/services request waits for the supervisor to "
-                                             "confirm a start/stop/restart before answering 202.")
+    supervisor_backoff: str = _env(
+        "VIGIL_SUPERVISOR_BACKOFF",
+        "1,2,4,8,16",
+        "Seconds the supervisor waits before each automatic restart of a crashed "
+        "worker; their count is `max_restarts` (after that the worker is `failed` "
+        "until reset).",
+    )
+    supervisor_stable_seconds: float = _env(
+        "VIGIL_SUPERVISOR_STABLE_SECONDS",
+        300.0,
+        "A worker that ran this long since its last start has its restart "
+        "count cleared when it next crashes (a crash a week is not a loop).",
+    )
+    supervisor_command_timeout: float = _env(
+        "VIGIL_SUPERVISOR_COMMAND_TIMEOUT",
+        10.0,
+        "Seconds a supervisor/services request waits for the supervisor to "
+        "confirm a start/stop/restart before answering 202.",
+    )
+    supervisord_url: str = _env(
+        "VIGIL_SUPERVISORD_URL",
+        "",
+        "supervisord's XML-RPC socket (`unix:///...`), set by `make run` (scripts/run): the "
+        "service host then starts, stops and restarts the processes through it. Empty (compose): "
+        "the container runtime owns processes and the supervisor acts on consumption only.",
+    )
     gpu_poll_interval: float = _env("VIGIL_GPU_POLL_INTERVAL", 5.0, "Seconds between GPU (NVML) samples.")
-    performance_interval: float = _env("VIGIL_PERFORMANCE_INTERVAL", 5.0,
-                                       "Seconds between stored performance snapshots (performance history).")
-    performance_retention_hours: int = _env("VIGIL_PERFORMANCE_RETENTION_HOURS", 24,
-                                            "Hours performance snapshots are kept.")
-    cleanup_batch_size: int = _env("VIGIL_CLEANUP_BATCH_SIZE", 1000,
-                                   "Rows deleted per transaction by retention cleanup, so tables stay usable.")
-    cleanup_batch_pause: float = _env("VIGIL_CLEANUP_BATCH_PAUSE", 0.0,
-                                      "Seconds cleanup sleeps between batches (throttle on a busy database).")
-    cleanup_wait_seconds: float = _env("VIGIL_CLEANUP_WAIT_SECONDS", 30.0,
-                                       "How long POST /api/system/cleanup waits for the job's counts before "
-                                       "answering 202 with the job id.")
-    orphan_min_age_seconds: int = _env("VIGIL_ORPHAN_MIN_AGE_SECONDS", 3600,
-                                       "Orphaned-file cleanup ignores files younger than this (a worker may "
-                                       "not have committed the row that references it yet).")
+    performance_interval: float = _env(
+        "VIGIL_PERFORMANCE_INTERVAL", 5.0, "Seconds between stored performance snapshots (performance history)."
+    )
+    performance_retention_hours: int = _env(
+        "VIGIL_PERFORMANCE_RETENTION_HOURS", 24, "Hours performance snapshots are kept."
+    )
+    cleanup_batch_size: int = _env(
+        "VIGIL_CLEANUP_BATCH_SIZE", 1000, "Rows deleted per transaction by retention cleanup, so tables stay usable."
+    )
+    cleanup_batch_pause: float = _env(
+        "VIGIL_CLEANUP_BATCH_PAUSE", 0.0, "Seconds cleanup sleeps between batches (throttle on a busy database)."
+    )
+    cleanup_wait_seconds: float = _env(
+        "VIGIL_CLEANUP_WAIT_SECONDS",
+        30.0,
+        "How long POST /api/system/cleanup waits for the job's counts before answering 202 with the job id.",
+    )
+    orphan_min_age_seconds: int = _env(
+        "VIGIL_ORPHAN_MIN_AGE_SECONDS",
+        3600,
+        "Orphaned-file cleanup ignores files younger than this (a worker may "
+        "not have committed the row that references it yet).",
+    )
 
     # --- observability: logs, exports, metrics, monitoring (issue 6) ---------------------------
-    log_db: Flag = _env("VIGIL_LOG_DB", True,
-                        "Write structured log records of the API, workers and service host to the `logs` table "
-                        "(buffered, written by a background thread).")
-    log_db_level: str = _env("VIGIL_LOG_DB_LEVEL", "INFO",
-                             "Lowest level written to the `logs` table; the console keeps VIGIL_LOG_LEVEL.")
-    log_buffer_size: int = _env("VIGIL_LOG_BUFFER_SIZE", 10000,
-                                "Log records a process holds while the database is slow or down. While it is "
-                                "full, new records are dropped and counted (`vigil_log_records_dropped_total`).")
-    log_flush_interval: float = _env("VIGIL_LOG_FLUSH_INTERVAL", 1.0,
-                                     "Seconds between batched writes of buffered log records.")
-    log_search_timeout: float = _env("VIGIL_LOG_SEARCH_TIMEOUT", 5.0,
-                                     "Seconds a log search may run in the database before it is cancelled (400).")
-    export_retention_hours: int = _env("VIGIL_EXPORT_RETENTION_HOURS", 24,
-                                       "Hours a finished log export file is kept under VIGIL_EXPORT_DIR.")
-    metrics_dir: AbsPath = _env("VIGIL_METRICS_DIR", "{var_dir}/metrics",
-                                "prometheus-client multiprocess directory shared by the API and worker processes "
-                                "(one sub-folder per host, so containers sharing the volume never collide).")
-    prometheus_url: str = _env("VIGIL_PROMETHEUS_URL", "http://localhost:9090",
-                               "Prometheus server whose HTTP API /api/system/monitoring/* reads (empty: none).")
+    log_db: Flag = _env(
+        "VIGIL_LOG_DB",
+        True,
+        "Write structured log records of the API, workers and service host to the `logs` table "
+        "(buffered, written by a background thread).",
+    )
+    log_db_level: str = _env(
+        "VIGIL_LOG_DB_LEVEL", "INFO", "Lowest level written to the `logs` table; the console keeps VIGIL_LOG_LEVEL."
+    )
+    log_buffer_size: int = _env(
+        "VIGIL_LOG_BUFFER_SIZE",
+        10000,
+        "Log records a process holds while the database is slow or down. While it is "
+        "full, new records are dropped and counted (`vigil_log_records_dropped_total`).",
+    )
+    log_flush_interval: float = _env(
+        "VIGIL_LOG_FLUSH_INTERVAL", 1.0, "Seconds between batched writes of buffered log records."
+    )
+    log_search_timeout: float = _env(
+        "VIGIL_LOG_SEARCH_TIMEOUT", 5.0, "Seconds a log search may run in the database before it is cancelled (400)."
+    )
+    export_retention_hours: int = _env(
+        "VIGIL_EXPORT_RETENTION_HOURS", 24, "Hours a finished log export file is kept under VIGIL_EXPORT_DIR."
+    )
+    metrics_dir: AbsPath = _env(
+        "VIGIL_METRICS_DIR",
+        "{var_dir}/metrics",
+        "prometheus-client multiprocess directory shared by the API and worker processes "
+        "(one sub-folder per host, so containers sharing the volume never collide).",
+    )
+    prometheus_url: str = _env(
+        "VIGIL_PROMETHEUS_URL",
+        "http://localhost:9090",
+        "Prometheus server whose HTTP API /api/system/monitoring/* reads (empty: none).",
+    )
     prometheus_timeout: float = _env("VIGIL_PROMETHEUS_TIMEOUT", 2.0, "Seconds per call to the Prometheus HTTP API.")
-
 
     # --- logging / database --------------------------------------------------------------------
     log_level: str = _env("VIGIL_LOG_LEVEL", "INFO", "Python log level for API and workers.")
@@ -304,17 +421,20 @@ class Settings(BaseSettings):
             raise SettingsError(_explain(exc)) from None
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource,
-                                   dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource,
-                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Keyword overrides, then the environment (with templates); no `.env` or secrets directory."""
         environ = _ENVIRON.get()
         return init_settings, _EnvironSource(settings_cls, os.environ if environ is None else environ)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from an environment mapping; keyword overrides win (tests use them)."""
         unknown = sorted(set(overrides) - set(cls.model_fields))
         if unknown:
@@ -372,8 +492,8 @@ class _EnvironSource(EnvSettingsSource):
         return dict(self._environ)  # names as given: model_config is case-sensitive, empty values count
 
     def __call__(self) -> dict[str, Any]:
-        found = super().__call__()        # {VARIABLE: text} for the variables that are set
-        overrides = self.current_state    # the keyword overrides, keyed by VARIABLE: taken as given
+        found = super().__call__()  # {VARIABLE: text} for the variables that are set
+        overrides = self.current_state  # the keyword overrides, keyed by VARIABLE: taken as given
         earlier = _Earlier(self.settings_cls)
         data: dict[str, Any] = {}
         for name, field in self.settings_cls.model_fields.items():
@@ -418,14 +538,17 @@ class _Earlier(dict):
         except SettingsError:  # a setting the template names is itself bad: that is the error to report
             raise
         except KeyError as exc:
-            raise SettingsError(f"{env}={shown}: {{{exc.args[0]}}} names no setting declared before it "
-                                "(write {{ and }} for literal braces)") from exc
+            raise SettingsError(
+                f"{env}={shown}: {{{exc.args[0]}}} names no setting declared before it "
+                "(write {{ and }} for literal braces)"
+            ) from exc
         except (ValueError, IndexError, AttributeError) as exc:
-            raise SettingsError(f"{env}={shown}: not a valid template ({exc}; write {{{{ and }}}} for "
-                                "literal braces)") from exc
+            raise SettingsError(
+                f"{env}={shown}: not a valid template ({exc}; write {{{{ and }}}} for literal braces)"
+            ) from exc
 
 
-@lru_cache(maxsize=None)
+@cache
 def _adapter(settings_cls: type[BaseSettings], name: str) -> TypeAdapter:
     """One field's type with its validators, to parse a value a template refers to."""
     field = settings_cls.model_fields[name]
@@ -467,9 +590,12 @@ class SettingField:
 
 def settings_fields() -> list[SettingField]:
     """The documented settings, in declaration order."""
-    return [SettingField(name, f.validation_alias, f.default, f.description,
-                         bool((f.json_schema_extra or {}).get("secret")))
-            for name, f in Settings.model_fields.items()]
+    return [
+        SettingField(
+            name, f.validation_alias, f.default, f.description, bool((f.json_schema_extra or {}).get("secret"))
+        )
+        for name, f in Settings.model_fields.items()
+    ]
 
 
 def settings_table() -> str:

@@ -1,4 +1,5 @@
 """Latency statistics shared by the pipeline, infrastructure and benchmark figures."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -18,7 +19,12 @@ def summarize(values: list[float]) -> dict[str, Any] | None:
     if not values:
         return None
     ordered = sorted(values)
-    return {"avg_ms": round(sum(ordered) / len(ordered), 3), "min_ms": round(ordered[0], 3),
-            "max_ms": round(ordered[-1], 3), "p50_ms": round(percentile(ordered, 50), 3),
-            "p95_ms": round(percentile(ordered, 95), 3), "p99_ms": round(percentile(ordered, 99), 3),
-            "sample_count": len(ordered)}
+    return {
+        "avg_ms": round(sum(ordered) / len(ordered), 3),
+        "min_ms": round(ordered[0], 3),
+        "max_ms": round(ordered[-1], 3),
+        "p50_ms": round(percentile(ordered, 50), 3),
+        "p95_ms": round(percentile(ordered, 95), 3),
+        "p99_ms": round(percentile(ordered, 99), 3),
+        "sample_count": len(ordered),
+    }

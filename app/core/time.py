@@ -1,9 +1,10 @@
 """The one way Vigil writes a time on the wire: ISO 8601 in UTC with a `Z` suffix
 (`2026-12-01T20:15:00.123456Z`), which every API family's documents use and JavaScript's
 `Date.parse` reads. Stored datetimes without a zone (SQLite returns them naive) are UTC."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def iso_utc(value: datetime | float | str | None) -> str | None:
@@ -12,12 +13,12 @@ def iso_utc(value: datetime | float | str | None) -> str | None:
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
-        dt = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+        dt = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     else:
-        dt = datetime.fromtimestamp(float(value), tz=timezone.utc)
-    return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        dt = datetime.fromtimestamp(float(value), tz=UTC)
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def iso_now() -> str:
     """Now, as ISO 8601 UTC."""
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")

@@ -1,9 +1,10 @@
 """The job registry's durable half: finished jobs archived from Redis into the `jobs` table, and
 read back in the registry's shape once they have left the Redis index (so a job id answers long
 after its Redis record is trimmed)."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -22,15 +23,29 @@ def _parse_iso(value: str | None) -> datetime | None:
 
 def upsert_jobs(session: Session, jobs: list[dict[str, Any]]) -> None:
     """Insert or update job rows, on PostgreSQL and SQLite alike."""
-    now = datetime.now(timezone.utc)
-    rows = [{
-        "id": j["id"], "task_name": j["task"] or "", "queue": j["queue"] or "", "state": j["state"] or "",
-        "args": j["args"], "kwargs": j["kwargs"], "attempts": j["attempts"], "error_message": j["error"],
-        "traceback": j["traceback"], "result": j["result"], "worker": j["worker"],
-        "idempotency_key": j["idempotency_key"], "request_id": j["request_id"],
-        "created_at": _parse_iso(j["created_at"]) or now, "started_at": _parse_iso(j["started_at"]),
-        "finished_at": _parse_iso(j["finished_at"]), "updated_at": _parse_iso(j["updated_at"]) or now,
-    } for j in jobs]
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "id": j["id"],
+            "task_name": j["task"] or "",
+            "queue": j["queue"] or "",
+            "state": j["state"] or "",
+            "args": j["args"],
+            "kwargs": j["kwargs"],
+            "attempts": j["attempts"],
+            "error_message": j["error"],
+            "traceback": j["traceback"],
+            "result": j["result"],
+            "worker": j["worker"],
+            "idempotency_key": j["idempotency_key"],
+            "request_id": j["request_id"],
+            "created_at": _parse_iso(j["created_at"]) or now,
+            "started_at": _parse_iso(j["started_at"]),
+            "finished_at": _parse_iso(j["finished_at"]),
+            "updated_at": _parse_iso(j["updated_at"]) or now,
+        }
+        for j in jobs
+    ]
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(Job).values(rows)
@@ -44,10 +59,23 @@ def job_from_sql(session: Session, job_id: str) -> dict[str, Any] | None:
     if row is None:
         return None
     return {
-        "id": row.id, "task": row.task_name, "queue": row.queue, "state": row.state, "args": row.args,
-        "kwargs": row.kwargs, "attempts": row.attempts, "worker": row.worker, "error": row.error_message,
-        "traceback": row.traceback, "result": row.result, "progress": None, "eta": None,
-        "request_id": row.request_id, "idempotency_key": row.idempotency_key,
-        "created_at": iso_utc(row.created_at), "started_at": iso_utc(row.started_at),
-        "finished_at": iso_utc(row.finished_at), "updated_at": iso_utc(row.updated_at),
+        "id": row.id,
+        "task": row.task_name,
+        "queue": row.queue,
+        "state": row.state,
+        "args": row.args,
+        "kwargs": row.kwargs,
+        "attempts": row.attempts,
+        "worker": row.worker,
+        "error": row.error_message,
+        "traceback": row.traceback,
+        "result": row.result,
+        "progress": None,
+        "eta": None,
+        "request_id": row.request_id,
+        "idempotency_key": row.idempotency_key,
+        "created_at": iso_utc(row.created_at),
+        "started_at": iso_utc(row.started_at),
+        "finished_at": iso_utc(row.finished_at),
+        "updated_at": iso_utc(row.updated_at),
     }

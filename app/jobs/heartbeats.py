@@ -4,6 +4,7 @@ Every Celery worker, beat and the service host write `vigil:hb:{node}` (JSON, wi
 bump `vigil:hb` (sorted set node -> last beat) every `heartbeat_interval` seconds. A node is alive
 while its last beat is younger than `heartbeat_ttl`. Reading all of them is two Redis calls.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,8 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import redis
 
@@ -82,10 +84,16 @@ def by_group(beats: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 class HeartbeatThread:
     """Publishes a heartbeat from a thread, for processes without a Celery event loop."""
 
-    def __init__(self, client: redis.Redis, node: str, interval: float, ttl: float,
-                 payload: Callable[[], dict[str, Any]] | None = None):
+    def __init__(
+        self,
+        client: redis.Redis,
+        node: str,
+        interval: float,
+        ttl: float,
+        payload: Callable[[], dict[str, Any]] | None = None,
+    ):
         self.client, self.node, self.interval, self.ttl = client, node, interval, ttl
-        self.payload = payload or (lambda: {})
+        self.payload = payload or (dict)
         self.started_at = time.time()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -98,7 +106,7 @@ class HeartbeatThread:
         except Exception:  # Redis away: the missing heartbeat is itself the signal
             log.debug("heartbeat for %s failed", self.node, exc_info=True)
 
-    def start(self) -> "HeartbeatThread":
+    def start(self) -> HeartbeatThread:
         self.beat()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{self.node}", daemon=True)
         self._thread.start()

@@ -1,10 +1,12 @@
 """The jobs side of `/api/metrics`: queue depths, broker unacked messages, registry counts per
 queue and state, and live processes per group, read from Redis at scrape time (a few pipelined
 calls), so they are exact whenever Prometheus looks and nobody has to record them."""
+
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 
@@ -51,22 +53,25 @@ class LiveCollector:
         yield up
         depth = GaugeMetricFamily("vigil_queue_depth", "Messages waiting in the broker, by queue", labels=["queue"])
         for i, queue in enumerate(QUEUE_NAMES):
-            depth.add_metric([queue], sum(lengths[i * per_queue:(i + 1) * per_queue]))
+            depth.add_metric([queue], sum(lengths[i * per_queue : (i + 1) * per_queue]))
         yield depth
-        unacked = GaugeMetricFamily("vigil_broker_unacked_messages",
-                                    "Messages delivered to a worker and not yet acknowledged")
+        unacked = GaugeMetricFamily(
+            "vigil_broker_unacked_messages", "Messages delivered to a worker and not yet acknowledged"
+        )
         unacked.add_metric([], lengths[-1])
         yield unacked
-        jobs = GaugeMetricFamily("vigil_registry_jobs", "Jobs in the registry's live index, by queue and state",
-                                 labels=["queue", "state"])
+        jobs = GaugeMetricFamily(
+            "vigil_registry_jobs", "Jobs in the registry's live index, by queue and state", labels=["queue", "state"]
+        )
         i = 0
         for queue in QUEUE_NAMES:
             for state in STATES:
                 jobs.add_metric([queue, state], counts[i])
                 i += 1
         yield jobs
-        alive = GaugeMetricFamily("vigil_processes_alive", "Processes with a fresh heartbeat, by group",
-                                  labels=["group"])
+        alive = GaugeMetricFamily(
+            "vigil_processes_alive", "Processes with a fresh heartbeat, by group", labels=["group"]
+        )
         for group, members in sorted(heartbeats.by_group(beats).items()):
             alive.add_metric([group], len(members))
         yield alive

@@ -8,6 +8,7 @@ scheduled with an ETA). A message that has been unacknowledged for longer than a
 stale, and that no live worker claims, belongs to a dead worker: it goes back to the front of its
 queue through kombu's own restore path, at once.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,10 +17,10 @@ from typing import Any
 
 import redis
 
+from app.celery.broker import Broker
 from app.celery.queues import QUEUE_NAMES
 from app.core.redis_client import KEY_PREFIX
 from app.jobs import heartbeats
-from app.celery.broker import Broker
 from app.jobs.registry import JobRegistry
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,7 @@ log = logging.getLogger(__name__)
 LOCK_KEY = KEY_PREFIX + "lock:orphans"
 
 
-def restore_orphans(channel: Any, broker: Broker, client: redis.Redis, registry: JobRegistry,
-                    ttl: float) -> list[str]:
+def restore_orphans(channel: Any, broker: Broker, client: redis.Redis, registry: JobRegistry, ttl: float) -> list[str]:
     """Restore unacknowledged Vigil messages no live worker holds; returns their job ids.
 
     `channel` is a kombu Redis channel (its `qos.restore_by_tag` re-queues a message atomically);

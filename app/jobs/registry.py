@@ -18,8 +18,10 @@ Storage (see docs/architecture.md, "Job registry"):
   Redis runs with AOF, so the registry is exactly as durable as the broker messages it describes.
 * SQL (`jobs` table) is the history: finished jobs are queued on `vigil:jobs:archive` by the same
   Lua call and flushed in batches by the service host's registry archiver
-  (`workers/host/services/registry_archiver.py`), never on a task's hot path. Finished jobs leave the Redis index after their retention; `get` falls back to SQL.
+  (`workers/host/services/registry_archiver.py`), never on a task's hot path. Finished jobs leave
+  the Redis index after their retention; `get` falls back to SQL.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,15 +29,16 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import redis
 from sqlalchemy import delete
 
+from app.core.redis_client import KEY_PREFIX, get_redis
 from app.core.time import iso_utc
 from app.jobs.archive import upsert_jobs
-from app.core.redis_client import KEY_PREFIX, get_redis
 from app.models import Job
 
 log = logging.getLogger(__name__)
@@ -46,7 +49,7 @@ MAX_RESULT_BYTES = 64 * 1024
 MAX_TRACEBACK_BYTES = 64 * 1024
 
 JOB_KEY = KEY_PREFIX + "job:"
-INDEX_KEY = KEY_PREFIX + "jobs:"          # + "{queue}:{state}"
+INDEX_KEY = KEY_PREFIX + "jobs:"  # + "{queue}:{state}"
 ARCHIVE_KEY = KEY_PREFIX + "jobs:archive"
 ARCHIVE_LOCK = KEY_PREFIX + "lock:archive"
 
@@ -134,8 +137,6 @@ def _now() -> float:
     return time.time()
 
 
-
-
 def _dump(value: Any, limit: int) -> str:
     text = json.dumps(value, default=repr, separators=(",", ":"))
     if len(text) > limit:
@@ -172,8 +173,13 @@ class JobRegistry:
         return result if pipe is None else None
 
     @staticmethod
-    def start_fields(worker: str | None, task: str | None = None, queue: str | None = None,
-                     args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    def start_fields(
+        worker: str | None,
+        task: str | None = None,
+        queue: str | None = None,
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         # Dated here: the write may wait for the outcome (app/jobs/signals.py holds quick starts back).
         fields: dict[str, Any] = {"worker": worker, "task": task, "queue": queue or None, "at": repr(_now())}
         if args is not None:
@@ -191,27 +197,70 @@ class JobRegistry:
         return {"error": _clip(error, 4096), "traceback": _clip(traceback, MAX_TRACEBACK_BYTES), "at": repr(_now())}
 
     @staticmethod
-    def publish_fields(*, task: str, queue: str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
-                       eta: str | None = None, request_id: str | None = None, idempotency_key: str | None = None,
-                       reset_attempts: bool = False) -> dict[str, Any]:
-        fields: dict[str, Any] = {"task": task, "queue": queue, "args": _dump(list(args), MAX_RESULT_BYTES),
-                                  "kwargs": _dump(kwargs or {}, MAX_RESULT_BYTES), "eta": eta,
-                                  "request_id": request_id, "idempotency_key": idempotency_key}
+    def publish_fields(
+        *,
+        task: str,
+        queue: str,
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        eta: str | None = None,
+        request_id: str | None = None,
+        idempotency_key: str | None = None,
+        reset_attempts: bool = False,
+    ) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "task": task,
+            "queue": queue,
+            "args": _dump(list(args), MAX_RESULT_BYTES),
+            "kwargs": _dump(kwargs or {}, MAX_RESULT_BYTES),
+            "eta": eta,
+            "request_id": request_id,
+            "idempotency_key": idempotency_key,
+        }
         if reset_attempts:
             fields["reset_attempts"] = 1
         return fields
 
-    def record_published(self, job_id: str, *, task: str, queue: str, args: Iterable[Any] = (),
-                         kwargs: dict[str, Any] | None = None, eta: str | None = None,
-                         request_id: str | None = None, idempotency_key: str | None = None,
-                         reset_attempts: bool = False, pipe=None) -> None:
-        self._apply(job_id, "publish", self.publish_fields(
-            task=task, queue=queue, args=args, kwargs=kwargs, eta=eta, request_id=request_id,
-            idempotency_key=idempotency_key, reset_attempts=reset_attempts), pipe=pipe)
+    def record_published(
+        self,
+        job_id: str,
+        *,
+        task: str,
+        queue: str,
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        eta: str | None = None,
+        request_id: str | None = None,
+        idempotency_key: str | None = None,
+        reset_attempts: bool = False,
+        pipe=None,
+    ) -> None:
+        self._apply(
+            job_id,
+            "publish",
+            self.publish_fields(
+                task=task,
+                queue=queue,
+                args=args,
+                kwargs=kwargs,
+                eta=eta,
+                request_id=request_id,
+                idempotency_key=idempotency_key,
+                reset_attempts=reset_attempts,
+            ),
+            pipe=pipe,
+        )
 
-    def record_started(self, job_id: str, *, worker: str | None, task: str | None = None,
-                       queue: str | None = None, args: Iterable[Any] | None = None,
-                       kwargs: dict[str, Any] | None = None) -> None:
+    def record_started(
+        self,
+        job_id: str,
+        *,
+        worker: str | None,
+        task: str | None = None,
+        queue: str | None = None,
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+    ) -> None:
         self._apply(job_id, "start", self.start_fields(worker, task, queue, args, kwargs))
 
     def record_succeeded(self, job_id: str, result: Any) -> None:
@@ -257,8 +306,9 @@ class JobRegistry:
     def count_since(self, queue: str, state: str, since: float) -> int:
         return int(self.r.zcount(f"{INDEX_KEY}{queue}:{state}", since, "+inf"))
 
-    def list(self, queue: str, state: str, *, offset: int = 0, limit: int = 50,
-             newest_first: bool = True) -> tuple[int, list[dict[str, Any]]]:
+    def list(
+        self, queue: str, state: str, *, offset: int = 0, limit: int = 50, newest_first: bool = True
+    ) -> tuple[int, list[dict[str, Any]]]:
         """One page of a (queue, state) index with its exact total."""
         key = f"{INDEX_KEY}{queue}:{state}"
         with self.r.pipeline(transaction=False) as pipe:

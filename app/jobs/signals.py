@@ -4,6 +4,7 @@ They run in whichever process the signal fires in: `before_task_publish` in the 
 or beat that sends a task), the rest in the worker. A registry write that fails is logged and
 swallowed: bookkeeping must never turn a good job into a failed one.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,8 +39,8 @@ class _Recorder:
 
     def _reset(self) -> None:
         self._pid = os.getpid()
-        self._lock = threading.Lock()   # guards _pending
-        self._send = threading.Lock()   # orders writes
+        self._lock = threading.Lock()  # guards _pending
+        self._send = threading.Lock()  # orders writes
         self._pending: dict[str, tuple[float, dict[str, Any]]] = {}
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -90,15 +91,22 @@ def _safe(fn):
             fn(*args, **kwargs)
         except Exception:
             log.warning("job registry update failed in %s", fn.__name__, exc_info=True)
+
     wrapper.__name__ = fn.__name__
     return wrapper
 
 
 @signals.before_task_publish.connect(weak=False)
 @_safe
-def on_publish(sender: str | None = None, body: Any = None, exchange: str | None = None,
-               routing_key: str | None = None, headers: dict | None = None, declare: Any = None,
-               **_: Any) -> None:
+def on_publish(
+    sender: str | None = None,
+    body: Any = None,
+    exchange: str | None = None,
+    routing_key: str | None = None,
+    headers: dict | None = None,
+    declare: Any = None,
+    **_: Any,
+) -> None:
     headers = headers if headers is not None else {}
     job_id = headers.get("id")
     if not job_id:
@@ -111,24 +119,30 @@ def on_publish(sender: str | None = None, body: Any = None, exchange: str | None
     if isinstance(body, (list, tuple)) and len(body) >= 2:
         args, kwargs = body[0], body[1]
     fields = JobRegistry.publish_fields(
-        task=headers.get("task") or sender or "", queue=queue or "", args=args, kwargs=kwargs,
-        eta=headers.get("eta"), request_id=request_id, idempotency_key=headers.get("vigil_idempotency_key"),
-        reset_attempts=bool(headers.get("vigil_reset_attempts")))
+        task=headers.get("task") or sender or "",
+        queue=queue or "",
+        args=args,
+        kwargs=kwargs,
+        eta=headers.get("eta"),
+        request_id=request_id,
+        idempotency_key=headers.get("vigil_idempotency_key"),
+        reset_attempts=bool(headers.get("vigil_reset_attempts")),
+    )
     # Through the recorder: a task re-publishing itself (retry) must have its start written first.
     _recorder.write(job_id, "publish", fields)
 
 
 @signals.task_prerun.connect(weak=False)
 @_safe
-def on_prerun(task_id: str | None = None, task: Any = None, args: Any = None, kwargs: Any = None,
-              **_: Any) -> None:
+def on_prerun(task_id: str | None = None, task: Any = None, args: Any = None, kwargs: Any = None, **_: Any) -> None:
     request = task.request
     job_id_var.set(task_id)
     request_id = getattr(request, REQUEST_ID_HEADER, None) or (request.headers or {}).get(REQUEST_ID_HEADER)
     request_id_var.set(request_id)
     delivery = request.delivery_info or {}
-    _recorder.started(task_id, JobRegistry.start_fields(request.hostname, task.name, delivery.get("routing_key"),
-                                                        args, kwargs))
+    _recorder.started(
+        task_id, JobRegistry.start_fields(request.hostname, task.name, delivery.get("routing_key"), args, kwargs)
+    )
 
 
 @signals.task_success.connect(weak=False)
@@ -139,8 +153,9 @@ def on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
 
 @signals.task_failure.connect(weak=False)
 @_safe
-def on_failure(sender: Any = None, task_id: str | None = None, exception: BaseException | None = None,
-               einfo: Any = None, **_: Any) -> None:
+def on_failure(
+    sender: Any = None, task_id: str | None = None, exception: BaseException | None = None, einfo: Any = None, **_: Any
+) -> None:
     message = f"{type(exception).__name__}: {exception}" if exception is not None else "failed"
     _recorder.write(task_id, "failure", JobRegistry.failure_fields(message, str(einfo) if einfo is not None else None))
 
@@ -153,8 +168,14 @@ def on_retry(sender: Any = None, request: Any = None, reason: Any = None, **_: A
 
 @signals.task_revoked.connect(weak=False)
 @_safe
-def on_revoked(sender: Any = None, request: Any = None, terminated: bool = False, signum: Any = None,
-               expired: bool = False, **_: Any) -> None:
+def on_revoked(
+    sender: Any = None,
+    request: Any = None,
+    terminated: bool = False,
+    signum: Any = None,
+    expired: bool = False,
+    **_: Any,
+) -> None:
     reason = "expired" if expired else (f"terminated (signal {signum})" if terminated else "revoked")
     get_registry().record_revoked(request.id, reason)
 

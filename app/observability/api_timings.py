@@ -1,10 +1,14 @@
 """Request timings behind the infrastructure figures (API Server latency percentiles, error rate).
 
-Each request appends (time, duration, status) to an in-process buffer: nothing on the request path
+Each request appends (time, duration, status, probe) to an in-process buffer: nothing on the request path
 touches the network. A daemon thread per process flushes the buffer to one Redis sorted set every
 second, so the figures cover every gunicorn process (and every API host), and a window of
 `VIGIL_API_LATENCY_WINDOW` seconds is kept. If Redis is away the buffer is dropped, not grown.
+
+Probe answers (health, readiness, metrics) are marked: a readiness probe answers 503 by design
+while workers start, and that is the probe's verdict, not an API failure.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,16 +29,16 @@ MAX_BUFFER = 10_000
 class Sampler:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.buffer: deque[tuple[float, float, int]] = deque(maxlen=MAX_BUFFER)
+        self.buffer: deque[tuple[float, float, int, bool]] = deque(maxlen=MAX_BUFFER)
         self._pid: int | None = None
         self._thread: threading.Thread | None = None
 
-    def add(self, duration_ms: float, status: int) -> None:
+    def add(self, duration_ms: float, status: int, probe: bool = False) -> None:
         if self._pid != os.getpid():  # first request in this (forked) process
             self._pid = os.getpid()
             self._thread = threading.Thread(target=self._run, name="vigil-api-timings", daemon=True)
             self._thread.start()
-        self.buffer.append((time.time(), duration_ms, status))
+        self.buffer.append((time.time(), duration_ms, status, probe))
 
     def flush(self) -> None:
         items = []
@@ -43,7 +47,9 @@ class Sampler:
         if not items:
             return
         pid = os.getpid()
-        members = {f"{ts:.6f}:{ms:.3f}:{status}:{pid}:{i}": ts for i, (ts, ms, status) in enumerate(items)}
+        members = {
+            f"{ts:.6f}:{ms:.3f}:{status}:{pid}:{i}:{int(probe)}": ts for i, (ts, ms, status, probe) in enumerate(items)
+        }
         try:
             client = get_redis(self.settings)
             with client.pipeline(transaction=False) as pipe:
@@ -59,12 +65,13 @@ class Sampler:
             self.flush()
 
 
-def timings(settings: Settings, window: float | None = None) -> list[tuple[float, int]]:
-    """(duration ms, status) of requests in the last `window` seconds, every API process."""
+def timings(settings: Settings, window: float | None = None) -> list[tuple[float, int, bool]]:
+    """(duration ms, status, whether a probe answered) of requests in the last `window` seconds,
+    every API process."""
     window = window or settings.api_latency_window
     raw = get_redis(settings).zrangebyscore(SAMPLES_KEY, time.time() - window, "+inf")
     out = []
     for member in raw:
-        _ts, ms, status, *_ = member.split(":")
-        out.append((float(ms), int(status)))
+        _ts, ms, status, *rest = member.split(":")
+        out.append((float(ms), int(status), rest[2:3] == ["1"]))
     return out

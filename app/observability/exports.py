@@ -6,6 +6,7 @@ PostgreSQL, SQLite's incremental cursor) and go straight into the file, so a mil
 sit in memory. The file is written as `<id>.<ext>.part` and renamed when complete, so a download
 never sees half a file, and a job re-run after a worker died (acks are late) simply starts over.
 """
+
 from __future__ import annotations
 
 import csv
@@ -13,22 +14,23 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from sqlalchemy import select
 
-from app.core.time import iso_utc
+from app.celery.app import celery
+from app.core.context import request_id_var
 from app.core.db import get_engine, session_scope
+from app.core.errors import Conflict, NotFound, ServiceError, Unavailable
+from app.core.settings import Settings
+from app.core.time import iso_utc
 from app.models.export import LogExport
 from app.models.log import Log
-from app.core.errors import Conflict, NotFound, ServiceError, Unavailable
 from app.observability.logs import LogFilter, as_platform, conditions, database_errors, prepare_connection
-from app.core.settings import Settings
-from app.core.context import request_id_var
-from app.celery.app import celery
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +47,28 @@ class Gone(ServiceError):
 @dataclass(frozen=True)
 class Format:
     extension: str
-    content_type: str
+    content_type: str  # the bare media type: the download adds `; charset=utf-8` to text types, once
 
 
 FORMATS: dict[str, Format] = {
-    "csv": Format("csv", "text/csv; charset=utf-8"),
+    "csv": Format("csv", "text/csv"),
     "json": Format("json", "application/json"),
-    "txt": Format("txt", "text/plain; charset=utf-8"),
+    "txt": Format("txt", "text/plain"),
 }
-CSV_COLUMNS = ("id", "timestamp", "level", "service", "message", "request_id", "job_id", "camera_id", "user_id",
-               "duration_ms", "source", "metadata")
+CSV_COLUMNS = (
+    "id",
+    "timestamp",
+    "level",
+    "service",
+    "message",
+    "request_id",
+    "job_id",
+    "camera_id",
+    "user_id",
+    "duration_ms",
+    "source",
+    "metadata",
+)
 
 
 # --- API side ------------------------------------------------------------------------------------------
@@ -65,8 +79,17 @@ def create(settings: Settings, f: LogFilter, fmt: str) -> LogExport:
     export_id = f"export_logs_{uuid.uuid4().hex[:20]}"
     job_id = str(uuid.uuid4())
     with database_errors(), session_scope(settings) as session:
-        session.add(LogExport(id=export_id, status="processing", format=fmt, filters=f.to_json(), job_id=job_id,
-                              request_id=request_id_var.get(), row_count=0))
+        session.add(
+            LogExport(
+                id=export_id,
+                status="processing",
+                format=fmt,
+                filters=f.to_json(),
+                job_id=job_id,
+                request_id=request_id_var.get(),
+                row_count=0,
+            )
+        )
     try:
         celery.send_task(EXPORT_TASK, kwargs={"export_id": export_id}, task_id=job_id)
     except Exception as exc:
@@ -94,13 +117,25 @@ def download_url(settings: Settings, export: LogExport) -> str | None:
 
 
 def describe(settings: Settings, export: LogExport) -> dict[str, Any]:
-    expires = (export.finished_at + timedelta(hours=settings.export_retention_hours)
-               if export.finished_at and export.status == "completed" else None)
-    return {"export_id": export.id, "status": export.status, "download_url": download_url(settings, export),
-            "format": export.format, "row_count": export.row_count, "size_bytes": export.size_bytes,
-            "filters": {k: v for k, v in (export.filters or {}).items() if v not in (None, False)},
-            "error": export.error, "created_at": iso_utc(export.created_at), "started_at": iso_utc(export.started_at),
-            "finished_at": iso_utc(export.finished_at), "expires_at": iso_utc(expires)}
+    expires = (
+        export.finished_at + timedelta(hours=settings.export_retention_hours)
+        if export.finished_at and export.status == "completed"
+        else None
+    )
+    return {
+        "export_id": export.id,
+        "status": export.status,
+        "download_url": download_url(settings, export),
+        "format": export.format,
+        "row_count": export.row_count,
+        "size_bytes": export.size_bytes,
+        "filters": {k: v for k, v in (export.filters or {}).items() if v not in (None, False)},
+        "error": export.error,
+        "created_at": iso_utc(export.created_at),
+        "started_at": iso_utc(export.started_at),
+        "finished_at": iso_utc(export.finished_at),
+        "expires_at": iso_utc(expires),
+    }
 
 
 def file_for_download(settings: Settings, export_id: str) -> tuple[Path, LogExport]:
@@ -136,10 +171,22 @@ class _CsvWriter(_Writer):
     def row(self, row: Any) -> None:
         data = as_platform(row)
         meta = data.pop("metadata")
-        self.csv.writerow([data["id"], data["timestamp"], data["level"], data["service"], data["message"],
-                           data["request_id"] or "", row.job_id or "", row.camera_id or "", data["user_id"] or "",
-                           "" if row.duration_ms is None else row.duration_ms, row.source,
-                           json.dumps(meta, separators=(",", ":"), default=str)])
+        self.csv.writerow(
+            [
+                data["id"],
+                data["timestamp"],
+                data["level"],
+                data["service"],
+                data["message"],
+                data["request_id"] or "",
+                row.job_id or "",
+                row.camera_id or "",
+                data["user_id"] or "",
+                "" if row.duration_ms is None else row.duration_ms,
+                row.source,
+                json.dumps(meta, separators=(",", ":"), default=str),
+            ]
+        )
 
 
 class _JsonWriter(_Writer):
@@ -162,8 +209,10 @@ class _JsonWriter(_Writer):
 class _TextWriter(_Writer):
     def row(self, row: Any) -> None:
         message = row.message.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
-        self.fh.write(f"{iso_utc(row.timestamp)} {row.level:<8} [{row.component}] req={row.request_id or '-'} "
-                      f"job={row.job_id or '-'}: {message}\n")
+        self.fh.write(
+            f"{iso_utc(row.timestamp)} {row.level:<8} [{row.component}] req={row.request_id or '-'} "
+            f"job={row.job_id or '-'}: {message}\n"
+        )
 
 
 WRITERS: dict[str, Callable[[TextIO], _Writer]] = {"csv": _CsvWriter, "json": _JsonWriter, "txt": _TextWriter}
@@ -171,7 +220,7 @@ WRITERS: dict[str, Callable[[TextIO], _Writer]] = {"csv": _CsvWriter, "json": _J
 
 def run(settings: Settings, export_id: str, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """The export job: stream the filtered logs (oldest first) into the export's file."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with session_scope(settings) as session:
         export = session.get(LogExport, export_id)
         if export is None:
@@ -188,8 +237,9 @@ def run(settings: Settings, export_id: str, progress: Callable[[int], None] | No
         with engine.connect() as conn, open(part, "w", encoding="utf-8", newline="") as fh:
             prepare_connection(conn)
             stream = conn.execution_options(yield_per=CHUNK)
-            result = stream.execute(select(*Log.__table__.columns).where(*conditions(f, conn.dialect.name))
-                                    .order_by(Log.timestamp, Log.id))
+            result = stream.execute(
+                select(*Log.__table__.columns).where(*conditions(f, conn.dialect.name)).order_by(Log.timestamp, Log.id)
+            )
             writer = WRITERS[fmt](fh)
             for row in result:
                 writer.row(row)
@@ -204,26 +254,34 @@ def run(settings: Settings, export_id: str, progress: Callable[[int], None] | No
             export = session.get(LogExport, export_id)
             if export is not None:
                 export.status, export.error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
-                export.finished_at, export.row_count = datetime.now(timezone.utc), count
+                export.finished_at, export.row_count = datetime.now(UTC), count
         raise
     size = (root / name).stat().st_size
     with session_scope(settings) as session:
         export = session.get(LogExport, export_id)
         export.status, export.file_name, export.row_count, export.size_bytes = "completed", name, count, size
-        export.finished_at = datetime.now(timezone.utc)
-    log.info("log export %s completed: %d rows, %d bytes", export_id, count, size,
-             extra={"export_id": export_id, "rows": count, "size_bytes": size})
+        export.finished_at = datetime.now(UTC)
+    log.info(
+        "log export %s completed: %d rows, %d bytes",
+        export_id,
+        count,
+        size,
+        extra={"export_id": export_id, "rows": count, "size_bytes": size},
+    )
     return {"export_id": export_id, "status": "completed", "rows": count, "size_bytes": size}
 
 
 def purge_expired(settings: Settings, now: datetime | None = None) -> int:
     """Delete export files past their retention and mark their rows `expired`; returns how many."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     cutoff = now - timedelta(hours=settings.export_retention_hours)
     purged = 0
     with session_scope(settings) as session:
-        rows = session.execute(select(LogExport).where(LogExport.status == "completed",
-                                                       LogExport.finished_at < cutoff)).scalars().all()
+        rows = (
+            session.execute(select(LogExport).where(LogExport.status == "completed", LogExport.finished_at < cutoff))
+            .scalars()
+            .all()
+        )
         for export in rows:
             if export.file_name:
                 (Path(settings.export_dir) / export.file_name).unlink(missing_ok=True)

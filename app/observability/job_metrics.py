@@ -6,6 +6,7 @@ process that can publish counts what it publishes. A receiver swallows its own e
 metric must never fail a job. Per task it costs two dict operations and a few mmap writes, about
 36 us (bench/README.md, P7).
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,15 +20,20 @@ from app.observability import metrics
 
 log = logging.getLogger(__name__)
 
-_OUTCOMES = {"SUCCESS": "succeeded", "FAILURE": "failed", "RETRY": "retried", "REJECTED": "rejected",
-             "IGNORED": "ignored", "REVOKED": "revoked"}
+_OUTCOMES = {
+    "SUCCESS": "succeeded",
+    "FAILURE": "failed",
+    "RETRY": "retried",
+    "REJECTED": "rejected",
+    "IGNORED": "ignored",
+    "REVOKED": "revoked",
+}
 _started: dict[str, float] = {}
 
 
 # --- job metrics --------------------------------------------------------------------------------------------
 @signals.before_task_publish.connect(weak=False)
-def _published(sender: str | None = None, routing_key: str | None = None, declare: Any = None,
-               **_: Any) -> None:
+def _published(sender: str | None = None, routing_key: str | None = None, declare: Any = None, **_: Any) -> None:
     try:
         queue = declare[0].name if declare else routing_key
         metrics.JOBS_PUBLISHED.labels(queue or "none", sender or "none").inc()

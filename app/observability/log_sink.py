@@ -13,6 +13,7 @@ the new pid on its first record, drops the rows it inherited (the parent writes 
 starts its own writer. Celery pool children leave through `os._exit`, so `workers/observability`
 flushes on `worker_process_shutdown`; other processes flush at exit through `logging.shutdown`.
 """
+
 from __future__ import annotations
 
 import collections
@@ -23,15 +24,16 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
+
+from sqlalchemy import insert
 
 from app.core.context import camera_id_var, component_var, job_id_var, request_id_var
 from app.core.db import get_engine
-from app.models.log import Log
 from app.core.settings import Settings, get_settings
+from app.models.log import Log
 from app.observability import metrics
-from sqlalchemy import insert
 
 MAX_MESSAGE = 10_000
 MAX_EXTRA_VALUE = 2_000
@@ -40,7 +42,14 @@ MAX_BACKOFF = 10.0
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is kept.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
-    "message", "asctime", "component", "request_id", "job_id", "camera_id", "user_id", "duration_ms",
+    "message",
+    "asctime",
+    "component",
+    "request_id",
+    "job_id",
+    "camera_id",
+    "user_id",
+    "duration_ms",
     "taskName",
 }
 
@@ -69,8 +78,14 @@ def _ctx(record: logging.LogRecord, name: str, var) -> str | None:
 def record_to_row(record: logging.LogRecord, component: str) -> dict[str, Any]:
     """The `logs` row for a record: context ids from the record or the current context."""
     message = record.getMessage()
-    extra: dict[str, Any] = {"logger": record.name, "module": record.module, "function": record.funcName,
-                             "line": record.lineno, "process": record.process, "thread": record.threadName}
+    extra: dict[str, Any] = {
+        "logger": record.name,
+        "module": record.module,
+        "function": record.funcName,
+        "line": record.lineno,
+        "process": record.process,
+        "thread": record.threadName,
+    }
     if record.exc_info:
         extra["exception"] = logging.Formatter().formatException(record.exc_info)[-MAX_MESSAGE:]
     elif record.exc_text:
@@ -83,7 +98,7 @@ def record_to_row(record: logging.LogRecord, component: str) -> dict[str, Any]:
     if duration is None and isinstance(data, Mapping) and isinstance(data.get("runtime"), (int, float)):
         duration = data["runtime"] * 1000.0  # Celery's "Task ... succeeded in Ns" record
     return {
-        "timestamp": datetime.fromtimestamp(record.created, tz=timezone.utc),
+        "timestamp": datetime.fromtimestamp(record.created, tz=UTC),
         "level": record.levelname[:16],
         "component": (_ctx(record, "component", component_var) or component)[:64],
         "message": message[:MAX_MESSAGE],
@@ -100,8 +115,16 @@ def record_to_row(record: logging.LogRecord, component: str) -> dict[str, Any]:
 class DatabaseLogHandler(logging.Handler):
     """Buffers log rows and writes them to the `logs` table from a background thread."""
 
-    def __init__(self, database_url: str, *, component: str = "vigil", capacity: int = 10_000,
-                 flush_interval: float = 1.0, level: int | str = logging.INFO, batch_size: int = BATCH_SIZE):
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        component: str = "vigil",
+        capacity: int = 10_000,
+        flush_interval: float = 1.0,
+        level: int | str = logging.INFO,
+        batch_size: int = BATCH_SIZE,
+    ):
         super().__init__(level)
         self.database_url = database_url
         self.component = component
@@ -185,7 +208,6 @@ class DatabaseLogHandler(logging.Handler):
 
     def _insert(self, rows: list[dict[str, Any]]) -> None:
 
-
         engine = get_engine(_settings_for(self.database_url))
         with engine.begin() as conn:
             conn.execute(insert(Log.__table__), rows)
@@ -195,8 +217,10 @@ class DatabaseLogHandler(logging.Handler):
         if now - self._last_complaint < 60:
             return
         self._last_complaint = now
-        sys.stderr.write(f"vigil log sink: database write failed ({type(exc).__name__}: {str(exc)[:200]}); "
-                         f"{len(self._buffer)} records buffered, {self.dropped} dropped so far\n")
+        sys.stderr.write(
+            f"vigil log sink: database write failed ({type(exc).__name__}: {str(exc)[:200]}); "
+            f"{len(self._buffer)} records buffered, {self.dropped} dropped so far\n"
+        )
 
     # ---- control -----------------------------------------------------------------------------------
     @property

@@ -1,13 +1,14 @@
 """Logging for every Vigil process: one format, with request and job ids on each line, and the
 structured copy of every record in the `logs` table (`app/observability/log_sink.py`)."""
+
 from __future__ import annotations
 
 import logging
 import sys
 
 from app.core.context import component_var, job_id_var, request_id_var
-from app.observability.log_sink import DatabaseLogHandler
 from app.core.settings import Settings
+from app.observability.log_sink import DatabaseLogHandler
 
 FORMAT = "%(asctime)s %(levelname)s [%(component)s] %(name)s req=%(request_id)s job=%(job_id)s: %(message)s"
 
@@ -26,7 +27,7 @@ class ContextFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str = "INFO", component: str = "vigil", settings: "Settings | None" = None) -> None:
+def configure_logging(level: str = "INFO", component: str = "vigil", settings: Settings | None = None) -> None:
     """Install the context-aware console handler on the root logger (idempotent) and, given
     settings with `log_db` on, the database sink at its own level (`VIGIL_LOG_DB_LEVEL`)."""
     root = logging.getLogger()
@@ -57,14 +58,19 @@ class SkipJobLifecycle(logging.Filter):
         return record.levelno >= logging.WARNING or record.name not in self.LOGGERS
 
 
-def install_db_sink(logger: logging.Logger, settings: "Settings", component: str) -> "DatabaseLogHandler":
+def install_db_sink(logger: logging.Logger, settings: Settings, component: str) -> DatabaseLogHandler:
     """The process's database sink, attached to `logger` (one sink per process: a second call
     re-points it at `settings.database_url` and updates its component and level)."""
 
     global _sink
     if _sink is None:
-        _sink = DatabaseLogHandler(settings.database_url, component=component, capacity=settings.log_buffer_size,
-                                   flush_interval=settings.log_flush_interval, level=settings.log_db_level)
+        _sink = DatabaseLogHandler(
+            settings.database_url,
+            component=component,
+            capacity=settings.log_buffer_size,
+            flush_interval=settings.log_flush_interval,
+            level=settings.log_db_level,
+        )
         _sink.addFilter(SkipJobLifecycle())
     else:
         _sink.retarget(settings.database_url)
@@ -76,9 +82,9 @@ def install_db_sink(logger: logging.Logger, settings: "Settings", component: str
     return _sink
 
 
-def db_sink() -> "DatabaseLogHandler | None":
+def db_sink() -> DatabaseLogHandler | None:
     """The process's database sink, if one was installed."""
     return _sink
 
 
-_sink: "DatabaseLogHandler | None" = None
+_sink: DatabaseLogHandler | None = None

@@ -10,25 +10,27 @@ exponentially on RE2-valid patterns) and SQLite through a `regexp()` function ba
 also runs under a deadline: `statement_timeout` on PostgreSQL, a progress handler on SQLite, so no
 query, catastrophic or merely huge, can hold a server thread longer than VIGIL_LOG_SEARCH_TIMEOUT.
 """
+
 from __future__ import annotations
 
 import functools
 import re
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timezone
-from typing import Any, Iterator
+from datetime import UTC, datetime
+from typing import Any
 
+import re2
 from sqlalchemy import ColumnElement, Connection, func, insert, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from app.core.time import iso_utc
 from app.core.context import request_id_var
-from app.models.log import Log
 from app.core.errors import InvalidInput, NotFound, Unavailable
-import re2
+from app.core.time import iso_utc
+from app.models.log import Log
 
 MAX_PATTERN = 1000
 _SLASHED = re.compile(r"^/(?P<pattern>.+)/(?P<flags>i?)$", re.S)
@@ -46,16 +48,17 @@ class LogFilter:
     request_id: str | None = None
     job_id: str | None = None
     user_id: str | None = None
-    text: str | None = None           # every word must appear, case-insensitive
-    regex: str | None = None          # RE2 syntax, validated
-    ignore_case: bool = False         # for `regex`
+    text: str | None = None  # every word must appear, case-insensitive
+    regex: str | None = None  # RE2 syntax, validated
+    ignore_case: bool = False  # for `regex`
     start: datetime | None = None
     end: datetime | None = None
 
     def __post_init__(self) -> None:
         if self.start and self.end and self.start > self.end:
-            raise InvalidInput("start must not be after end",
-                               errors=[{"location": "query", "field": "start", "message": "after end"}])
+            raise InvalidInput(
+                "start must not be after end", errors=[{"location": "query", "field": "start", "message": "after end"}]
+            )
         if self.regex is not None:
             compile_regex(self.regex, self.ignore_case)
 
@@ -67,7 +70,7 @@ class LogFilter:
         return out
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "LogFilter":
+    def from_json(cls, data: dict[str, Any]) -> LogFilter:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         for key in ("start", "end"):
@@ -91,8 +94,11 @@ def parse_query(query: str | None, mode: str = "auto") -> dict[str, Any]:
 
 
 def _bad_regex(message: str) -> InvalidInput:
-    return InvalidInput(f"Invalid regular expression: {message}", code="invalid_regex",
-                        errors=[{"location": "query", "field": "query", "message": message}])
+    return InvalidInput(
+        f"Invalid regular expression: {message}",
+        code="invalid_regex",
+        errors=[{"location": "query", "field": "query", "message": message}],
+    )
 
 
 @functools.lru_cache(maxsize=128)
@@ -129,9 +135,15 @@ def _like_escape(word: str) -> str:
 def conditions(f: LogFilter, dialect: str) -> list[ColumnElement[bool]]:
     """The WHERE clauses of a filter on the given dialect."""
     out: list[ColumnElement[bool]] = []
-    for column, value in ((Log.level, f.level), (Log.component, f.component), (Log.camera_id, f.camera_id),
-                          (Log.source, f.source), (Log.request_id, f.request_id), (Log.job_id, f.job_id),
-                          (Log.user_id, f.user_id)):
+    for column, value in (
+        (Log.level, f.level),
+        (Log.component, f.component),
+        (Log.camera_id, f.camera_id),
+        (Log.source, f.source),
+        (Log.request_id, f.request_id),
+        (Log.job_id, f.job_id),
+        (Log.user_id, f.user_id),
+    ):
         if value is not None:
             out.append(column == value)
     if f.start is not None:
@@ -186,8 +198,9 @@ def translate_db_error(exc: DBAPIError, timeout: float | None = None) -> Excepti
     code = getattr(exc.orig, "pgcode", None)
     text = str(exc.orig)
     if code == "57014" or "interrupted" in text:
-        return InvalidInput(f"Search stopped after {timeout:g}s; narrow the time range or the pattern.",
-                            code="search_timeout")
+        return InvalidInput(
+            f"Search stopped after {timeout:g}s; narrow the time range or the pattern.", code="search_timeout"
+        )
     if code == "2201B":
         return _bad_regex(text.splitlines()[0])
     if exc.connection_invalidated or code is None or code.startswith("08"):
@@ -211,9 +224,11 @@ def search(session: Session, f: LogFilter, *, limit: int, offset: int, timeout: 
     where = conditions(f, dialect)
     with bounded(session, timeout):
         total = session.execute(select(func.count()).select_from(Log).where(*where)).scalar_one()
-        rows = list(session.execute(
-            select(Log).where(*where).order_by(Log.timestamp.desc(), Log.id.desc()).limit(limit).offset(offset)
-        ).scalars())
+        rows = list(
+            session.execute(
+                select(Log).where(*where).order_by(Log.timestamp.desc(), Log.id.desc()).limit(limit).offset(offset)
+            ).scalars()
+        )
     return int(total), rows
 
 
@@ -227,14 +242,20 @@ def get(session: Session, log_id: int) -> Log:
 
 def stats(session: Session, now: datetime | None = None) -> dict[str, Any]:
     """Today's counts (UTC day): totals, errors (ERROR and CRITICAL), warnings, by component and level."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     with database_errors():
-        by_level = dict(session.execute(
-            select(Log.level, func.count()).where(Log.timestamp >= today).group_by(Log.level)).all())
-        by_component = dict(session.execute(
-            select(Log.component, func.count()).where(Log.timestamp >= today).group_by(Log.component)
-            .order_by(func.count().desc(), Log.component)).all())
+        by_level = dict(
+            session.execute(select(Log.level, func.count()).where(Log.timestamp >= today).group_by(Log.level)).all()
+        )
+        by_component = dict(
+            session.execute(
+                select(Log.component, func.count())
+                .where(Log.timestamp >= today)
+                .group_by(Log.component)
+                .order_by(func.count().desc(), Log.component)
+            ).all()
+        )
     return {
         "total_today": sum(by_level.values()),
         "errors_today": by_level.get("ERROR", 0) + by_level.get("CRITICAL", 0),
@@ -247,7 +268,7 @@ def stats(session: Session, now: datetime | None = None) -> dict[str, Any]:
 
 def ingest_frontend(session: Session, entries: list[dict[str, Any]]) -> int:
     """Store frontend log entries (already validated) in one statement; returns how many."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     request_id = request_id_var.get()
     rows = []
     for entry in entries:
@@ -257,15 +278,23 @@ def ingest_frontend(session: Session, entries: list[dict[str, Any]]) -> int:
             if entry.get(key):
                 extra[key] = entry[key]
         user = context.get("userId", context.get("user_id")) if isinstance(context, dict) else None
-        rows.append({
-            "timestamp": entry.get("timestamp") or now, "level": entry["level"],
-            "component": (entry.get("component") or "frontend")[:64], "message": entry["message"],
-            "camera_id": (str(context["camera_id"])[:64] if isinstance(context, dict) and context.get("camera_id")
-                          else None),
-            "request_id": request_id, "job_id": None,
-            "user_id": str(user)[:64] if user is not None else None,
-            "duration_ms": None, "extra": extra or None, "source": "frontend",
-        })
+        rows.append(
+            {
+                "timestamp": entry.get("timestamp") or now,
+                "level": entry["level"],
+                "component": (entry.get("component") or "frontend")[:64],
+                "message": entry["message"],
+                "camera_id": (
+                    str(context["camera_id"])[:64] if isinstance(context, dict) and context.get("camera_id") else None
+                ),
+                "request_id": request_id,
+                "job_id": None,
+                "user_id": str(user)[:64] if user is not None else None,
+                "duration_ms": None,
+                "extra": extra or None,
+                "source": "frontend",
+            }
+        )
     with database_errors():
         session.execute(insert(Log), rows)
         session.commit()
@@ -277,10 +306,20 @@ def ingest_frontend(session: Session, entries: list[dict[str, Any]]) -> int:
 
 def as_system(row: Any) -> dict[str, Any]:
     """A log in 004's shape (integer id, upper-case level, component)."""
-    return {"id": row.id, "timestamp": iso_utc(row.timestamp), "level": row.level, "component": row.component,
-            "message": row.message, "camera_id": row.camera_id, "request_id": row.request_id,
-            "job_id": row.job_id, "user_id": row.user_id, "duration_ms": row.duration_ms,
-            "extra": row.extra, "source": row.source}
+    return {
+        "id": row.id,
+        "timestamp": iso_utc(row.timestamp),
+        "level": row.level,
+        "component": row.component,
+        "message": row.message,
+        "camera_id": row.camera_id,
+        "request_id": row.request_id,
+        "job_id": row.job_id,
+        "user_id": row.user_id,
+        "duration_ms": row.duration_ms,
+        "extra": row.extra,
+        "source": row.source,
+    }
 
 
 def as_platform(row: Any) -> dict[str, Any]:
@@ -290,6 +329,13 @@ def as_platform(row: Any) -> dict[str, Any]:
         value = getattr(row, key)
         if value is not None:
             metadata[key] = value
-    return {"id": f"log_{row.id}", "timestamp": iso_utc(row.timestamp), "level": row.level.lower(),
-            "service": row.component, "message": row.message, "request_id": row.request_id,
-            "user_id": row.user_id, "metadata": metadata}
+    return {
+        "id": f"log_{row.id}",
+        "timestamp": iso_utc(row.timestamp),
+        "level": row.level.lower(),
+        "service": row.component,
+        "message": row.message,
+        "request_id": row.request_id,
+        "user_id": row.user_id,
+        "metadata": metadata,
+    }

@@ -18,6 +18,7 @@ Queue depth, registry counts and live workers are *not* recorded by anyone: a co
 `app/jobs/metrics.py` reads them
 from Redis at scrape time (a few pipelined calls), so they are exact whenever Prometheus looks.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -26,16 +27,17 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.settings import Settings, get_settings
-from prometheus_client.parser import text_string_to_metric_families
 
 log = logging.getLogger(__name__)
 
@@ -116,34 +118,55 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 TASK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 HTTP_REQUESTS = Counter("http_requests_total", "Total HTTP requests", ["method", "endpoint", "status"])
-HTTP_LATENCY = Histogram("http_request_duration_seconds", "HTTP request latency by endpoint (URL rule)",
-                         ["method", "endpoint"], buckets=LATENCY_BUCKETS)
+HTTP_LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "HTTP request latency by endpoint (URL rule)",
+    ["method", "endpoint"],
+    buckets=LATENCY_BUCKETS,
+)
 JOBS_PUBLISHED = Counter("vigil_jobs_published_total", "Jobs sent to a queue", ["queue", "task"])
-JOBS = Counter("vigil_jobs_total", "Jobs finished by a worker, by queue and outcome "
-               "(succeeded, failed, retried, revoked)", ["queue", "task", "outcome"])
-TASK_DURATION = Histogram("vigil_task_duration_seconds", "Time a worker spent running a task",
-                          ["queue", "task"], buckets=TASK_BUCKETS)
-STAGE_LATENCY = Histogram("vigil_pipeline_stage_duration_seconds", "Latency of one pipeline stage",
-                          ["stage"], buckets=LATENCY_BUCKETS)
-DETECTION_LATENCY = Histogram("detection_latency_seconds", "Detection processing latency",
-                              buckets=LATENCY_BUCKETS)
-GPU_UTILIZATION = Gauge("gpu_utilization_percent", "Current GPU utilization", ["gpu"],
-                        multiprocess_mode="livemostrecent")
+JOBS = Counter(
+    "vigil_jobs_total",
+    "Jobs finished by a worker, by queue and outcome (succeeded, failed, retried, revoked)",
+    ["queue", "task", "outcome"],
+)
+TASK_DURATION = Histogram(
+    "vigil_task_duration_seconds", "Time a worker spent running a task", ["queue", "task"], buckets=TASK_BUCKETS
+)
+STAGE_LATENCY = Histogram(
+    "vigil_pipeline_stage_duration_seconds", "Latency of one pipeline stage", ["stage"], buckets=LATENCY_BUCKETS
+)
+DETECTION_LATENCY = Histogram("detection_latency_seconds", "Detection processing latency", buckets=LATENCY_BUCKETS)
+GPU_UTILIZATION = Gauge(
+    "gpu_utilization_percent", "Current GPU utilization", ["gpu"], multiprocess_mode="livemostrecent"
+)
 GPU_MEMORY_USED = Gauge("gpu_memory_used_bytes", "GPU memory in use", ["gpu"], multiprocess_mode="livemostrecent")
 GPU_MEMORY_TOTAL = Gauge("gpu_memory_total_bytes", "GPU memory size", ["gpu"], multiprocess_mode="livemostrecent")
 GPU_TEMPERATURE = Gauge("gpu_temperature_celsius", "GPU temperature", ["gpu"], multiprocess_mode="livemostrecent")
 GPU_POWER = Gauge("gpu_power_watts", "GPU power draw", ["gpu"], multiprocess_mode="livemostrecent")
-GPU_AVAILABLE = Gauge("gpu_available", "1 while the GPU monitor sees the GPU, 0 once it disappeared", ["gpu"],
-                      multiprocess_mode="livemostrecent")
-LOG_DROPPED = Counter("vigil_log_records_dropped_total",
-                      "Log records dropped because the database sink's buffer was full")
-LOG_BUFFERED = Gauge("vigil_log_records_buffered", "Log records waiting for the database, all live processes",
-                     multiprocess_mode="livesum")
+GPU_AVAILABLE = Gauge(
+    "gpu_available",
+    "1 while the GPU monitor sees the GPU, 0 once it disappeared",
+    ["gpu"],
+    multiprocess_mode="livemostrecent",
+)
+LOG_DROPPED = Counter(
+    "vigil_log_records_dropped_total", "Log records dropped because the database sink's buffer was full"
+)
+LOG_BUFFERED = Gauge(
+    "vigil_log_records_buffered",
+    "Log records waiting for the database, all live processes",
+    multiprocess_mode="livesum",
+)
 LOG_WRITE_FAILURES = Counter("vigil_log_write_failures_total", "Failed batched writes of log records")
 
-_GPU_GAUGES = {"utilization_percent": GPU_UTILIZATION, "memory_used_bytes": GPU_MEMORY_USED,
-               "memory_total_bytes": GPU_MEMORY_TOTAL, "temperature_celsius": GPU_TEMPERATURE,
-               "power_watts": GPU_POWER}
+_GPU_GAUGES = {
+    "utilization_percent": GPU_UTILIZATION,
+    "memory_used_bytes": GPU_MEMORY_USED,
+    "memory_total_bytes": GPU_MEMORY_TOTAL,
+    "temperature_celsius": GPU_TEMPERATURE,
+    "power_watts": GPU_POWER,
+}
 
 
 # --- the API other code calls ---------------------------------------------------------------------------
@@ -164,14 +187,24 @@ def time_stage(stage: str) -> Iterator[None]:
         observe_stage(stage, time.perf_counter() - started)
 
 
-def set_gpu(index: int | str, *, utilization_percent: float | None = None, memory_used_bytes: float | None = None,
-            memory_total_bytes: float | None = None, temperature_celsius: float | None = None,
-            power_watts: float | None = None) -> None:
+def set_gpu(
+    index: int | str,
+    *,
+    utilization_percent: float | None = None,
+    memory_used_bytes: float | None = None,
+    memory_total_bytes: float | None = None,
+    temperature_celsius: float | None = None,
+    power_watts: float | None = None,
+) -> None:
     """Publish one GPU's readings; values left None are not changed."""
     gpu = str(index)
-    readings = {"utilization_percent": utilization_percent, "memory_used_bytes": memory_used_bytes,
-                "memory_total_bytes": memory_total_bytes, "temperature_celsius": temperature_celsius,
-                "power_watts": power_watts}
+    readings = {
+        "utilization_percent": utilization_percent,
+        "memory_used_bytes": memory_used_bytes,
+        "memory_total_bytes": memory_total_bytes,
+        "temperature_celsius": temperature_celsius,
+        "power_watts": power_watts,
+    }
     for name, value in readings.items():
         if value is not None:
             _GPU_GAUGES[name].labels(gpu).set(float(value))

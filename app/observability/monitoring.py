@@ -7,6 +7,7 @@ or a majority of targets down, is unhealthy; some targets down while more are up
 A tie (as many down as up) is not a majority, so it stays healthy, with the down targets listed
 as issues.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from app.core.time import iso_utc, iso_now
 from app.core.errors import Unavailable
 from app.core.settings import Settings
+from app.core.time import iso_now, iso_utc
 
 # 001 "Known Exporters Tracked": job name -> default endpoint.
 KNOWN_EXPORTERS = {
@@ -33,8 +34,6 @@ class PrometheusUnreachable(Exception):
     """No usable answer from Prometheus (refused, timed out, not configured, or an error reply)."""
 
 
-
-
 def _iso(value: str | None) -> str | None:
     """Prometheus' RFC 3339 timestamps (nanoseconds, offsets) as ISO UTC `...Z`; zero time is None."""
     if not value or value.startswith("0001-01-01"):
@@ -43,7 +42,7 @@ def _iso(value: str | None) -> str | None:
     head, sep, tail = text.partition(".")
     if sep:  # Python accepts at most 6 fractional digits
         digits = "".join(ch for ch in tail if ch.isdigit())
-        zone = tail[len(digits):]
+        zone = tail[len(digits) :]
         text = f"{head}.{digits[:6]}{zone}"
     try:
         dt = datetime.fromisoformat(text)
@@ -64,7 +63,7 @@ def _seconds(duration: str | None) -> float | None:
             number += ch
             i += 1
             continue
-        unit = "ms" if duration[i:i + 2] == "ms" else ch
+        unit = "ms" if duration[i : i + 2] == "ms" else ch
         if unit not in units or not number:
             return None
         total += float(number) * units[unit]
@@ -90,8 +89,10 @@ class PrometheusClient:
             reason = getattr(exc, "reason", None) or exc
             raise PrometheusUnreachable(f"{type(exc).__name__}: {reason}") from None
         if not isinstance(body, dict) or body.get("status") != "success":
-            raise PrometheusUnreachable(f"Prometheus reported an error for {path}: "
-                                        f"{(body or {}).get('error') if isinstance(body, dict) else body!r}")
+            raise PrometheusUnreachable(
+                f"Prometheus reported an error for {path}: "
+                f"{(body or {}).get('error') if isinstance(body, dict) else body!r}"
+            )
         return body.get("data")
 
 
@@ -121,33 +122,58 @@ def targets(settings: Settings) -> dict[str, Any]:
     try:
         data = client_for(settings).get("/api/v1/targets?state=active")
     except PrometheusUnreachable as exc:
-        raise Unavailable(f"Prometheus unreachable at {settings.prometheus_url or '(not configured)'}: {exc}",
-                          code="prometheus_unreachable") from None
+        raise Unavailable(
+            f"Prometheus unreachable at {settings.prometheus_url or '(not configured)'}: {exc}",
+            code="prometheus_unreachable",
+        ) from None
     items = [_target(t) for t in (data or {}).get("activeTargets", [])]
     items.sort(key=lambda t: (t["job"], t["instance"] or ""))
     up = sum(1 for t in items if t["health"] == "up")
     down = sum(1 for t in items if t["health"] == "down")
     public = [{k: v for k, v in t.items() if k not in ("scrape_url", "scrape_interval_seconds")} for t in items]
-    return {"targets": public, "total": len(items), "up": up, "down": down,
-            "unknown": len(items) - up - down, "jobs": sorted({t["job"] for t in items}), "timestamp": iso_now()}
+    return {
+        "targets": public,
+        "total": len(items),
+        "up": up,
+        "down": down,
+        "unknown": len(items) - up - down,
+        "jobs": sorted({t["job"] for t in items}),
+        "timestamp": iso_now(),
+    }
 
 
 def health(settings: Settings) -> dict[str, Any]:
     """001 `GET /monitoring/health`: always an answer; `healthy` follows the documented rules."""
     client = client_for(settings)
-    body: dict[str, Any] = {"healthy": False, "prometheus_reachable": False,
-                            "prometheus_url": settings.prometheus_url or None, "targets_summary": [],
-                            "exporters": [], "metrics_collection": {"collecting": False,
-                                                                    "last_successful_scrape": None,
-                                                                    "scrape_interval_seconds": None,
-                                                                    "total_series": None},
-                            "issues": [], "timestamp": iso_now()}
+    body: dict[str, Any] = {
+        "healthy": False,
+        "prometheus_reachable": False,
+        "prometheus_url": settings.prometheus_url or None,
+        "targets_summary": [],
+        "exporters": [],
+        "metrics_collection": {
+            "collecting": False,
+            "last_successful_scrape": None,
+            "scrape_interval_seconds": None,
+            "total_series": None,
+        },
+        "issues": [],
+        "timestamp": iso_now(),
+    }
     try:
         data = client.get("/api/v1/targets?state=active")
     except PrometheusUnreachable as exc:
         body["issues"].append(f"Prometheus unreachable: {exc}")
-        body["exporters"] = [{"name": name, "status": "unknown", "endpoint": endpoint, "last_scrape": None,
-                              "error": "Prometheus unreachable"} for name, endpoint in KNOWN_EXPORTERS.items()]
+        body["exporters"] = [
+            {
+                "name": name,
+                "status": "unknown",
+                "endpoint": endpoint,
+                "last_scrape": None,
+                "error": "Prometheus unreachable",
+            }
+            for name, endpoint in KNOWN_EXPORTERS.items()
+        ]
         return body
     body["prometheus_reachable"] = True
     items = [_target(t) for t in (data or {}).get("activeTargets", [])]
@@ -187,7 +213,17 @@ def health(settings: Settings) -> dict[str, Any]:
 
 def _exporter(name: str, default_endpoint: str, target: dict[str, Any] | None) -> dict[str, Any]:
     if target is None:
-        return {"name": name, "status": "not_configured", "endpoint": default_endpoint, "last_scrape": None,
-                "error": "no scrape target with this job name"}
-    return {"name": name, "status": target["health"], "endpoint": target["instance"] or default_endpoint,
-            "last_scrape": target["last_scrape"], "error": target["last_error"]}
+        return {
+            "name": name,
+            "status": "not_configured",
+            "endpoint": default_endpoint,
+            "last_scrape": None,
+            "error": "no scrape target with this job name",
+        }
+    return {
+        "name": name,
+        "status": target["health"],
+        "endpoint": target["instance"] or default_endpoint,
+        "last_scrape": target["last_scrape"],
+        "error": target["last_error"],
+    }

@@ -20,6 +20,7 @@ last, past the cutoff" is exactly that batch: the delete is an index range scan 
 thousand-value IN list. Database rows are deleted first and committed, then their files: a crash in between leaves files
 without rows, which the orphaned-file cleanup finds, never rows pointing at missing files.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,31 +29,32 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import redis
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app.core.time import iso_now, iso_utc
-from app.core.redis_client import KEY_PREFIX
-from app.core.errors import Conflict, ServiceError, Unavailable
-from app.core.settings import Settings
-from app.pipeline import runtime_config
-from app.models import Detection, Event, GpuStat, Log
 from app.celery.app import celery
+from app.core.errors import Conflict, ServiceError, Unavailable
+from app.core.redis_client import KEY_PREFIX
+from app.core.settings import Settings
+from app.core.time import iso_now, iso_utc
 from app.jobs import heartbeats
 from app.jobs.enqueue import enqueue
 from app.jobs.registry import TERMINAL, get_registry
+from app.models import Detection, Event, GpuStat, Log
+from app.pipeline import runtime_config
 
 log = logging.getLogger(__name__)
 
 LOCK_KEY = KEY_PREFIX + "lock:cleanup"
 LAST_RUN_KEY = KEY_PREFIX + "cleanup:last"
-LOCK_TTL = 120.0                 # renewed every LOCK_TTL / 4 while the cleanup runs
+LOCK_TTL = 120.0  # renewed every LOCK_TTL / 4 while the cleanup runs
 
 # Release the lock only if we still hold it (a token comparison and delete in one step).
 _RELEASE = """
@@ -67,8 +69,6 @@ if redis.call('GET', KEYS[1]) and cjson.decode(redis.call('GET', KEYS[1]))['toke
 end
 return 0
 """
-
-
 
 
 # ---- configuration at run time ----------------------------------------------------------------------
@@ -117,11 +117,13 @@ class CleanupLock:
         except Exception:
             log.warning("cleanup lock release failed; it expires in %.0fs", self.ttl, exc_info=True)
 
-    def __enter__(self) -> "CleanupLock":
+    def __enter__(self) -> CleanupLock:
         holder = current_holder(self.client)
         if not self.acquire():
-            raise Conflict("Another cleanup is running" + (f" (job {holder.get('job_id')})" if holder else ""),
-                           extra={"running_job": holder.get("job_id") if holder else None})
+            raise Conflict(
+                "Another cleanup is running" + (f" (job {holder.get('job_id')})" if holder else ""),
+                extra={"running_job": holder.get("job_id") if holder else None},
+            )
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -160,14 +162,24 @@ class CleanupReport:
     started: float = field(default_factory=time.time)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"events_deleted": self.events_deleted, "detections_deleted": self.detections_deleted,
-                "gpu_stats_deleted": self.gpu_stats_deleted, "logs_deleted": self.logs_deleted,
-                "thumbnails_deleted": self.thumbnails_deleted, "images_deleted": self.images_deleted,
-                "space_reclaimed": self.space_reclaimed, "retention_days": self.retention_days,
-                "dry_run": self.dry_run, "timestamp": iso_now(),
-                "cutoff": iso_utc(self.cutoff), "delete_images": self.delete_images,
-                "files_skipped": self.files_skipped, "batches": self.batches, "phase": self.phase,
-                "duration_seconds": round(time.time() - self.started, 3)}
+        return {
+            "events_deleted": self.events_deleted,
+            "detections_deleted": self.detections_deleted,
+            "gpu_stats_deleted": self.gpu_stats_deleted,
+            "logs_deleted": self.logs_deleted,
+            "thumbnails_deleted": self.thumbnails_deleted,
+            "images_deleted": self.images_deleted,
+            "space_reclaimed": self.space_reclaimed,
+            "retention_days": self.retention_days,
+            "dry_run": self.dry_run,
+            "timestamp": iso_now(),
+            "cutoff": iso_utc(self.cutoff),
+            "delete_images": self.delete_images,
+            "files_skipped": self.files_skipped,
+            "batches": self.batches,
+            "phase": self.phase,
+            "duration_seconds": round(time.time() - self.started, 3),
+        }
 
 
 class _Files:
@@ -221,8 +233,7 @@ class _Files:
         self.report.space_reclaimed += st.st_size
 
 
-def _kept_references(session: Session, column: Any, time_column: Any, values: set[str],
-                     cutoff: datetime) -> set[str]:
+def _kept_references(session: Session, column: Any, time_column: Any, values: set[str], cutoff: datetime) -> set[str]:
     """Which of `values` are still referenced by rows the cleanup keeps."""
     if not values:
         return set()
@@ -230,16 +241,22 @@ def _kept_references(session: Session, column: Any, time_column: Any, values: se
     return {v for (v,) in rows}
 
 
-def run_retention_cleanup(settings: Settings, session_factory: Callable[[], Session], *, dry_run: bool,
-                          now: datetime | None = None,
-                          progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def run_retention_cleanup(
+    settings: Settings,
+    session_factory: Callable[[], Session],
+    *,
+    dry_run: bool,
+    now: datetime | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Delete (or, with `dry_run`, count) everything past retention; returns the report."""
 
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     with session_factory() as session:
         days, delete_images = effective_retention(session, settings)
-    report = CleanupReport(retention_days=days, dry_run=dry_run, cutoff=now - timedelta(days=days),
-                           delete_images=delete_images)
+    report = CleanupReport(
+        retention_days=days, dry_run=dry_run, cutoff=now - timedelta(days=days), delete_images=delete_images
+    )
     cutoff = report.cutoff
     batch = max(1, settings.cleanup_batch_size)
     thumbnails = _Files(settings.thumbnail_dir, report, "thumbnails_deleted")
@@ -263,7 +280,9 @@ def run_retention_cleanup(settings: Settings, session_factory: Callable[[], Sess
             rows = session.execute(
                 select(Detection.id, Detection.thumbnail_path, Detection.file_path)
                 .where(Detection.detected_at < cutoff, Detection.id > last_id)
-                .order_by(Detection.id).limit(batch)).all()
+                .order_by(Detection.id)
+                .limit(batch)
+            ).all()
             if not rows:
                 break
             ids = [r.id for r in rows]
@@ -274,8 +293,9 @@ def run_retention_cleanup(settings: Settings, session_factory: Callable[[], Sess
             if dry_run:
                 report.detections_deleted += len(ids)
             else:
-                result = session.execute(delete(Detection).where(
-                    Detection.id.between(ids[0], ids[-1]), Detection.detected_at < cutoff))
+                result = session.execute(
+                    delete(Detection).where(Detection.id.between(ids[0], ids[-1]), Detection.detected_at < cutoff)
+                )
                 session.commit()
                 report.detections_deleted += result.rowcount
         last_id = ids[-1]
@@ -285,22 +305,30 @@ def run_retention_cleanup(settings: Settings, session_factory: Callable[[], Sess
             images.handle(path, dry_run)
         step()
 
-    for phase, model, column, counter in (("events", Event, Event.created_at, "events_deleted"),
-                                          ("gpu_stats", GpuStat, GpuStat.recorded_at, "gpu_stats_deleted"),
-                                          ("logs", Log, Log.timestamp, "logs_deleted")):
+    for phase, model, column, counter in (
+        ("events", Event, Event.created_at, "events_deleted"),
+        ("gpu_stats", GpuStat, GpuStat.recorded_at, "gpu_stats_deleted"),
+        ("logs", Log, Log.timestamp, "logs_deleted"),
+    ):
         report.phase = phase
         last_id = 0
         while True:
             with session_factory() as session:
-                ids = session.execute(select(model.id).where(column < cutoff, model.id > last_id)
-                                      .order_by(model.id).limit(batch)).scalars().all()
+                ids = (
+                    session.execute(
+                        select(model.id).where(column < cutoff, model.id > last_id).order_by(model.id).limit(batch)
+                    )
+                    .scalars()
+                    .all()
+                )
                 if not ids:
                     break
                 if dry_run:
                     deleted = len(ids)
                 else:
-                    deleted = session.execute(delete(model).where(model.id.between(ids[0], ids[-1]),
-                                                                  column < cutoff)).rowcount
+                    deleted = session.execute(
+                        delete(model).where(model.id.between(ids[0], ids[-1]), column < cutoff)
+                    ).rowcount
                     session.commit()
             setattr(report, counter, getattr(report, counter) + deleted)
             last_id = ids[-1]
@@ -318,22 +346,20 @@ class CleanupFailed(ServiceError):
 def next_cleanup(now: datetime | None = None) -> datetime | None:
     """When beat runs the daily cleanup next, from beat's own schedule (so the two cannot disagree)."""
 
-    entry = next((e for e in (celery.conf.beat_schedule or {}).values() if e.get("task") == "vigil.cleanup.run"),
-                 None)
+    entry = next((e for e in (celery.conf.beat_schedule or {}).values() if e.get("task") == "vigil.cleanup.run"), None)
     if entry is None:
         return None
     schedule = entry["schedule"]
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if hasattr(schedule, "remaining_delta"):  # crontab: the next occurrence after now
         start, delta, _ = schedule.remaining_delta(now)
-        return (start + delta).astimezone(timezone.utc)
+        return (start + delta).astimezone(UTC)
     return now + timedelta(seconds=float(schedule))
 
 
 def cleanup_workers(client: redis.Redis, settings: Settings) -> list[str]:
     """Live worker nodes consuming the `cleanup` queue right now (from heartbeats)."""
-    return [b["node"] for b in heartbeats.alive(client, settings.heartbeat_ttl)
-            if "cleanup" in (b.get("queues") or [])]
+    return [b["node"] for b in heartbeats.alive(client, settings.heartbeat_ttl) if "cleanup" in (b.get("queues") or [])]
 
 
 def last_run(client: redis.Redis) -> dict[str, Any] | None:
@@ -348,14 +374,21 @@ def save_last_run(client: redis.Redis, report: dict[str, Any]) -> None:
 def cleanup_status(settings: Settings, session: Session, client: redis.Redis) -> dict[str, Any]:
     days, delete_images = effective_retention(session, settings)
     upcoming = next_cleanup()
-    return {"running": bool(cleanup_workers(client, settings)), "retention_days": days,
-            "cleanup_time": settings.cleanup_time, "delete_images": delete_images,
-            "next_cleanup": iso_utc(upcoming) if upcoming else None, "in_progress": current_holder(client),
-            "last_run": last_run(client), "timestamp": iso_now()}
+    return {
+        "running": bool(cleanup_workers(client, settings)),
+        "retention_days": days,
+        "cleanup_time": settings.cleanup_time,
+        "delete_images": delete_images,
+        "next_cleanup": iso_utc(upcoming) if upcoming else None,
+        "in_progress": current_holder(client),
+        "last_run": last_run(client),
+        "timestamp": iso_now(),
+    }
 
 
-def trigger_cleanup(settings: Settings, client: redis.Redis, *, dry_run: bool,
-                    wait: float | None = None) -> tuple[int, dict[str, Any]]:
+def trigger_cleanup(
+    settings: Settings, client: redis.Redis, *, dry_run: bool, wait: float | None = None
+) -> tuple[int, dict[str, Any]]:
     """Enqueue a cleanup job on the `cleanup` queue and wait (bounded) for its counts.
 
     200 with the counts when the job finishes within `wait`; 202 with the job id and its progress
@@ -364,12 +397,14 @@ def trigger_cleanup(settings: Settings, client: redis.Redis, *, dry_run: bool,
     """
 
     if not cleanup_workers(client, settings):
-        raise Unavailable("No worker is consuming the 'cleanup' queue (cleanup_service is stopped or down); "
-                          "nothing was enqueued")
+        raise Unavailable(
+            "No worker is consuming the 'cleanup' queue (cleanup_service is stopped or down); nothing was enqueued"
+        )
     holder = current_holder(client)
     if holder is not None:
-        raise Conflict(f"Another cleanup is running (job {holder.get('job_id')})",
-                       extra={"running_job": holder.get("job_id")})
+        raise Conflict(
+            f"Another cleanup is running (job {holder.get('job_id')})", extra={"running_job": holder.get("job_id")}
+        )
     job = enqueue("cleanup", {"dry_run": dry_run}, settings=settings)
     registry = get_registry(settings)
     deadline = time.monotonic() + (settings.cleanup_wait_seconds if wait is None else wait)
@@ -381,11 +416,17 @@ def trigger_cleanup(settings: Settings, client: redis.Redis, *, dry_run: bool,
     if state == "completed":
         result = dict(record["result"] or {})
         if result.get("skipped"):
-            raise Conflict(result.get("reason") or "Another cleanup is running",
-                           extra={"job_id": job.job_id, "running_job": result.get("running_job")})
+            raise Conflict(
+                result.get("reason") or "Another cleanup is running",
+                extra={"job_id": job.job_id, "running_job": result.get("running_job")},
+            )
         return 200, dict(result, job_id=job.job_id)
     if state in ("failed", "revoked"):
         raise CleanupFailed(f"Cleanup job {job.job_id} {state}: {record.get('error')}", extra={"job_id": job.job_id})
-    return 202, {"job_id": job.job_id, "state": state, "dry_run": dry_run,
-                 "progress": record.get("progress") if record else None,
-                 "message": "Cleanup is still running; its counts will be in the job's result"}
+    return 202, {
+        "job_id": job.job_id,
+        "state": state,
+        "dry_run": dry_run,
+        "progress": record.get("progress") if record else None,
+        "message": "Cleanup is still running; its counts will be in the job's result",
+    }

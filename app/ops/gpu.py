@@ -4,18 +4,20 @@ NVML is reached through `pynvml` (the `nvidia-ml-py` package) or any object shap
 is how the tests exercise the GPU path on machines without one. Without a driver or a GPU every
 figure is null: that is a normal state for a CPU-only install, so it is logged once, at INFO.
 """
+
 from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.core.time import iso_utc
 from app.celery.queues import QUEUES
+from app.core.time import iso_utc
 from app.jobs.registry import INDEX_KEY, JOB_KEY, JobRegistry
 from app.models import GpuStat
 
@@ -71,18 +73,25 @@ class NvmlSampler:
         for index in range(self.count):
             handle = nvml.nvmlDeviceGetHandleByIndex(index)
             memory = self._field(index, "memory", lambda: nvml.nvmlDeviceGetMemoryInfo(handle))
-            out.append({
-                "gpu_index": index,
-                "gpu_name": self._field(index, "name", lambda: _text(nvml.nvmlDeviceGetName(handle))),
-                "utilization": self._field(index, "utilization",
-                                           lambda: float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)),
-                "memory_used": int(memory.used // MIB) if memory is not None else None,
-                "memory_total": int(memory.total // MIB) if memory is not None else None,
-                "temperature": self._field(index, "temperature", lambda: float(
-                    nvml.nvmlDeviceGetTemperature(handle, getattr(nvml, "NVML_TEMPERATURE_GPU", 0)))),
-                "power_usage": self._field(index, "power", lambda: round(
-                    nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0, 2)),
-            })
+            out.append(
+                {
+                    "gpu_index": index,
+                    "gpu_name": self._field(index, "name", lambda: _text(nvml.nvmlDeviceGetName(handle))),
+                    "utilization": self._field(
+                        index, "utilization", lambda: float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+                    ),
+                    "memory_used": int(memory.used // MIB) if memory is not None else None,
+                    "memory_total": int(memory.total // MIB) if memory is not None else None,
+                    "temperature": self._field(
+                        index,
+                        "temperature",
+                        lambda: float(nvml.nvmlDeviceGetTemperature(handle, getattr(nvml, "NVML_TEMPERATURE_GPU", 0))),
+                    ),
+                    "power_usage": self._field(
+                        index, "power", lambda: round(nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0, 2)
+                    ),
+                }
+            )
         return out
 
     def _field(self, index: int, name: str, read: Callable[[], Any]) -> Any:
@@ -114,8 +123,9 @@ def inference_fps(registry: JobRegistry, now: float | None = None, window: float
     return round(done / window, 3) if done else None
 
 
-def inference_latency(registry: JobRegistry, now: float | None = None, window: float = 300.0,
-                      sample: int = 500) -> dict[str, Any]:
+def inference_latency(
+    registry: JobRegistry, now: float | None = None, window: float = 300.0, sample: int = 500
+) -> dict[str, Any]:
     """Run time (started -> finished) of recent completed detection jobs: average and p95, in ms."""
     now = time.time() if now is None else now
     durations: list[float] = []
@@ -129,29 +139,49 @@ def inference_latency(registry: JobRegistry, now: float | None = None, window: f
             times = pipe.execute()
         durations += [(float(f) - float(s)) * 1000 for s, f in times if s and f]
     if not durations:
-        return {"avg_latency_ms": None, "p95_latency_ms": None, "throughput_fps": inference_fps(registry, now),
-                "sample_count": 0}
+        return {
+            "avg_latency_ms": None,
+            "p95_latency_ms": None,
+            "throughput_fps": inference_fps(registry, now),
+            "sample_count": 0,
+        }
     durations.sort()
     p95 = durations[min(len(durations) - 1, int(round(0.95 * (len(durations) - 1))))]
-    return {"avg_latency_ms": round(sum(durations) / len(durations), 2), "p95_latency_ms": round(p95, 2),
-            "throughput_fps": inference_fps(registry, now), "sample_count": len(durations)}
+    return {
+        "avg_latency_ms": round(sum(durations) / len(durations), 2),
+        "p95_latency_ms": round(p95, 2),
+        "throughput_fps": inference_fps(registry, now),
+        "sample_count": len(durations),
+    }
 
 
 # ---- reads for the API ------------------------------------------------------------------------------
 
 
 def sample_dict(row: Any) -> dict[str, Any]:
-    return {"recorded_at": iso_utc(row.recorded_at), "gpu_name": row.gpu_name, "utilization": row.utilization,
-            "memory_used": row.memory_used, "memory_total": row.memory_total, "temperature": row.temperature,
-            "power_usage": row.power_usage, "inference_fps": row.inference_fps, "gpu_index": row.gpu_index}
+    return {
+        "recorded_at": iso_utc(row.recorded_at),
+        "gpu_name": row.gpu_name,
+        "utilization": row.utilization,
+        "memory_used": row.memory_used,
+        "memory_total": row.memory_total,
+        "temperature": row.temperature,
+        "power_usage": row.power_usage,
+        "inference_fps": row.inference_fps,
+        "gpu_index": row.gpu_index,
+    }
 
 
 def latest(session: Session, max_age: float, gpu_index: int = 0) -> dict[str, Any] | None:
     """The newest sample of a GPU if it is fresh (the monitor is alive), else None."""
 
-    cutoff = datetime.now(timezone.utc) - timedelta(seconds=max_age)
-    row = session.execute(select(GpuStat).where(GpuStat.gpu_index == gpu_index, GpuStat.recorded_at >= cutoff)
-                          .order_by(GpuStat.recorded_at.desc()).limit(1)).scalar_one_or_none()
+    cutoff = datetime.now(UTC) - timedelta(seconds=max_age)
+    row = session.execute(
+        select(GpuStat)
+        .where(GpuStat.gpu_index == gpu_index, GpuStat.recorded_at >= cutoff)
+        .order_by(GpuStat.recorded_at.desc())
+        .limit(1)
+    ).scalar_one_or_none()
     return sample_dict(row) if row is not None else None
 
 
@@ -160,11 +190,23 @@ def history(session: Session, since: datetime | None, limit: int, gpu_index: int
 
     query = select(GpuStat).where(GpuStat.gpu_index == gpu_index)
     if since is not None:
-        rows = session.execute(query.where(GpuStat.recorded_at >= since)
-                               .order_by(GpuStat.recorded_at.asc(), GpuStat.id.asc()).limit(limit)).scalars().all()
+        rows = (
+            session.execute(
+                query.where(GpuStat.recorded_at >= since)
+                .order_by(GpuStat.recorded_at.asc(), GpuStat.id.asc())
+                .limit(limit)
+            )
+            .scalars()
+            .all()
+        )
     else:
-        rows = list(reversed(session.execute(query.order_by(GpuStat.recorded_at.desc(), GpuStat.id.desc())
-                                             .limit(limit)).scalars().all()))
+        rows = list(
+            reversed(
+                session.execute(query.order_by(GpuStat.recorded_at.desc(), GpuStat.id.desc()).limit(limit))
+                .scalars()
+                .all()
+            )
+        )
     return [sample_dict(r) for r in rows]
 
 

@@ -6,27 +6,28 @@ INFO, psutil). Each part fails on its own: an unreachable database makes `databa
 say so, it does not make the endpoint a 500. The performance monitor (workers/host/services/performance_monitor.py)
 stores one snapshot every `VIGIL_PERFORMANCE_INTERVAL` seconds for the history endpoint.
 """
+
 from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psutil
 from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
-from app.core.time import iso_utc, iso_now
 from app.core.db import get_engine, session_scope
 from app.core.redis_client import get_redis
-from app.ops import gpu
-from app.ops import health
+from app.core.settings import Settings
+from app.core.time import iso_now, iso_utc
 from app.jobs import heartbeats
 from app.jobs.registry import get_registry
-from app.core.settings import Settings
 from app.models import PerformanceSnapshot
 from app.models import PerformanceSnapshot as P  # short: the queries below read as SQL
+from app.ops import gpu, health
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,14 @@ def gpu_part(settings: Settings) -> dict[str, Any]:
     with session_scope(settings) as session:
         sample = gpu.latest(session, max_age=3 * settings.gpu_poll_interval)
     sample = sample or gpu.empty_sample()
-    return {"gpu_name": sample["gpu_name"], "utilization": sample["utilization"],
-            "memory_used_mb": sample["memory_used"], "memory_total_mb": sample["memory_total"],
-            "temperature_c": sample["temperature"], "power_watts": sample["power_usage"]}
+    return {
+        "gpu_name": sample["gpu_name"],
+        "utilization": sample["utilization"],
+        "memory_used_mb": sample["memory_used"],
+        "memory_total_mb": sample["memory_total"],
+        "temperature_c": sample["temperature"],
+        "power_watts": sample["power_usage"],
+    }
 
 
 def database_part(settings: Settings) -> dict[str, Any]:
@@ -67,26 +73,37 @@ def database_part(settings: Settings) -> dict[str, Any]:
             size = os.path.getsize(path) if path and os.path.exists(path) else None
             conn.execute(text("SELECT 1")).all()
             return {"status": "healthy", "size_bytes": size, "connections": None}
-        connections = conn.execute(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")).scalar_one()
+        connections = conn.execute(
+            text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+        ).scalar_one()
         size = conn.execute(text("SELECT pg_database_size(current_database())")).scalar_one()
     return {"status": "healthy", "connections": int(connections), "size_bytes": int(size)}
 
 
 def redis_part(settings: Settings) -> dict[str, Any]:
     info = get_redis(settings).info()
-    return {"status": "healthy", "memory_mb": round(int(info.get("used_memory", 0)) / MB, 2),
-            "connected_clients": info.get("connected_clients"),
-            "ops_per_sec": info.get("instantaneous_ops_per_sec"), "version": info.get("redis_version")}
+    return {
+        "status": "healthy",
+        "memory_mb": round(int(info.get("used_memory", 0)) / MB, 2),
+        "connected_clients": info.get("connected_clients"),
+        "ops_per_sec": info.get("instantaneous_ops_per_sec"),
+        "version": info.get("redis_version"),
+    }
 
 
 def host_part(settings: Settings, cpu_interval: float | None) -> dict[str, Any]:
     memory = psutil.virtual_memory()
     disk = psutil.disk_usage(str(settings.var_dir if settings.var_dir.exists() else "/"))
     load = os.getloadavg() if hasattr(os, "getloadavg") else (None, None, None)
-    return {"cpu_percent": psutil.cpu_percent(interval=cpu_interval), "cpu_count": psutil.cpu_count(),
-            "load_1m": load[0], "ram_percent": memory.percent, "ram_used_mb": round(memory.used / MB, 1),
-            "ram_total_mb": round(memory.total / MB, 1), "disk_percent": disk.percent}
+    return {
+        "cpu_percent": psutil.cpu_percent(interval=cpu_interval),
+        "cpu_count": psutil.cpu_count(),
+        "load_1m": load[0],
+        "ram_percent": memory.percent,
+        "ram_used_mb": round(memory.used / MB, 1),
+        "ram_total_mb": round(memory.total / MB, 1),
+        "disk_percent": disk.percent,
+    }
 
 
 def processes_part(settings: Settings) -> list[dict[str, Any]]:
@@ -96,19 +113,38 @@ def processes_part(settings: Settings) -> list[dict[str, Any]]:
     out = []
     for node, last in sorted(heartbeats.last_seen(client).items()):
         beat = alive.get(node)
-        out.append({"name": node, "group": node.split("@", 1)[0], "status": "running" if beat else "unresponsive",
-                    "kind": beat.get("kind") if beat else None, "pid": beat.get("pid") if beat else None,
-                    "last_seen": iso_utc(last)})
+        out.append(
+            {
+                "name": node,
+                "group": node.split("@", 1)[0],
+                "status": "running" if beat else "unresponsive",
+                "kind": beat.get("kind") if beat else None,
+                "pid": beat.get("pid") if beat else None,
+                "last_seen": iso_utc(last),
+            }
+        )
     return out
 
 
 def alerts_for(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
     host, gpu_figures = snapshot.get("host") or {}, snapshot.get("gpu") or {}
-    values = {"cpu_percent": host.get("cpu_percent"), "ram_percent": host.get("ram_percent"),
-              "disk_percent": host.get("disk_percent"), "gpu_temperature_c": gpu_figures.get("temperature_c")}
-    return [{"metric": metric, "value": value, "threshold": THRESHOLDS[metric], "severity": "warning",
-             "message": f"{metric} is {value:g} (threshold {THRESHOLDS[metric]:g})"}
-            for metric, value in values.items() if value is not None and value >= THRESHOLDS[metric]]
+    values = {
+        "cpu_percent": host.get("cpu_percent"),
+        "ram_percent": host.get("ram_percent"),
+        "disk_percent": host.get("disk_percent"),
+        "gpu_temperature_c": gpu_figures.get("temperature_c"),
+    }
+    return [
+        {
+            "metric": metric,
+            "value": value,
+            "threshold": THRESHOLDS[metric],
+            "severity": "warning",
+            "message": f"{metric} is {value:g} (threshold {THRESHOLDS[metric]:g})",
+        }
+        for metric, value in values.items()
+        if value is not None and value >= THRESHOLDS[metric]
+    ]
 
 
 def collect(settings: Settings, cpu_interval: float | None = 0.1) -> dict[str, Any]:
@@ -117,12 +153,14 @@ def collect(settings: Settings, cpu_interval: float | None = 0.1) -> dict[str, A
     ai = health.run_checks({"ai": lambda: health.check_ai(settings)}, settings.health_timeout)["ai"].details or {}
     snapshot: dict[str, Any] = {
         "gpu": _part("gpu", lambda: gpu_part(settings), {}),
-        "ai_models": {name: {"status": value, "vram_mb": None} for name, value in ai.items()
-                      if name not in ("status", "error")},
+        "ai_models": {
+            name: {"status": value, "vram_mb": None} for name, value in ai.items() if name not in ("status", "error")
+        },
         "inference": _part("inference", lambda: gpu.inference_latency(get_registry(settings)), {}),
-        "databases": {"sqlite" if settings.is_sqlite else "postgres": _part(
-                          "database", lambda: database_part(settings), {}),
-                      "redis": _part("redis", lambda: redis_part(settings), {})},
+        "databases": {
+            "sqlite" if settings.is_sqlite else "postgres": _part("database", lambda: database_part(settings), {}),
+            "redis": _part("redis", lambda: redis_part(settings), {}),
+        },
         "host": _part("host", lambda: host_part(settings, cpu_interval), {}),
         "containers": _part("processes", lambda: processes_part(settings), []),
     }
@@ -134,7 +172,7 @@ def collect(settings: Settings, cpu_interval: float | None = 0.1) -> dict[str, A
 # ---- history -------------------------------------------------------------------------------------
 def store(session: Session, snapshot: dict[str, Any]) -> None:
 
-    session.add(PerformanceSnapshot(timestamp=datetime.now(timezone.utc), data=snapshot))
+    session.add(PerformanceSnapshot(timestamp=datetime.now(UTC), data=snapshot))
 
 
 def prune(session_factory, older_than: datetime, batch: int = 1000) -> int:
@@ -152,10 +190,9 @@ def prune(session_factory, older_than: datetime, batch: int = 1000) -> int:
 
 def history(session: Session, time_range: str, now: datetime | None = None) -> list[dict[str, Any]]:
     """Stored snapshots of the last `time_range`, oldest first."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     since = now - timedelta(seconds=TIME_RANGES[time_range])
-    rows = session.execute(select(P).where(P.timestamp >= since).order_by(P.timestamp.asc(), P.id.asc())
-                           ).scalars().all()
-    return [dict(row.data or {}, timestamp=iso_utc(row.timestamp))
-            for row in rows]
-
+    rows = (
+        session.execute(select(P).where(P.timestamp >= since).order_by(P.timestamp.asc(), P.id.asc())).scalars().all()
+    )
+    return [dict(row.data or {}, timestamp=iso_utc(row.timestamp)) for row in rows]

@@ -3,13 +3,15 @@ figures of the cleanup and storage endpoints. Apart from retention cleanup (`app
 because it reads the file system, not rows past a cutoff; it shares that module's lock, so an
 orphan sweep never races a retention run.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 import redis
@@ -24,7 +26,7 @@ from app.ops.cleanup import CleanupLock
 
 log = logging.getLogger(__name__)
 
-ORPHAN_MAX_FRACTION = 0.5        # refuse to delete more than this share of a directory without force
+ORPHAN_MAX_FRACTION = 0.5  # refuse to delete more than this share of a directory without force
 ORPHAN_FILES_LISTED = 100
 
 
@@ -67,8 +69,14 @@ def _walk(root: Path) -> list[tuple[str, int, float]]:
     return out
 
 
-def orphaned_files(settings: Settings, session_factory: Callable[[], Session], *, dry_run: bool = True,
-                   force: bool = False, client: redis.Redis | None = None) -> dict[str, Any]:
+def orphaned_files(
+    settings: Settings,
+    session_factory: Callable[[], Session],
+    *,
+    dry_run: bool = True,
+    force: bool = False,
+    client: redis.Redis | None = None,
+) -> dict[str, Any]:
     """Find files no row references in the thumbnail and clip directories; delete them unless
     `dry_run`. Refuses (409) to delete more than half a directory's files without `force`: that
     usually means a wrong directory setting or a restored database, not garbage."""
@@ -87,14 +95,22 @@ def orphaned_files(settings: Settings, session_factory: Callable[[], Session], *
                     key = _relative_key(value, roots)
                     if key is not None:
                         referenced.add(key)
-        orphans = [(rel, size) for rel, size, mtime in files
-                   if rel not in referenced and now - mtime >= settings.orphan_min_age_seconds]
+        orphans = [
+            (rel, size)
+            for rel, size, mtime in files
+            if rel not in referenced and now - mtime >= settings.orphan_min_age_seconds
+        ]
         candidates[kind] = orphans
         too_many = len(orphans) > ORPHAN_MAX_FRACTION * len(files) and bool(orphans)
         entry: dict[str, Any] = {
-            "orphaned_count": len(orphans), "orphaned_size_bytes": sum(size for _, size in orphans),
-            "files": sorted(rel for rel, _ in orphans)[:ORPHAN_FILES_LISTED], "total_files": len(files),
-            "directory": str(root), "deleted_count": 0, "requires_force": too_many}
+            "orphaned_count": len(orphans),
+            "orphaned_size_bytes": sum(size for _, size in orphans),
+            "files": sorted(rel for rel, _ in orphans)[:ORPHAN_FILES_LISTED],
+            "total_files": len(files),
+            "directory": str(root),
+            "deleted_count": 0,
+            "requires_force": too_many,
+        }
         if not columns:
             entry["skipped"] = "no table references these files, so none can be called orphaned"
             entry["requires_force"] = False
@@ -102,10 +118,12 @@ def orphaned_files(settings: Settings, session_factory: Callable[[], Session], *
     if not dry_run:
         refused = [k for k, e in plan.items() if e["requires_force"] and not e.get("skipped")]
         if refused and not force:
-            raise Conflict("Refusing to delete more than half of the files in "
-                           + ", ".join(f"{k} ({plan[k]['orphaned_count']} of {plan[k]['total_files']})"
-                                       for k in refused) + "; check the directory settings, or pass force=true",
-                           extra={k: plan[k] for k in refused})
+            raise Conflict(
+                "Refusing to delete more than half of the files in "
+                + ", ".join(f"{k} ({plan[k]['orphaned_count']} of {plan[k]['total_files']})" for k in refused)
+                + "; check the directory settings, or pass force=true",
+                extra={k: plan[k] for k in refused},
+            )
         lock = CleanupLock(client, {"job_id": None, "kind": "orphaned-files"}) if client is not None else None
         if lock is not None:
             lock.__enter__()
@@ -126,9 +144,13 @@ def orphaned_files(settings: Settings, session_factory: Callable[[], Session], *
             if lock is not None:
                 lock.release()
     counted = [e for e in plan.values() if not e.get("skipped")]
-    return {**plan, "total_orphaned_files": sum(e["orphaned_count"] for e in counted),
-            "total_size_bytes": sum(e["orphaned_size_bytes"] for e in counted), "dry_run": dry_run,
-            "timestamp": iso_now()}
+    return {
+        **plan,
+        "total_orphaned_files": sum(e["orphaned_count"] for e in counted),
+        "total_size_bytes": sum(e["orphaned_size_bytes"] for e in counted),
+        "dry_run": dry_run,
+        "timestamp": iso_now(),
+    }
 
 
 # ---- storage ----------------------------------------------------------------------------------------------------
@@ -146,14 +168,17 @@ def storage_stats(settings: Settings, session: Session) -> dict[str, Any]:
         return int(session.execute(select(func.count()).select_from(model)).scalar_one())
 
     return {
-        "disk_used_bytes": disk.used, "disk_total_bytes": disk.total, "disk_free_bytes": disk.free,
+        "disk_used_bytes": disk.used,
+        "disk_total_bytes": disk.total,
+        "disk_free_bytes": disk.free,
         "disk_usage_percent": round(disk.percent, 1),
         "thumbnails": directory_usage(settings.thumbnail_dir),
         "images": directory_usage(settings.camera_root),
         "clips": directory_usage(settings.clips_dir),
-        "events_count": count(Event), "detections_count": count(Detection), "gpu_stats_count": count(GpuStat),
-        "logs_count": count(Log), "disk_path": str(anchor),
+        "events_count": count(Event),
+        "detections_count": count(Detection),
+        "gpu_stats_count": count(GpuStat),
+        "logs_count": count(Log),
+        "disk_path": str(anchor),
         "timestamp": iso_now(),
     }
-
-

@@ -8,6 +8,7 @@ Self-contained on purpose: it does not import the models, so later model changes
 history. The types mirror app/models/base.py (aware UTC datetimes, JSONB on PostgreSQL, 64-bit ids
 that still autoincrement on SQLite).
 """
+
 from __future__ import annotations
 
 import sqlalchemy as sa
@@ -53,8 +54,9 @@ def upgrade() -> None:
         sa.Column("job_id", sa.String(64), nullable=True),
         sa.Column("seen_at", TS, nullable=True),
         sa.Column("detected_at", TS, nullable=False),
-        sa.ForeignKeyConstraint(["camera_id"], ["cameras.id"], name="fk_detections_camera_id_cameras",
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["camera_id"], ["cameras.id"], name="fk_detections_camera_id_cameras", ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_detections"),
     )
     op.create_index("ix_detections_batch_id", "detections", ["batch_id"])
@@ -79,8 +81,7 @@ def upgrade() -> None:
         sa.Column("output_tokens", sa.Integer(), nullable=True),
         sa.Column("reviewed", sa.Boolean(), nullable=False),
         sa.Column("created_at", TS, nullable=False),
-        sa.ForeignKeyConstraint(["camera_id"], ["cameras.id"], name="fk_events_camera_id_cameras",
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["camera_id"], ["cameras.id"], name="fk_events_camera_id_cameras", ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name="pk_events"),
         sa.UniqueConstraint("batch_id", name="uq_events_batch_id"),
     )

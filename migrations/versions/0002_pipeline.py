@@ -7,6 +7,7 @@ Create Date: 2026-11-22
 A closed detection batch's durable record (camera, window, close reason, stage timestamps, the
 analysis job and the event it became). Self-contained like 0001: no imports from `app`.
 """
+
 from __future__ import annotations
 
 import sqlalchemy as sa
@@ -37,8 +38,9 @@ def upgrade() -> None:
         sa.Column("analysed_at", TS, nullable=True),
         sa.Column("event_id", sa.BigInteger(), nullable=True),
         sa.Column("created_at", TS, nullable=False),
-        sa.ForeignKeyConstraint(["camera_id"], ["cameras.id"], name="fk_detection_batches_camera_id_cameras",
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["camera_id"], ["cameras.id"], name="fk_detection_batches_camera_id_cameras", ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_detection_batches"),
     )
     op.create_index("ix_detection_batches_camera_id", "detection_batches", ["camera_id"])

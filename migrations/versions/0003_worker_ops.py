@@ -6,6 +6,7 @@ Create Date: 2026-11-22
 
 Self-contained like 0001 (no imports from `app`): the types mirror app/models/base.py.
 """
+
 from __future__ import annotations
 
 import sqlalchemy as sa

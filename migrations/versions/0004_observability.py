@@ -6,6 +6,7 @@ Create Date: 2026-11-22
 
 Self-contained like 0001: the types mirror app/models/base.py without importing it.
 """
+
 from __future__ import annotations
 
 import sqlalchemy as sa

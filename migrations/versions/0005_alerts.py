@@ -6,6 +6,7 @@ Create Date: 2026-11-23
 
 Self-contained like 0001: the types mirror app/models/base.py without importing it.
 """
+
 from __future__ import annotations
 
 import sqlalchemy as sa
@@ -57,8 +58,9 @@ def upgrade() -> None:
         sa.Column("delivered_at", TS, nullable=True),
         sa.Column("acknowledged_at", TS, nullable=True),
         sa.Column("dismissed_at", TS, nullable=True),
-        sa.ForeignKeyConstraint(["rule_id"], ["alert_rules.id"], name="fk_alerts_rule_id_alert_rules",
-                                ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(
+            ["rule_id"], ["alert_rules.id"], name="fk_alerts_rule_id_alert_rules", ondelete="SET NULL"
+        ),
         sa.ForeignKeyConstraint(["event_id"], ["events.id"], name="fk_alerts_event_id_events", ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name="pk_alerts"),
         sa.UniqueConstraint("rule_id", "event_id", name="uq_alerts_rule_id_event_id"),
@@ -73,8 +75,9 @@ def upgrade() -> None:
         sa.Column("rule_id", sa.String(36), nullable=False),
         sa.Column("camera_id", sa.String(64), nullable=False),
         sa.Column("last_fired_at", TS, nullable=False),
-        sa.ForeignKeyConstraint(["rule_id"], ["alert_rules.id"], name="fk_alert_cooldowns_rule_id_alert_rules",
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["rule_id"], ["alert_rules.id"], name="fk_alert_cooldowns_rule_id_alert_rules", ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("rule_id", "camera_id", name="pk_alert_cooldowns"),
     )
 

@@ -1,4 +1,5 @@
 """The same migrations must produce the models' schema on SQLite and PostgreSQL."""
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
@@ -16,8 +17,18 @@ def test_migrations_match_models(db_url):
             diff = compare_metadata(ctx, Base.metadata)
         assert diff == [], f"models and migrations disagree: {diff}"
         tables = set(inspect(engine).get_table_names())
-        assert {"cameras", "detections", "events", "jobs", "logs", "runtime_config", "audit_log", "alert_rules",
-                "alerts", "alert_cooldowns"} <= tables
+        assert {
+            "cameras",
+            "detections",
+            "events",
+            "jobs",
+            "logs",
+            "runtime_config",
+            "audit_log",
+            "alert_rules",
+            "alerts",
+            "alert_cooldowns",
+        } <= tables
     finally:
         engine.dispose()
 

@@ -4,7 +4,6 @@ from pathlib import Path
 import pytest
 
 from app.core.settings import Settings, SettingsError, replace, settings_fields
-
 from tests.servers import ROOT
 
 
@@ -19,20 +18,34 @@ def test_embedded_defaults_point_under_var(tmp_path):
 
 
 def test_environment_overrides_and_types():
-    s = Settings.from_env({"VIGIL_PORT": "9001", "VIGIL_AUTH_READS": "yes", "VIGIL_API_KEY": "k",
-                           "DATABASE_URL": "postgresql+psycopg2://u@h/db", "REDIS_URL": "redis://r:1/2",
-                           "VIGIL_DETECTION_CONFIDENCE_THRESHOLD": "0.7"})
+    s = Settings.from_env(
+        {
+            "VIGIL_PORT": "9001",
+            "VIGIL_AUTH_READS": "yes",
+            "VIGIL_API_KEY": "k",
+            "DATABASE_URL": "postgresql+psycopg2://u@h/db",
+            "REDIS_URL": "redis://r:1/2",
+            "VIGIL_DETECTION_CONFIDENCE_THRESHOLD": "0.7",
+        }
+    )
     assert s.port == 9001 and s.auth_reads is True and s.api_key == "k"
     assert s.broker_url == "redis://r:1/2" and not s.is_sqlite
     assert s.detection_confidence_threshold == pytest.approx(0.7)
 
 
-@pytest.mark.parametrize("env", [{"VIGIL_PORT": "eighty"}, {"VIGIL_AUTH_READS": "maybe"},
-                                 {"VIGIL_HEARTBEAT_INTERVAL": "2s"}, {"CELERY_BROKER_URL": "redis://{nope}/0"}])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"VIGIL_PORT": "eighty"},
+        {"VIGIL_AUTH_READS": "maybe"},
+        {"VIGIL_HEARTBEAT_INTERVAL": "2s"},
+        {"CELERY_BROKER_URL": "redis://{nope}/0"},
+    ],
+)
 def test_bad_values_fail_loudly(env):
     with pytest.raises(SettingsError) as exc:
         Settings.from_env(env)
-    (name, value), = env.items()
+    ((name, value),) = env.items()
     assert f"{name}={value!r}" in str(exc.value)
 
 
@@ -54,7 +67,8 @@ def test_template_defaults_follow_the_settings_they_name(tmp_path):
     s = Settings.from_env({"VIGIL_VAR_DIR": str(tmp_path), "REDIS_URL": "redis://r:1/2"})
     assert s.database_url == f"sqlite:///{tmp_path}/vigil.db"
     assert (s.camera_root, s.thumbnail_dir, s.clips_dir, s.export_dir, s.metrics_dir) == tuple(
-        tmp_path / d for d in ("cameras", "thumbnails", "clips", "exports", "metrics"))
+        tmp_path / d for d in ("cameras", "thumbnails", "clips", "exports", "metrics")
+    )
     assert s.broker_url == s.result_backend == "redis://r:1/2"
     # A keyword override feeds the templates after it; it is never a template itself.
     s = Settings.from_env({}, var_dir=tmp_path / "v", redis_url="redis://o/1", result_backend="redis://{x}")

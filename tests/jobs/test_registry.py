@@ -1,4 +1,5 @@
 """The job registry against a real Redis (and SQL for its archive)."""
+
 import time
 import uuid
 
@@ -24,8 +25,9 @@ def _id():
 
 def test_lifecycle_waiting_active_completed(registry, queue):
     jid = _id()
-    registry.record_published(jid, task="vigil.system.canary", queue=queue, args=[1], kwargs={"x": 2},
-                              request_id="req_a")
+    registry.record_published(
+        jid, task="vigil.system.canary", queue=queue, args=[1], kwargs={"x": 2}, request_id="req_a"
+    )
     job = registry.get(jid)
     assert job["state"] == "waiting" and job["attempts"] == 0 and job["args"] == [1] and job["kwargs"] == {"x": 2}
     assert registry.count(queue, "waiting") == 1
@@ -55,7 +57,7 @@ def test_retry_republish_and_attempts(registry, queue):
     registry.record_published(jid, task="t", queue=queue, args=[1])
     registry.record_started(jid, worker="w@h")
     registry.record_retry(jid, "ConnectionError")
-    registry.record_published(jid, task="t", queue=queue, args=[1])   # Celery's retry re-publishes
+    registry.record_published(jid, task="t", queue=queue, args=[1])  # Celery's retry re-publishes
     assert registry.get(jid)["state"] == "waiting"
     registry.record_started(jid, worker="w2@h")
     job = registry.get(jid)
@@ -123,7 +125,7 @@ def test_archive_flush_and_trim(queue, session_factory, redis_db):
     assert registry.trim(queue, "completed", time.time() + 1, session_factory) == 1
     assert registry.get(jid) is None and registry.count(queue, "completed") == 0
     with session_factory() as s:
-        assert job_from_sql(s, jid)["result"] == {"n": 1}   # history survives the trim
+        assert job_from_sql(s, jid)["result"] == {"n": 1}  # history survives the trim
 
 
 def test_registry_survives_redis_restart(registry, queue, redis_server, redis_client):

@@ -1,5 +1,6 @@
 """The atomic fetch of app/celery/transport.py, on a real Redis: a fetch that never gets its reply
 leaves the message restorable, an idle consumer wakes on the doorbell, stock semantics stay."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,8 @@ import pytest
 import redis
 from kombu import Connection, Exchange, Queue
 
-from app.celery.broker import UNACKED_INDEX_KEY, UNACKED_KEY, bell_key
 from app.celery import transport
+from app.celery.broker import UNACKED_INDEX_KEY, UNACKED_KEY, bell_key
 from app.celery.transport import FETCHED_MARK
 
 QUEUE = "t-atomic"
@@ -34,8 +35,13 @@ def _publish(url: str, n: int, stock: bool = False) -> None:
     with _connection(url, stock) as conn:
         producer = conn.Producer()
         for i in range(n):
-            producer.publish({"n": i}, exchange=exchange, routing_key=QUEUE, serializer="json",
-                             declare=[Queue(QUEUE, exchange, routing_key=QUEUE)])
+            producer.publish(
+                {"n": i},
+                exchange=exchange,
+                routing_key=QUEUE,
+                serializer="json",
+                declare=[Queue(QUEUE, exchange, routing_key=QUEUE)],
+            )
 
 
 def _kill_after_sending_fetch(url: str, stock: bool) -> None:

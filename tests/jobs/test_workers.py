@@ -1,12 +1,13 @@
 """Real Celery workers: the registry follows a job through its life, heartbeats show the workers."""
+
 import uuid
 
 import pytest
 
+from app.celery.app import celery
 from app.core.db import session_scope
 from app.jobs.archive import job_from_sql
 from app.jobs.registry import get_registry
-from app.celery.app import celery
 
 
 def _send(queue: str, **kwargs) -> str:
@@ -36,7 +37,7 @@ def _states(registry, job_ids, wait, final: set[str], timeout: float = 30) -> di
 @pytest.mark.slow
 def test_registry_follows_success_and_failure(celery_workers, wait):
     registry = get_registry()
-    blocker = _send("analysis", sleep=1.5)          # concurrency 1: the next jobs must wait
+    blocker = _send("analysis", sleep=1.5)  # concurrency 1: the next jobs must wait
     ok = _send("analysis", sleep=0.3, result={"n": 7})
     bad = _send("analysis", sleep=0.3, fail="deliberate failure")
     seen = _states(registry, [ok, bad], wait, {"completed", "failed"})
@@ -72,6 +73,7 @@ def test_failed_job_is_archived_to_sql(celery_workers, wait):
     def archived():
         with session_scope() as s:
             return job_from_sql(s, bad)
+
     row = wait(archived, 10, what="failed job archived to SQL")
     assert row["state"] == "failed" and "CanaryFailure" in row["traceback"]
 
@@ -90,9 +92,9 @@ def test_high_priority_queue_is_served_first(celery_workers, wait):
 
 @pytest.mark.slow
 def test_heartbeats_and_readiness(celery_workers, client):
-    from app.jobs import heartbeats
     from app.core.redis_client import get_redis
     from app.core.settings import get_settings
+    from app.jobs import heartbeats
 
     beats = {b["node"]: b for b in heartbeats.alive(get_redis(), get_settings().heartbeat_ttl)}
     det = beats[celery_workers["detection_worker"].node]

@@ -1,10 +1,11 @@
 """Log exports through a real cleanup worker, and a request id that finds the log lines of the
 request and of the job it caused; on SQLite and PostgreSQL."""
+
 import csv
 import io
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import insert
@@ -18,15 +19,26 @@ PLATFORM = "/api/v1/platform/system/logs"
 
 def _bulk_seed(db_url, n, component="seed", chunk=10_000):
     """n rows with awkward content: commas, quotes, newlines and non-ASCII in messages."""
-    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
     engine = make_engine(db_url)
     try:
         for base in range(0, n, chunk):
-            rows = [{"timestamp": start + timedelta(seconds=i), "level": ("INFO", "WARNING", "ERROR")[i % 3],
-                     "component": component, "message": f'row {i}, "quoted"\nsecond line é',
-                     "camera_id": f"cam{i % 7}", "request_id": f"req-{i}", "job_id": None, "user_id": None,
-                     "duration_ms": float(i % 100), "extra": {"i": i}, "source": "backend"}
-                    for i in range(base, min(base + chunk, n))]
+            rows = [
+                {
+                    "timestamp": start + timedelta(seconds=i),
+                    "level": ("INFO", "WARNING", "ERROR")[i % 3],
+                    "component": component,
+                    "message": f'row {i}, "quoted"\nsecond line é',
+                    "camera_id": f"cam{i % 7}",
+                    "request_id": f"req-{i}",
+                    "job_id": None,
+                    "user_id": None,
+                    "duration_ms": float(i % 100),
+                    "extra": {"i": i},
+                    "source": "backend",
+                }
+                for i in range(base, min(base + chunk, n))
+            ]
             with engine.begin() as conn:
                 conn.execute(insert(Log.__table__), rows)
     finally:
@@ -104,8 +116,10 @@ def test_export_of_100k_rows_streams_with_bounded_memory(obs_client, cleanup_wor
         for fmt in ("csv", "json", "txt"):
             results[fmt] = _export(obs_client, wait, f"format={fmt}&service=seed")
     growth_mb = (sampler.peak - baseline) / 2**20
-    print(f"export worker RSS: baseline {baseline / 2**20:.1f} MiB, peak {sampler.peak / 2**20:.1f} MiB, "
-          f"growth {growth_mb:.1f} MiB over {sampler.samples} samples")
+    print(
+        f"export worker RSS: baseline {baseline / 2**20:.1f} MiB, peak {sampler.peak / 2**20:.1f} MiB, "
+        f"growth {growth_mb:.1f} MiB over {sampler.samples} samples"
+    )
     assert sampler.samples > 20
     # Holding the rows would cost far more: the CSV file alone is several times this bound.
     assert growth_mb < 40, f"export worker grew {growth_mb:.1f} MiB while exporting {n} rows"
@@ -184,13 +198,24 @@ def test_expired_exports_are_purged_and_answer_410(obs_client, obs_settings):
     from app.core.db import session_scope
     from app.models import LogExport
     from app.observability import exports
-    old = datetime.now(timezone.utc) - timedelta(hours=obs_settings.export_retention_hours + 1)
+
+    old = datetime.now(UTC) - timedelta(hours=obs_settings.export_retention_hours + 1)
     obs_settings.export_dir.mkdir(parents=True, exist_ok=True)
-    for export_id, finished in (("export_logs_old", old), ("export_logs_new", datetime.now(timezone.utc))):
+    for export_id, finished in (("export_logs_old", old), ("export_logs_new", datetime.now(UTC))):
         (obs_settings.export_dir / f"{export_id}.csv").write_text("id\n")
         with session_scope(obs_settings) as s:
-            s.add(LogExport(id=export_id, status="completed", format="csv", filters={}, row_count=0,
-                            size_bytes=3, file_name=f"{export_id}.csv", finished_at=finished))
+            s.add(
+                LogExport(
+                    id=export_id,
+                    status="completed",
+                    format="csv",
+                    filters={},
+                    row_count=0,
+                    size_bytes=3,
+                    file_name=f"{export_id}.csv",
+                    finished_at=finished,
+                )
+            )
     assert obs_client.get(f"{PLATFORM}/export/export_logs_old/download").status_code == 200
     assert exports.purge_expired(obs_settings) == 1
     assert not (obs_settings.export_dir / "export_logs_old.csv").exists()

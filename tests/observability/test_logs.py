@@ -1,10 +1,10 @@
 """Structured logs: the database sink, the 004 /api/logs family and the 000 search, on SQLite and
 PostgreSQL."""
+
 import logging
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
-
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 import pytest
@@ -12,10 +12,10 @@ from sqlalchemy import func, insert, select, text
 
 from app.core.context import camera_id_var, job_id_var, request_id_var
 from app.core.db import make_engine
-from app.observability.log_sink import DatabaseLogHandler
+from app.core.errors import InvalidInput
 from app.models import Log
 from app.observability import logs as log_service
-from app.core.errors import InvalidInput
+from app.observability.log_sink import DatabaseLogHandler
 
 PLATFORM = "/api/v1/platform/system/logs"
 
@@ -30,8 +30,15 @@ def _rows(db_url, *where):
 
 
 def _seed(db_url, rows):
-    base = {"camera_id": None, "request_id": None, "job_id": None, "user_id": None, "duration_ms": None,
-            "extra": None, "source": "backend"}
+    base = {
+        "camera_id": None,
+        "request_id": None,
+        "job_id": None,
+        "user_id": None,
+        "duration_ms": None,
+        "extra": None,
+        "source": "backend",
+    }
     engine = make_engine(db_url)
     try:
         with engine.begin() as conn:
@@ -67,8 +74,12 @@ def test_sink_writes_context_and_extra_fields(db_url):
     rows = _rows(db_url, Log.component.in_(["detection_worker", "gpu_monitor"]))
     assert [r["message"] for r in rows] == ["detected 3 objects", "inference failed", "no context here"]
     first, second, third = rows
-    assert (first["level"], first["request_id"], first["job_id"], first["camera_id"]) == \
-        ("INFO", "req-sink-1", "job-sink-1", "front_door")
+    assert (first["level"], first["request_id"], first["job_id"], first["camera_id"]) == (
+        "INFO",
+        "req-sink-1",
+        "job-sink-1",
+        "front_door",
+    )
     assert first["duration_ms"] == 12.5 and first["source"] == "backend"
     assert first["extra"]["objects"] == ["person", "car"] and first["extra"]["logger"] == logger.name
     assert "ValueError: model server said no" in second["extra"]["exception"]
@@ -85,8 +96,19 @@ def _stop_pg(pg):
 def _restart_pg(pg):
     import os
 
-    pg._run("pg_ctl", "-D", os.path.join(pg.dir, "data"), "-l", os.path.join(pg.dir, "log"), "-w", "-t", "60",
-            "start", "-o", f"-p {pg.port} -h 127.0.0.1 -k {pg.dir} -c fsync=off")
+    pg._run(
+        "pg_ctl",
+        "-D",
+        os.path.join(pg.dir, "data"),
+        "-l",
+        os.path.join(pg.dir, "log"),
+        "-w",
+        "-t",
+        "60",
+        "start",
+        "-o",
+        f"-p {pg.port} -h 127.0.0.1 -k {pg.dir} -c fsync=off",
+    )
 
 
 @pytest.mark.slow
@@ -131,15 +153,16 @@ def test_database_outage_neither_blocks_requests_nor_loses_more_than_the_buffer(
         wait_for(lambda: handler.written >= 501, 60, interval=0.2, what="buffered logs written after the outage")
         engine = make_engine(url)
         with engine.connect() as conn:
-            messages = [m for (m,) in conn.execute(text("SELECT message FROM logs WHERE component = 'outage_test' "
-                                                         "ORDER BY id"))]
+            messages = [
+                m for (m,) in conn.execute(text("SELECT message FROM logs WHERE component = 'outage_test' ORDER BY id"))
+            ]
         engine.dispose()
         assert messages[0] == "before the outage"
         assert messages[1:] == [f"during the outage {i}" for i in range(500)]  # oldest kept, in order
         handler.close()
     finally:
-        from app.observability.logging_setup import db_sink
         from app.core.settings import get_settings
+        from app.observability.logging_setup import db_sink
 
         if db_sink() is not None:
             db_sink().retarget(get_settings().database_url)
@@ -148,9 +171,12 @@ def test_database_outage_neither_blocks_requests_nor_loses_more_than_the_buffer(
 
 def test_search_deadline_stops_a_runaway_query(session_factory, db_url):
     """The mechanism behind 'a catastrophic query cannot hang the server', on both backends."""
-    slow = ("SELECT pg_sleep(5)" if db_url.startswith("postgresql") else
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000000) "
-            "SELECT count(*) FROM n")
+    slow = (
+        "SELECT pg_sleep(5)"
+        if db_url.startswith("postgresql")
+        else "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000000) "
+        "SELECT count(*) FROM n"
+    )
     with session_factory() as session:
         started = time.perf_counter()
         with pytest.raises(InvalidInput) as exc:
@@ -163,18 +189,41 @@ def test_search_deadline_stops_a_runaway_query(session_factory, db_url):
 # --- 004: /api/logs -----------------------------------------------------------------------------------------------
 @pytest.fixture
 def seeded(db_url):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     rows = [
-        {"timestamp": now - timedelta(minutes=5), "level": "ERROR", "component": "detection_worker",
-         "message": "Connection refused to YOLO26 service", "camera_id": "front_door", "request_id": "abc123",
-         "extra": {"host": "ai:8001"}},
-        {"timestamp": now - timedelta(minutes=4), "level": "INFO", "component": "detection_worker",
-         "message": "Detected 2 objects", "camera_id": "front_door", "duration_ms": 41.5},
-        {"timestamp": now - timedelta(minutes=3), "level": "WARNING", "component": "analysis_worker",
-         "message": "LLM slow: 2500 ms", "camera_id": "backyard", "user_id": "usr_xyz"},
+        {
+            "timestamp": now - timedelta(minutes=5),
+            "level": "ERROR",
+            "component": "detection_worker",
+            "message": "Connection refused to YOLO26 service",
+            "camera_id": "front_door",
+            "request_id": "abc123",
+            "extra": {"host": "ai:8001"},
+        },
+        {
+            "timestamp": now - timedelta(minutes=4),
+            "level": "INFO",
+            "component": "detection_worker",
+            "message": "Detected 2 objects",
+            "camera_id": "front_door",
+            "duration_ms": 41.5,
+        },
+        {
+            "timestamp": now - timedelta(minutes=3),
+            "level": "WARNING",
+            "component": "analysis_worker",
+            "message": "LLM slow: 2500 ms",
+            "camera_id": "backyard",
+            "user_id": "usr_xyz",
+        },
         {"timestamp": now - timedelta(days=2), "level": "INFO", "component": "api", "message": "old news"},
-        {"timestamp": now - timedelta(minutes=1), "level": "ERROR", "component": "Dashboard",
-         "message": "Failed to load 100% of widgets_x", "source": "frontend"},
+        {
+            "timestamp": now - timedelta(minutes=1),
+            "level": "ERROR",
+            "component": "Dashboard",
+            "message": "Failed to load 100% of widgets_x",
+            "source": "frontend",
+        },
     ]
     _seed(db_url, rows)
     return now
@@ -186,8 +235,15 @@ def test_list_logs_filters_and_counts(obs_client, seeded):
     assert r.status_code == 200 and body["count"] == 5 and len(body["logs"]) == 5
     assert body["logs"][0]["message"].startswith("Failed to load")  # newest first
     first = next(item for item in body["logs"] if item["request_id"] == "abc123")
-    assert first == {**first, "level": "ERROR", "component": "detection_worker", "camera_id": "front_door",
-                     "extra": {"host": "ai:8001"}, "source": "backend", "duration_ms": None}
+    assert first == {
+        **first,
+        "level": "ERROR",
+        "component": "detection_worker",
+        "camera_id": "front_door",
+        "extra": {"host": "ai:8001"},
+        "source": "backend",
+        "duration_ms": None,
+    }
     assert isinstance(first["id"], int) and first["timestamp"].endswith("Z")
 
     def count(qs):
@@ -206,8 +262,9 @@ def test_list_logs_filters_and_counts(obs_client, seeded):
     assert page["count"] == 5 and len(page["logs"]) == 2 and (page["limit"], page["offset"]) == (2, 1)
 
 
-@pytest.mark.parametrize("qs", ["limit=0", "limit=1001", "offset=-1", "level=LOUD", "source=middle",
-                                "start_date=yesterday"])
+@pytest.mark.parametrize(
+    "qs", ["limit=0", "limit=1001", "offset=-1", "level=LOUD", "source=middle", "start_date=yesterday"]
+)
 def test_list_logs_rejects_bad_parameters(obs_client, qs):
     r = obs_client.get("/api/logs?" + qs)
     assert r.status_code == 400
@@ -221,8 +278,13 @@ def test_log_stats_and_get_by_id(obs_client, seeded):
     assert stats["total_today"] == len(in_today)
     assert stats["by_component"].get("detection_worker", 0) <= 2
     if len(in_today) == 4:
-        assert stats == {**stats, "errors_today": 2, "warnings_today": 1, "top_component": "detection_worker",
-                         "by_level": {"ERROR": 2, "INFO": 1, "WARNING": 1}}
+        assert stats == {
+            **stats,
+            "errors_today": 2,
+            "warnings_today": 1,
+            "top_component": "detection_worker",
+            "by_level": {"ERROR": 2, "INFO": 1, "WARNING": 1},
+        }
     log_id = obs_client.get("/api/logs?search=YOLO26").get_json()["logs"][0]["id"]
     r = obs_client.get(f"/api/logs/{log_id}")
     assert r.status_code == 200 and r.get_json()["message"] == "Connection refused to YOLO26 service"
@@ -233,9 +295,15 @@ def test_log_stats_and_get_by_id(obs_client, seeded):
 
 
 def test_frontend_logs_need_credentials_and_are_stored(obs_client, api_headers, db_url):
-    entry = {"level": "error", "message": "Failed to load component", "timestamp": "2024-01-21T12:00:00Z",
-             "component": "Dashboard", "context": {"userId": "123", "action": "load"}, "url": "/dashboard",
-             "user_agent": "Mozilla/5.0"}
+    entry = {
+        "level": "error",
+        "message": "Failed to load component",
+        "timestamp": "2024-01-21T12:00:00Z",
+        "component": "Dashboard",
+        "context": {"userId": "123", "action": "load"},
+        "url": "/dashboard",
+        "user_agent": "Mozilla/5.0",
+    }
     assert obs_client.post("/api/logs/frontend", json=entry).status_code == 401
     r = obs_client.post("/api/logs/frontend", json=entry, headers={**api_headers, "X-Request-ID": "fe-req-1"})
     assert r.status_code == 201 and r.get_json() == {"success": True, "count": 1, "message": "Log entry recorded"}
@@ -245,19 +313,29 @@ def test_frontend_logs_need_credentials_and_are_stored(obs_client, api_headers, 
     rows = _rows(db_url, Log.source == "frontend")
     assert len(rows) == 101
     first = rows[0]
-    assert (first["level"], first["component"], first["user_id"], first["request_id"]) == \
-        ("ERROR", "Dashboard", "123", "fe-req-1")
-    assert first["timestamp"].replace(tzinfo=timezone.utc) == datetime(2024, 1, 21, 12, tzinfo=timezone.utc)
-    assert first["extra"] == {"context": {"userId": "123", "action": "load"}, "url": "/dashboard",
-                              "user_agent": "Mozilla/5.0"}
+    assert (first["level"], first["component"], first["user_id"], first["request_id"]) == (
+        "ERROR",
+        "Dashboard",
+        "123",
+        "fe-req-1",
+    )
+    assert first["timestamp"].replace(tzinfo=UTC) == datetime(2024, 1, 21, 12, tzinfo=UTC)
+    assert first["extra"] == {
+        "context": {"userId": "123", "action": "load"},
+        "url": "/dashboard",
+        "user_agent": "Mozilla/5.0",
+    }
 
 
-@pytest.mark.parametrize("payload,message", [
-    ({"entries": []}, "Batch must contain 1-100 entries"),
-    ({"entries": [{"level": "INFO", "message": "x"}] * 101}, "Batch must contain 1-100 entries"),
-    ({}, "Batch must contain 1-100 entries"),
-    ({"entries": [{"level": "LOUD", "message": "x"}]}, None),
-])
+@pytest.mark.parametrize(
+    "payload,message",
+    [
+        ({"entries": []}, "Batch must contain 1-100 entries"),
+        ({"entries": [{"level": "INFO", "message": "x"}] * 101}, "Batch must contain 1-100 entries"),
+        ({}, "Batch must contain 1-100 entries"),
+        ({"entries": [{"level": "LOUD", "message": "x"}]}, None),
+    ],
+)
 def test_frontend_batch_violations_use_the_documented_shape(obs_client, api_headers, payload, message):
     r = obs_client.post("/api/logs/frontend/batch", json=payload, headers=api_headers)
     assert r.status_code == 422
@@ -297,7 +375,10 @@ def test_platform_search_text_regex_and_filters(obs_client, seeded):
     assert search("limit=2&offset=2")["pagination"] == {"total": 5, "limit": 2, "offset": 2}
     r = obs_client.get(f"{PLATFORM}?limit=101")
     assert r.status_code == 400 and r.get_json()["error"]["code"] == "validation_error"
-    later, earlier = seeded.isoformat().replace("+", "%2B"), (seeded - timedelta(days=1)).isoformat().replace("+", "%2B")
+    later, earlier = (
+        seeded.isoformat().replace("+", "%2B"),
+        (seeded - timedelta(days=1)).isoformat().replace("+", "%2B"),
+    )
     r = obs_client.get(f"{PLATFORM}?start_time={later}&end_time={earlier}")
     assert r.status_code == 400
 
@@ -313,7 +394,7 @@ def test_bad_or_hostile_regex_is_400_quickly(obs_client, seeded, pattern):
 
 def test_catastrophic_backtracking_pattern_cannot_hang(obs_client, db_url):
     """`(a+)+$` takes exponential time in a backtracking engine on 'aaaa...!'; here it is linear."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     _seed(db_url, [{"timestamp": now, "level": "INFO", "component": "api", "message": "a" * 40 + "!"}] * 2000)
     for pattern in ("(a+)+$", "^(a|aa)+$", "(.*a){25}$"):
         started = time.perf_counter()
@@ -357,6 +438,7 @@ def test_service_host_threads_log_under_their_service_name(obs_settings, db_url,
     host = ServiceHost([Chatty()], obs_settings)
     host.start()
     try:
+
         def logged():
             db_sink().flush(timeout=5)
             return _rows(db_url, Log.message == "GPU temperature 91 C")

@@ -1,5 +1,6 @@
 """/api/metrics: prometheus-client's own parser reads it, counters move when real workers run
 jobs, and values merge across gunicorn's processes."""
+
 import os
 import signal
 import time
@@ -10,9 +11,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.celery.app import celery
 from app.observability import metrics
 from app.observability.metrics import sample_value
-from app.celery.app import celery
 
 
 def _scrape(client) -> str:
@@ -41,11 +42,19 @@ def test_pipeline_stage_and_gpu_setters(client):
     metrics.observe_stage("detection", 0.2)
     with metrics.time_stage("analysis"):
         pass
-    metrics.set_gpu(0, utilization_percent=75.5, memory_used_bytes=2e9, memory_total_bytes=8e9,
-                    temperature_celsius=61, power_watts=140)
+    metrics.set_gpu(
+        0,
+        utilization_percent=75.5,
+        memory_used_bytes=2e9,
+        memory_total_bytes=8e9,
+        temperature_celsius=61,
+        power_watts=140,
+    )
     after = _scrape(client)
-    assert sample_value(after, "detection_latency_seconds_count") == sample_value(before,
-                                                                                  "detection_latency_seconds_count") + 1
+    assert (
+        sample_value(after, "detection_latency_seconds_count")
+        == sample_value(before, "detection_latency_seconds_count") + 1
+    )
     assert sample_value(after, "vigil_pipeline_stage_duration_seconds_count", {"stage": "analysis"}) >= 1
     assert sample_value(after, "gpu_utilization_percent", {"gpu": "0"}) == 75.5
     assert sample_value(after, "gpu_available", {"gpu": "0"}) == 1
@@ -67,17 +76,28 @@ def test_job_counters_and_durations_move_when_workers_run_jobs(celery_workers, c
         celery.send_task("vigil.system.canary", kwargs=kwargs, queue="analysis", task_id=job_id)
         ids.append(job_id)
     registry = get_registry()
-    wait(lambda: all((registry.get(j) or {}).get("state") in ("completed", "failed") for j in ids), 30,
-         what="canary jobs")
+    wait(
+        lambda: all((registry.get(j) or {}).get("state") in ("completed", "failed") for j in ids),
+        30,
+        what="canary jobs",
+    )
 
     def moved():
         text = _scrape(client)
-        return text if sample_value(text, "vigil_jobs_total", {**labels, "outcome": "failed"}) > \
-            sample_value(before, "vigil_jobs_total", {**labels, "outcome": "failed"}) else None
+        return (
+            text
+            if sample_value(text, "vigil_jobs_total", {**labels, "outcome": "failed"})
+            > sample_value(before, "vigil_jobs_total", {**labels, "outcome": "failed"})
+            else None
+        )
 
     after = wait(moved, 10, what="failed counter to move")
-    delta = lambda name, extra=None: sample_value(after, name, {**labels, **(extra or {})}) - \
-        sample_value(before, name, {**labels, **(extra or {})})  # noqa: E731
+
+    def delta(name, extra=None):
+        return sample_value(after, name, {**labels, **(extra or {})}) - sample_value(
+            before, name, {**labels, **(extra or {})}
+        )
+
     assert delta("vigil_jobs_total", {"outcome": "succeeded"}) == 2
     assert delta("vigil_jobs_total", {"outcome": "failed"}) == 1
     assert delta("vigil_task_duration_seconds_count") == 3

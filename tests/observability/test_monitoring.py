@@ -1,5 +1,6 @@
 """/api/system/monitoring/health and /targets (001) against a real Prometheus server scraping a
 real Vigil API (gunicorn), and against Prometheus servers that are not there."""
+
 import socket
 import time
 
@@ -14,9 +15,8 @@ from tests.servers import ApiServer, free_port
 @pytest.fixture
 def monitoring_client(settings):
     def make(url: str, timeout: float = 2.0):
-        from app.core.settings import replace
-
         from app import create_app
+        from app.core.settings import replace
 
         app = create_app(replace(settings, prometheus_url=url, prometheus_timeout=timeout))
         app.testing = True
@@ -26,11 +26,17 @@ def monitoring_client(settings):
 
 
 def _jobs(vigil_port: int, dead_ports: list[int]) -> list[dict]:
-    jobs = [{"job_name": "vigil", "metrics_path": "/api/metrics",
-             "static_configs": [{"targets": [f"127.0.0.1:{vigil_port}"]}]}]
+    jobs = [
+        {
+            "job_name": "vigil",
+            "metrics_path": "/api/metrics",
+            "static_configs": [{"targets": [f"127.0.0.1:{vigil_port}"]}],
+        }
+    ]
     if dead_ports:
-        jobs.append({"job_name": "redis-exporter",
-                     "static_configs": [{"targets": [f"127.0.0.1:{p}" for p in dead_ports]}]})
+        jobs.append(
+            {"job_name": "redis-exporter", "static_configs": [{"targets": [f"127.0.0.1:{p}" for p in dead_ports]}]}
+        )
     return jobs
 
 
@@ -38,8 +44,10 @@ def _jobs(vigil_port: int, dead_ports: list[int]) -> list[dict]:
 def test_against_a_real_prometheus_scraping_vigil(monitoring_client, wait):
     binary = prometheus_binary()
     if binary is None:
-        pytest.skip("no prometheus binary: `make test` installs Debian's package (scripts/ensure-prometheus); "
-                    "this machine could not")
+        pytest.skip(
+            "no prometheus binary: `make test` installs Debian's package (scripts/ensure-prometheus); "
+            "this machine could not"
+        )
     api = ApiServer(worker_env(), workers=2).start()
     prom = None
     try:
@@ -64,8 +72,9 @@ def test_against_a_real_prometheus_scraping_vigil(monitoring_client, wait):
 
         # Prometheus itself parsed Vigil's exposition: series with Vigil's names exist in its TSDB.
         def stored():
-            r = requests.get(prom.url + "/api/v1/query",
-                             params={"query": 'count(http_requests_total{job="vigil"})'}, timeout=5).json()
+            r = requests.get(
+                prom.url + "/api/v1/query", params={"query": 'count(http_requests_total{job="vigil"})'}, timeout=5
+            ).json()
             return r["data"]["result"] if r["data"]["result"] else None
 
         assert float(wait(stored, 30, interval=0.5, what="vigil series in prometheus")[0]["value"][1]) >= 1
@@ -75,8 +84,10 @@ def test_against_a_real_prometheus_scraping_vigil(monitoring_client, wait):
         h = health.get_json()
         # One up, one down: not a majority down, so healthy; the down target is an issue.
         assert h["healthy"] is True and h["prometheus_reachable"] is True and h["prometheus_url"] == prom.url
-        assert {s["job"]: (s["total"], s["up"], s["down"]) for s in h["targets_summary"]} == \
-            {"vigil": (1, 1, 0), "redis-exporter": (1, 0, 1)}
+        assert {s["job"]: (s["total"], s["up"], s["down"]) for s in h["targets_summary"]} == {
+            "vigil": (1, 1, 0),
+            "redis-exporter": (1, 0, 1),
+        }
         exporters = {e["name"]: e for e in h["exporters"]}
         assert exporters["redis-exporter"]["status"] == "down" and exporters["redis-exporter"]["error"]
         assert exporters["blackbox-exporter"]["status"] == "not_configured"

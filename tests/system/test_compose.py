@@ -3,9 +3,8 @@
 import yaml
 
 from app.core.settings import Settings, settings_fields
-from tests.servers import procfile
+from tests.servers import ROOT, procfile
 
-from tests.servers import ROOT
 INFRA = {"redis", "postgres", "migrate"}
 
 
@@ -36,7 +35,9 @@ def test_compose_environment_uses_known_settings_and_default_ports():
         assert not unknown, f"{name}: environment names no Vigil setting: {unknown}"
         assert env["VIGIL_PORT"] == str(defaults.port) and env["FLOWER_PORT"] == str(defaults.flower_port)
     assert compose["services"]["api"]["ports"] == [f"{defaults.port}:{defaults.port}"]
-    assert compose["services"]["flower"]["ports"] == [f"{defaults.flower_port}:{defaults.flower_port}"]
+    assert compose["services"]["flower"]["ports"] == [
+        f"${{VIGIL_FLOWER_BIND:-127.0.0.1}}:{defaults.flower_port}:{defaults.flower_port}"
+    ]
 
 
 def test_api_health_check_uses_ready_and_redis_keeps_an_aof():

@@ -7,6 +7,7 @@
 * `VigilWorker` (worker blueprint): runs the registry archiver thread (Redis -> SQL).
 * beat publishes a heartbeat from a thread.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -19,18 +20,19 @@ from celery import bootsteps, signals
 from celery.worker import state as worker_state
 from celery.worker.control import control_command, ok
 
+from app.celery.broker import Broker
 from app.celery.queues import group_of
 from app.core.redis_client import get_broker_redis, get_redis
-from app.jobs import heartbeats
-from app.celery.broker import Broker
-from app.jobs.recovery import restore_orphans
-from app.jobs.queues import desired_queues
-from app.jobs.registry import get_registry
 from app.core.settings import get_settings
+from app.jobs import heartbeats
+from app.jobs.queues import desired_queues
+from app.jobs.recovery import restore_orphans
+from app.jobs.registry import get_registry
 
 log = logging.getLogger(__name__)
 
 HELD_LIMIT = 1000
+
 
 class VigilConsumer(bootsteps.StartStopStep):
     requires = {"celery.worker.consumer.tasks:Tasks"}
@@ -72,8 +74,13 @@ class VigilConsumer(bootsteps.StartStopStep):
     def rescue(self, c: Any) -> None:
         """Give a dead worker's unacknowledged jobs back to the queue (app/jobs/recovery.py)."""
         settings = get_settings()
-        restore_orphans(c.connection.default_channel, Broker(get_broker_redis(settings)), get_redis(settings),
-                        get_registry(), settings.heartbeat_ttl)
+        restore_orphans(
+            c.connection.default_channel,
+            Broker(get_broker_redis(settings)),
+            get_redis(settings),
+            get_registry(),
+            settings.heartbeat_ttl,
+        )
 
     def converge(self, c: Any) -> None:
         if c.task_consumer is None:
@@ -94,23 +101,29 @@ class VigilConsumer(bootsteps.StartStopStep):
         # Every message this worker holds unacknowledged (running, prefetched, ETA-scheduled):
         # what the dead-worker sweep must not touch.
         held = list({r.id for r in list(worker_state.reserved_requests) + list(worker_state.active_requests)})
-        heartbeats.publish(get_redis(), c.hostname, {
-            "kind": "celery",
-            "pid": os.getpid(),
-            "started_at": self.started_at,
-            "queues": [q.name for q in c.task_consumer.queues] if c.task_consumer else [],
-            "assigned_queues": self.assigned,
-            "concurrency": getattr(pool, "num_processes", None) or getattr(c, "initial_prefetch_count", None),
-            "pool_pids": _pool_pids(pool),
-            "active": len(worker_state.active_requests),
-            "reserved": len(worker_state.reserved_requests),
-            "active_ids": [r.id for r in list(worker_state.active_requests)][:100],
-            "held_ids": held[:HELD_LIMIT],
-            "held_truncated": len(held) > HELD_LIMIT,
-            "processed": sum(worker_state.total_count.values()),
-            "pool_crashes": POOL_EXITS.count,
-            "last_pool_crash": POOL_EXITS.last,
-        }, settings.heartbeat_ttl)
+        heartbeats.publish(
+            get_redis(),
+            c.hostname,
+            {
+                "kind": "celery",
+                "pid": os.getpid(),
+                "started_at": self.started_at,
+                "queues": [q.name for q in c.task_consumer.queues] if c.task_consumer else [],
+                "assigned_queues": self.assigned,
+                "concurrency": getattr(pool, "num_processes", None) or getattr(c, "initial_prefetch_count", None),
+                "pool_pids": _pool_pids(pool),
+                "active": len(worker_state.active_requests),
+                "reserved": len(worker_state.reserved_requests),
+                "active_ids": [r.id for r in list(worker_state.active_requests)][:100],
+                "held_ids": held[:HELD_LIMIT],
+                "held_truncated": len(held) > HELD_LIMIT,
+                "processed": sum(worker_state.total_count.values()),
+                "pool_crashes": POOL_EXITS.count,
+                "last_pool_crash": POOL_EXITS.last,
+            },
+            settings.heartbeat_ttl,
+        )
+
 
 class PoolExits:
     """Counts pool processes that exited abnormally in this worker.
@@ -137,8 +150,7 @@ class PoolExits:
                 code = proc.exitcode
                 if code not in (EX_OK, EX_RECYCLE, None) and not getattr(proc, "_controlled_termination", False):
                     self.count += 1
-                    self.last = {"pid": proc.pid, "exitcode": code, "status": human_status(code),
-                                 "at": time.time()}
+                    self.last = {"pid": proc.pid, "exitcode": code, "status": human_status(code), "at": time.time()}
             except Exception:
                 log.debug("could not read pool process exit", exc_info=True)
             return original(proc)
@@ -146,13 +158,16 @@ class PoolExits:
         on_process_down._vigil = True  # type: ignore[attr-defined]
         inner.on_process_down = on_process_down
 
+
 POOL_EXITS = PoolExits()
+
 
 def _pool_pids(pool: Any) -> list[int]:
     try:
         return [int(p.pid) for p in pool._pool._pool]  # prefork pool processes
     except Exception:
         return []
+
 
 class VigilWorker(bootsteps.StartStopStep):
     label = "VigilWorker"
@@ -162,6 +177,7 @@ class VigilWorker(bootsteps.StartStopStep):
         # one (steps register in reverse order); wrap it on the loop's first iteration, before the
         # first poll, so a pool process killed in the worker's first moments is counted too.
         hub.call_soon(POOL_EXITS.watch, w.pool)
+
 
 @control_command()
 def vigil_pool_restart(state: Any, **_: Any) -> dict[str, Any]:
@@ -187,14 +203,20 @@ def vigil_pool_restart(state: Any, **_: Any) -> dict[str, Any]:
         pool.grow(len(idle))
     return ok(f"replacing {len(idle)} idle process(es) now and {len(busy)} busy one(s) after their job")
 
+
 def install(app: Any) -> None:
     app.steps["consumer"].add(VigilConsumer)
     app.steps["worker"].add(VigilWorker)
 
+
 @signals.beat_init.connect(weak=False)
 def _beat_init(sender: Any = None, **_: Any) -> None:
     settings = get_settings()
-    hb = heartbeats.HeartbeatThread(get_redis(), heartbeats.node_name("beat"), settings.heartbeat_interval,
-                                    settings.heartbeat_ttl, lambda: {"kind": "beat"}).start()
+    hb = heartbeats.HeartbeatThread(
+        get_redis(),
+        heartbeats.node_name("beat"),
+        settings.heartbeat_interval,
+        settings.heartbeat_ttl,
+        lambda: {"kind": "beat"},
+    ).start()
     atexit.register(hb.stop)
-

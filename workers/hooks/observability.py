@@ -6,6 +6,7 @@ Kept apart from `app/jobs/signals.py` (the job registry) so bookkeeping and obse
 independently: a receiver here swallows its own errors, because a metric must never fail a job.
 Per task it costs two dict operations and a few mmap writes, about 36 us (bench/README.md, P6).
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,10 +15,10 @@ from typing import Any
 
 from celery import signals
 
-from app.observability.logging_setup import db_sink, install_db_sink
 from app.celery.queues import group_of
-from app.observability import metrics
 from app.core.settings import get_settings
+from app.observability import metrics
+from app.observability.logging_setup import db_sink, install_db_sink
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ event, and must still alert.
 The hand-over's idempotency key per event, and alerts being unique per (rule, event), keep that
 from alerting twice.
 """
+
 from __future__ import annotations
 
 import time
@@ -27,32 +28,45 @@ import time
 from celery.utils.time import get_exponential_backoff_interval
 
 from app.alerts import alerts
+from app.celery.app import celery
+from app.celery.config import RETRY_COUNTDOWN_MAX
+from app.core.settings import get_settings
 from app.pipeline.ai.analysers import AnalyserUnavailable
 from app.pipeline.ai.breakers import CircuitOpenError
 from app.pipeline.events import analyse_batch
-from app.core.settings import get_settings
-from app.celery.app import celery
-from app.celery.config import RETRY_COUNTDOWN_MAX
 
 MAX_RETRIES = 3
 
 
-@celery.task(name="vigil.analysis.analyze", bind=True, soft_time_limit=240, time_limit=300,
-             max_retries=MAX_RETRIES, autoretry_for=(AnalyserUnavailable,), retry_backoff=5,
-             retry_backoff_max=RETRY_COUNTDOWN_MAX, retry_jitter=True)
+@celery.task(
+    name="vigil.analysis.analyze",
+    bind=True,
+    soft_time_limit=240,
+    time_limit=300,
+    max_retries=MAX_RETRIES,
+    autoretry_for=(AnalyserUnavailable,),
+    retry_backoff=5,
+    retry_backoff_max=RETRY_COUNTDOWN_MAX,
+    retry_jitter=True,
+)
 def analyze(self, batch_id: str, camera_id: str | None = None) -> dict:
     """Score a closed detection batch and create its event."""
     started_at = time.time()
     retries = self.request.retries
     settings = get_settings()
     try:
-        event = analyse_batch(settings, batch_id, started_at=started_at, first_attempt=retries == 0,
-                              final_attempt=retries >= MAX_RETRIES)
+        event = analyse_batch(
+            settings, batch_id, started_at=started_at, first_attempt=retries == 0, final_attempt=retries >= MAX_RETRIES
+        )
     except CircuitOpenError as exc:  # only without fallback: wait for the breaker
         raise self.retry(exc=exc, countdown=min(RETRY_COUNTDOWN_MAX, max(1.0, exc.retry_after)))
     try:
         event["alerts_job_id"] = alerts.schedule_firing(settings, event["event_id"], event["batch_id"])
     except Exception as exc:  # the event is stored; the retry finds it and only hands it over again
-        raise self.retry(exc=exc, countdown=get_exponential_backoff_interval(
-            factor=2, retries=retries, maximum=RETRY_COUNTDOWN_MAX, full_jitter=True))
+        raise self.retry(
+            exc=exc,
+            countdown=get_exponential_backoff_interval(
+                factor=2, retries=retries, maximum=RETRY_COUNTDOWN_MAX, full_jitter=True
+            ),
+        )
     return event

@@ -1,13 +1,14 @@
 """Log exports (000): run on the `cleanup` queue, where long, I/O-bound housekeeping belongs and
 cannot delay detection or notifications."""
+
 from __future__ import annotations
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from app.observability import exports
-from app.jobs.registry import get_registry
-from app.core.settings import get_settings
 from app.celery.app import celery
+from app.core.settings import get_settings
+from app.jobs.registry import get_registry
+from app.observability import exports
 
 
 @celery.task(name="vigil.cleanup.export_logs", bind=True, soft_time_limit=540, time_limit=600)

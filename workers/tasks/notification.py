@@ -15,6 +15,7 @@ reports before it re-raises for autoretry (which then gives up), in the task its
 is written exactly when Celery's own retry count says the job is final. That report is
 bookkeeping: if it cannot be written, the delivery still counts and is not repeated.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,11 +24,11 @@ import redis
 from sqlalchemy.exc import OperationalError
 
 from app.alerts import alerts
-from app.core.errors import Unavailable as BrokerUnavailable
 from app.alerts.notifications import Unavailable, deliver
-from app.core.settings import get_settings
 from app.celery.app import celery
 from app.celery.config import RETRY_COUNTDOWN_MAX
+from app.core.errors import Unavailable as BrokerUnavailable
+from app.core.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,17 @@ def _report(alert_id: str | None, channel: str, job_id: str, delivered: bool, er
         log.warning("could not record the %s delivery of alert %s", channel, alert_id, exc_info=True)
 
 
-@celery.task(name="vigil.notification.send", bind=True, soft_time_limit=25, time_limit=30, max_retries=MAX_RETRIES,
-             autoretry_for=(Unavailable,), retry_backoff=2, retry_backoff_max=RETRY_COUNTDOWN_MAX, retry_jitter=True)
+@celery.task(
+    name="vigil.notification.send",
+    bind=True,
+    soft_time_limit=25,
+    time_limit=30,
+    max_retries=MAX_RETRIES,
+    autoretry_for=(Unavailable,),
+    retry_backoff=2,
+    retry_backoff_max=RETRY_COUNTDOWN_MAX,
+    retry_jitter=True,
+)
 def send(self, channel: str, **payload) -> dict:
     """Deliver one notification (e-mail or webhook)."""
     alert_id = payload.get("alert_id")
@@ -62,9 +72,17 @@ def send(self, channel: str, **payload) -> dict:
     return result
 
 
-@celery.task(name="vigil.notification.fire_alerts", bind=True, soft_time_limit=50, time_limit=60,
-             max_retries=FIRE_MAX_RETRIES, autoretry_for=(OperationalError, BrokerUnavailable, redis.RedisError),
-             retry_backoff=2, retry_backoff_max=RETRY_COUNTDOWN_MAX, retry_jitter=True)
+@celery.task(
+    name="vigil.notification.fire_alerts",
+    bind=True,
+    soft_time_limit=50,
+    time_limit=60,
+    max_retries=FIRE_MAX_RETRIES,
+    autoretry_for=(OperationalError, BrokerUnavailable, redis.RedisError),
+    retry_backoff=2,
+    retry_backoff_max=RETRY_COUNTDOWN_MAX,
+    retry_jitter=True,
+)
 def fire_alerts(self, event_id: int) -> dict:
     """Evaluate the alert rules for one event; raise its alerts and enqueue their notifications.
 

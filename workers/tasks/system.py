@@ -1,4 +1,5 @@
 """Operational tasks that belong to no pipeline stage."""
+
 from __future__ import annotations
 
 import os
