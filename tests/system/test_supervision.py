@@ -308,10 +308,12 @@ def test_stop_start_restart_take_effect_and_a_stopped_worker_stays_stopped(stack
         stack.wait_worker(
             "cleanup_service", lambda w, want=status: w["status"] == want, STARTUP, f"{status} by supervisorctl"
         )
-    assert [(e["action"], "supervisord" in e["error"]) for e in stack.history("cleanup_service")] == [
-        ("stop", True),
-        ("start", True),
-    ]
+    adopted = [("stop", True), ("start", True)]
+    wait_for(  # the history is written by the supervisor loop, a moment after the state it reports
+        lambda: [(e["action"], "supervisord" in e["error"]) for e in stack.history("cleanup_service")] == adopted,
+        STARTUP,
+        what="supervisorctl's stop and start in the history",
+    )
 
 
 def test_crash_loop_fails_after_max_restarts_at_the_backoff_delays_then_reset_runs_it(stack):

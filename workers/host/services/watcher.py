@@ -31,6 +31,7 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from app.core.db import session_scope
+from app.core.errors import Conflict
 from app.core.settings import Settings
 from app.jobs.enqueue import IMAGE_SUFFIXES, enqueue, normalize_camera_id, resolve_in_root
 from app.pipeline.cameras import ensure_camera
@@ -245,6 +246,12 @@ class FileWatcher(Service):
                 idempotency_ttl=self.settings.watcher_dedup_seconds,
                 settings=self.settings,
             )
+        except Conflict as exc:  # the same content under another path or time: the key names the earlier job
+            if exc.code != "idempotency_conflict":
+                raise
+            self.duplicates += 1
+            log.info("duplicate content %s (job %s); dropped", real, (exc.extra or {}).get("job_id"))
+            return True
         except Exception:
             log.warning("could not enqueue %s yet; will retry", real, exc_info=True)
             return False
