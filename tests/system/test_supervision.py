@@ -309,11 +309,14 @@ def test_stop_start_restart_take_effect_and_a_stopped_worker_stays_stopped(stack
             "cleanup_service", lambda w, want=status: w["status"] == want, STARTUP, f"{status} by supervisorctl"
         )
     adopted = [("stop", True), ("start", True)]
-    wait_for(  # the history is written by the supervisor loop, a moment after the state it reports
-        lambda: [(e["action"], "supervisord" in e["error"]) for e in stack.history("cleanup_service")] == adopted,
-        STARTUP,
-        what="supervisorctl's stop and start in the history",
-    )
+    try:
+        wait_for(  # the history is written by the supervisor loop, a moment after the state it reports
+            lambda: [(e["action"], "supervisord" in e["error"]) for e in stack.history("cleanup_service")] == adopted,
+            STARTUP,
+            what="supervisorctl's stop and start in the history",
+        )
+    except TimeoutError:
+        pytest.fail(f"history of cleanup_service: {stack.history('cleanup_service')}")
 
 
 def test_crash_loop_fails_after_max_restarts_at_the_backoff_delays_then_reset_runs_it(stack):

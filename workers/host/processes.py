@@ -124,6 +124,7 @@ class ManagedProcesses:
         self._last_poll = 0.0
         self._stop_at: dict[str, float] = {}  # deferred stops (the API restarting itself answers first)
         self._seen: dict[str, int] = {}  # the pid each program was last seen up with
+        self._started: set[str] = set()  # programs Vigil asked supervisord to start, until seen up
         self._live: dict[str, int] = {}  # the same, until its exit is recorded (whose group to kill then)
         self._warnings = Throttle(60.0)
 
@@ -269,6 +270,9 @@ class ManagedProcesses:
     def _up(self, w: WorkerState, info: ProcessInfo, now: float) -> None:
         # A process instance not seen before, while the record says it must not run: someone started it.
         new = w.name in self._seen and self._seen[w.name] != info.pid
+        ours = w.name in self._started
+        if new or w.name not in self._seen:
+            self._started.discard(w.name)
         self._seen[w.name] = self._live[w.name] = info.pid
         if w.manual_stop or w.status == "failed":
             if new:
@@ -284,6 +288,12 @@ class ManagedProcesses:
                 return
             else:
                 return  # a failed Celery group whose pool crashed: up, held until reset
+        elif new and not ours:
+            # A new instance nobody here started, its stop unseen (`supervisorctl restart`, or a stop and a
+            # start between two polls): the operator's stop and start, as if each had been seen.
+            log.info("%s was restarted outside Vigil (supervisorctl): an operator stop and start", w.name)
+            self.host.history(w, "manual", action="stop", error="stopped through supervisord, not the API")
+            self.host.history(w, "manual", action="start", error="started through supervisord, not the API")
         if w.kind == "process":  # no heartbeat: supervisord's RUNNING and an HTTP answer are the evidence
             if info.state == RUNNING and w.status != "running" and self._answers(w):
                 w.status = "running"
@@ -338,6 +348,7 @@ class ManagedProcesses:
         w.status, w.transition_at, w.last_started_at, w.auto_restart = "restarting", now, now, auto
         if auto:
             log.info("restarting %s (restart %d of %d)", w.name, w.restart_count, w.max_restarts)
+        self._started.add(w.name)
         self._call(self.manager.start, w)
         self._hold(w)
         self.host.changed()
