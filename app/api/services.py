@@ -8,15 +8,15 @@ than a pretend success. Under compose the API is not supervised by Vigil either 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from flask import Blueprint, g
+from flask import Blueprint
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.kit.auth import actor
 from app.api.kit.current import current_settings
 from app.api.kit.endpoint import endpoint
-from app.api.supervisor import ACTED_ON, ActedOn, WorkerName
+from app.api.kit.envelopes import Answer
+from app.api.supervisor import ACTED_ON, ActedOn, WorkerName, command
 from app.core.errors import InvalidInput
 from app.ops import health, supervisor
 
@@ -30,7 +30,17 @@ ERRORS = {
 }
 
 
-class ServiceAnswer(BaseModel):
+Category = Literal["infrastructure", "ai", "monitoring"]
+
+
+class ServiceInfo(Answer):
+    name: str
+    status: str
+    enabled: bool
+    failure_count: int
+
+
+class ServiceAnswer(Answer):
     action: str
     service: str
     success: bool
@@ -39,13 +49,46 @@ class ServiceAnswer(BaseModel):
     )
     message: str
     acted_on: ActedOn | None = Field(None, description=ACTED_ON)
-    service_info: dict[str, Any] | None = None
+    service_info: ServiceInfo | None = None
+
+
+class ServiceOut(Answer):
+    name: str
+    category: Category
+    status: str = Field(
+        description="A supervised worker's status (`running`, `stopped`, `crashed`, `restarting`, `failed`; "
+        "`unknown` while no supervisor runs); `running` or `unhealthy` for the external database and Redis"
+    )
+    enabled: bool
+    failure_count: int = Field(description="Automatic restarts in a row")
+    last_restart: str | None
+    managed_by: Literal["supervisor", "process manager", "external"] = Field(
+        description="`supervisor`: Vigil's supervisor acts on it; `process manager`: its process manager does "
+        "(compose's container runtime); `external`: not run by Vigil at all"
+    )
+    kind: str | None = Field(None, description="Supervised workers: as GET /api/system/supervisor")
+    error: str | None = Field(None, description="Supervised workers: why it last crashed or failed")
+    process_manager: str | None = Field(None, description="Supervised workers: `supervisord` under `make run`")
+    message: str | None = Field(None, description="External services: their health check's message")
+    target: str | None = Field(None, description="External services: where Vigil reaches them (no credentials)")
+
+
+class CategorySummary(Answer):
+    total: int
+    healthy: int
+    unhealthy: int
+
+
+class ServiceList(Answer):
+    services: list[ServiceOut]
+    summaries: dict[str, CategorySummary] = Field(description="Per category (only the asked one when filtered)")
+    supervisor_running: bool
 
 
 class ServicesQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    category: Literal["infrastructure", "ai", "monitoring"] | None = Field(None, description="Only this category")
+    category: Category | None = Field(None, description="Only this category")
 
 
 def _external(settings) -> list[dict]:
@@ -102,7 +145,12 @@ EXTERNAL = {
 
 
 @bp.get("/api/system/services")
-@endpoint(summary="Managed services and their health, by category", query=ServicesQuery, tags=["services"])
+@endpoint(
+    summary="Managed services and their health, by category",
+    query=ServicesQuery,
+    tags=["services"],
+    response=ServiceList,
+)
 def list_services(query: ServicesQuery):
     settings = current_settings()
     running, managed = _managed(settings)
@@ -138,7 +186,7 @@ def _act(action: str, name: str):
     settings = current_settings()
     if name in EXTERNAL and not (name == "api" and "api" in supervisor.view(settings).workers):
         raise InvalidInput(f"Cannot {action} '{name}': {EXTERNAL[name]}", code="not_managed")
-    result = supervisor.send_command(settings, action, name, actor=actor(), request_id=getattr(g, "request_id", None))
+    result = command(action, name)
     info = supervisor.public_worker(result.worker) if result.worker else None
     body = {
         "action": action,
@@ -159,53 +207,29 @@ def _act(action: str, name: str):
     return body, result.status
 
 
-@bp.post("/api/system/services/<name>/restart")
-@endpoint(
-    summary="Restart a service",
-    path=WorkerName,
-    tags=["services"],
-    errors=ERRORS,
-    response=ServiceAnswer,
-    responses={202: ServiceAnswer},
-)
-def restart_service(name: str):
-    return _act("restart", name)
+ACTIONS = {
+    "restart": "Restart a service",
+    "start": "Start a stopped service",
+    "enable": "Enable a service (self-healing restarts resume)",
+    "disable": "Disable a service (crashes are no longer restarted automatically)",
+}
 
 
-@bp.post("/api/system/services/<name>/start")
-@endpoint(
-    summary="Start a stopped service",
-    path=WorkerName,
-    tags=["services"],
-    errors=ERRORS,
-    response=ServiceAnswer,
-    responses={202: ServiceAnswer},
-)
-def start_service(name: str):
-    return _act("start", name)
+def _route(action: str, summary: str) -> None:
+    def view(name: str):
+        return _act(action, name)
+
+    view.__name__ = view.__qualname__ = f"{action}_service"
+    declared = endpoint(
+        summary=summary,
+        path=WorkerName,
+        tags=["services"],
+        errors=ERRORS,
+        response=ServiceAnswer,
+        responses={202: ServiceAnswer},
+    )(view)
+    bp.add_url_rule(f"/api/system/services/<name>/{action}", view_func=declared, methods=["POST"])
 
 
-@bp.post("/api/system/services/<name>/enable")
-@endpoint(
-    summary="Enable a service (self-healing restarts resume)",
-    path=WorkerName,
-    tags=["services"],
-    errors=ERRORS,
-    response=ServiceAnswer,
-    responses={202: ServiceAnswer},
-)
-def enable_service(name: str):
-    return _act("enable", name)
-
-
-@bp.post("/api/system/services/<name>/disable")
-@endpoint(
-    summary="Disable a service (crashes are no longer restarted automatically)",
-    path=WorkerName,
-    tags=["services"],
-    errors=ERRORS,
-    response=ServiceAnswer,
-    responses={202: ServiceAnswer},
-)
-def disable_service(name: str):
-    return _act("disable", name)
+for _action, _summary in ACTIONS.items():
+    _route(_action, _summary)

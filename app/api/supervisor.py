@@ -6,14 +6,16 @@ Handlers only read what the supervisor publishes and hand commands to it
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from flask import Blueprint, g
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.kit.auth import actor
 from app.api.kit.current import current_settings
 from app.api.kit.endpoint import endpoint
+from app.api.kit.envelopes import Answer
+from app.api.kit.respond import audited
 from app.core.db import session_scope
 from app.core.time import iso_now, iso_utc
 from app.ops import supervisor
@@ -28,15 +30,11 @@ ERRORS = {
 }
 
 
-class WorkerName(BaseModel):
-    name: str = Field(description="Worker name, `^[a-zA-Z][a-zA-Z0-9_]*$`")
+NAME_PATTERN = r"^[a-zA-Z][a-zA-Z0-9_]{0,63}$"  # app/ops/supervisor.py valid_worker_name, as a schema says it
 
-    @field_validator("name")
-    @classmethod
-    def _valid(cls, v: str) -> str:
-        if not supervisor.valid_worker_name(v):
-            raise ValueError("must match ^[a-zA-Z][a-zA-Z0-9_]*$ (at most 64 characters)")
-        return v
+
+class WorkerName(BaseModel):
+    name: str = Field(pattern=NAME_PATTERN, description="Worker name: a letter, then letters, digits or `_` (1-64)")
 
 
 ActedOn = Literal["process", "consumers", "pool", "thread"]
@@ -48,7 +46,30 @@ ACTED_ON = (
 )
 
 
-class CommandAnswer(BaseModel):
+class WorkerOut(Answer):
+    """A supervised worker as the supervisor publishes it (app/ops/supervisor.py `public_worker`)."""
+
+    name: str
+    status: str = Field(description="`running`, `stopped`, `crashed`, `restarting` or `failed`")
+    restart_count: int = Field(description="Automatic restarts in a row (reset by a stable run or a reset)")
+    max_restarts: int
+    last_started_at: str | None
+    last_crashed_at: str | None
+    error: str | None = Field(description="Why it last crashed or failed")
+    kind: str | None = Field(
+        description="`service` (a thread of the service host), `celery` (a worker group), `beat` or `process`"
+    )
+    category: str | None = Field(description="`infrastructure`, `ai` or `monitoring`")
+    enabled: bool = Field(description="false: a crash is not restarted automatically")
+    controllable: bool = Field(description="false: its process manager, not Vigil, starts and stops it")
+    next_restart_at: str | None = Field(description="When the backoff ends, while `crashed`")
+    nodes: list[str] = Field(description="Celery node names of a worker group (from their heartbeats)")
+    pid: int | None
+    process: str | None = Field(description="The supervisord program under `make run`")
+    managed_by: str | None = Field(description="`supervisord` under `make run`; null when Vigil owns no process")
+
+
+class CommandAnswer(Answer):
     success: bool
     message: str
     worker_name: str
@@ -57,22 +78,52 @@ class CommandAnswer(BaseModel):
         "accepted the command and the effect is still under way"
     )
     acted_on: ActedOn | None = Field(None, description=ACTED_ON)
-    worker: dict[str, Any] | None = Field(None, description="The worker as GET /api/system/supervisor lists it")
+    worker: WorkerOut | None = Field(None, description="The worker as GET /api/system/supervisor lists it")
+
+
+class SupervisorInfo(Answer):
+    node: str | None = Field(description="The service host's node name")
+    pid: int | None
+    started_at: str | None
+
+
+class SupervisorStatus(Answer):
+    running: bool
+    worker_count: int
+    workers: list[WorkerOut] = Field(description="Services first, then Celery groups, beat and processes")
+    supervisor: SupervisorInfo
+    timestamp: str
+
+
+class RestartEvent(Answer):
+    worker_name: str
+    timestamp: str | None
+    attempt: int = Field(description="The restart's number in a row (0 for a crash)")
+    status: str = Field(description="`success`, `crashed`, `failed` or `manual`")
+    error: str | None
+    action: str | None = Field(description="For `manual`: start, stop, restart, reset, enable or disable")
+    node: str | None
+
+
+class HistoryPagination(Answer):
+    total: int
+    limit: int
+    offset: int
+    items_count: int
+    has_more: bool
+
+
+class RestartHistory(Answer):
+    items: list[RestartEvent]
+    pagination: HistoryPagination
 
 
 class HistoryQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    worker_name: str | None = Field(None, description="Only this worker's events")
+    worker_name: str | None = Field(None, pattern=NAME_PATTERN, description="Only this worker's events")
     limit: int = Field(50, ge=1, le=100, description="Events per page (1-100)")
-    offset: int = Field(0, ge=0, description="Events to skip")
-
-    @field_validator("worker_name")
-    @classmethod
-    def _valid(cls, v: str | None) -> str | None:
-        if v is not None and not supervisor.valid_worker_name(v):
-            raise ValueError("must match ^[a-zA-Z][a-zA-Z0-9_]*$ (at most 64 characters)")
-        return v
+    offset: int = Field(0, ge=0, le=2**62, description="Events to skip")
 
 
 def ordered(workers: dict) -> list[dict]:
@@ -84,14 +135,22 @@ def ordered(workers: dict) -> list[dict]:
 
 @bp.get("/api/system/supervisor")
 @endpoint(
-    summary="Supervisor status and every supervised worker", tags=["supervisor"], errors={503: "Supervisor not running"}
+    summary="Supervisor status and every supervised worker",
+    tags=["supervisor"],
+    response=SupervisorStatus,
+    errors={503: "Supervisor not running"},
 )
 def supervisor_status():
     return _status()
 
 
 @bp.get("/api/system/supervisor/status")
-@endpoint(summary="Alias of GET /api/system/supervisor", tags=["supervisor"], errors={503: "Supervisor not running"})
+@endpoint(
+    summary="Alias of GET /api/system/supervisor",
+    tags=["supervisor"],
+    response=SupervisorStatus,
+    errors={503: "Supervisor not running"},
+)
 def supervisor_status_alias():
     return _status()
 
@@ -109,10 +168,23 @@ def _status() -> dict:
     }
 
 
-def _act(action: str, name: str):
+def command(action: str, name: str) -> supervisor.CommandResult:
+    """Hand `action` on worker `name` to the supervisor and audit it (both the supervisor and the services
+    families act through here): the audit row says who asked, and what the supervisor answered."""
     result = supervisor.send_command(
         current_settings(), action, name, actor=actor(), request_id=getattr(g, "request_id", None)
     )
+    audited(
+        f"worker_{action}",
+        "worker",
+        name,
+        {"confirmed": result.status == 200, "acted_on": result.acted_on or None, "message": result.message},
+    )
+    return result
+
+
+def _act(action: str, name: str):
+    result = command(action, name)
     body = {
         "success": True,
         "message": result.message,
@@ -125,61 +197,45 @@ def _act(action: str, name: str):
     return body, result.status
 
 
-@bp.post("/api/system/supervisor/workers/<name>/start")
-@endpoint(
-    summary="Start a stopped or failed worker",
-    path=WorkerName,
-    tags=["supervisor"],
-    errors=ERRORS,
-    response=CommandAnswer,
-    responses={202: CommandAnswer},
-)
-def start_worker(name: str):
-    return _act("start", name)
+ACTIONS = {  # action: (path, summary)
+    "start": ("/api/system/supervisor/workers/<name>/start", "Start a stopped or failed worker"),
+    "stop": (
+        "/api/system/supervisor/workers/<name>/stop",
+        "Stop a running worker (its process under make run; a Celery group stops consuming under compose)",
+    ),
+    "restart": (
+        "/api/system/supervisor/workers/<name>/restart",
+        "Restart a worker (its process under make run; a Celery group's pool under compose)",
+    ),
+    "reset": (
+        "/api/system/supervisor/reset/<name>",
+        "Reset a worker's restart count (a failed worker is started again)",
+    ),
+}
 
 
-@bp.post("/api/system/supervisor/workers/<name>/stop")
-@endpoint(
-    summary="Stop a running worker (its process under make run; a Celery group stops consuming under compose)",
-    path=WorkerName,
-    tags=["supervisor"],
-    errors=ERRORS,
-    response=CommandAnswer,
-    responses={202: CommandAnswer},
-)
-def stop_worker(name: str):
-    return _act("stop", name)
+def _route(action: str, rule: str, summary: str) -> None:
+    def view(name: str):
+        return _act(action, name)
+
+    view.__name__ = view.__qualname__ = f"{action}_worker"
+    declared = endpoint(
+        summary=summary,
+        path=WorkerName,
+        tags=["supervisor"],
+        errors=ERRORS,
+        response=CommandAnswer,
+        responses={202: CommandAnswer},
+    )(view)
+    bp.add_url_rule(rule, view_func=declared, methods=["POST"])
 
 
-@bp.post("/api/system/supervisor/workers/<name>/restart")
-@endpoint(
-    summary="Restart a worker (its process under make run; a Celery group's pool under compose)",
-    path=WorkerName,
-    tags=["supervisor"],
-    errors=ERRORS,
-    response=CommandAnswer,
-    responses={202: CommandAnswer},
-)
-def restart_worker(name: str):
-    return _act("restart", name)
-
-
-@bp.post("/api/system/supervisor/reset/<name>")
-@endpoint(
-    summary="Reset a worker's restart count (a failed worker is started again)",
-    path=WorkerName,
-    tags=["supervisor"],
-    errors=ERRORS,
-    response=CommandAnswer,
-    responses={202: CommandAnswer},
-)
-def reset_worker(name: str):
-    body, status = _act("reset", name)
-    return body, status
+for _action, (_rule, _summary) in ACTIONS.items():
+    _route(_action, _rule, _summary)
 
 
 @bp.get("/api/system/supervisor/restart-history")
-@endpoint(summary="Restart history, newest first", query=HistoryQuery, tags=["supervisor"])
+@endpoint(summary="Restart history, newest first", query=HistoryQuery, tags=["supervisor"], response=RestartHistory)
 def restart_history(query: HistoryQuery):
     with session_scope(current_settings()) as session:
         total, items = supervisor.restart_history(session, query.worker_name, query.limit, query.offset)

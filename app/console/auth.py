@@ -1,6 +1,6 @@
 """Who is using the console: a login with the API key or a JWT, a signed session cookie, CSRF tokens, roles.
 
-* Credentials are checked by the API's own `authenticate` (app/api/kit/auth.py), so a key or token the API
+* Credentials are checked by the API's own `principal_from` (app/api/kit/auth.py), so a key or token the API
   refuses is refused here, with the same message, and a JWT must carry the same claims.
 * The session is Flask's signed cookie (HttpOnly, SameSite=Strict, path /console), signed with a key derived
   from VIGIL_API_KEY and VIGIL_JWT_SECRET: every API process derives the same one, and rotating either secret
@@ -27,7 +27,7 @@ import jwt
 from flask import Flask, Response, current_app, g, has_request_context, redirect, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
 
-from app.api.kit.auth import OPS_ROLES, Principal, authenticate
+from app.api.kit.auth import OPS_ROLES, Principal, principal_from
 from app.api.kit.current import current_settings
 from app.api.kit.errors import ApiError
 from app.core.settings import Settings
@@ -97,19 +97,17 @@ def check_credential(kind: str, value: str) -> tuple[Principal, float]:
         raise Refused(401, "Sign-in refused", "Paste the API key or a JWT.")
     if len(value) > MAX_CREDENTIAL or _CONTROL.search(value):
         raise Refused(401, "Sign-in refused", "That is not an API key or a JWT.")
-    headers = {"X-API-Key": value} if kind == "api_key" else {"Authorization": f"Bearer {value}"}
-    # The API's check reads the request's headers: run it on a request that carries the credential as the API
-    # would receive it, so both accept and refuse exactly the same credentials.
+    settings = current_settings()
     try:
-        with current_app.test_request_context("/", headers=headers):
-            principal = authenticate()
+        key, header = (value, "") if kind == "api_key" else (None, f"Bearer {value}")
+        principal = principal_from(settings, key, header)
     except ApiError as exc:
         raise Refused(401, "Sign-in refused", exc.message) from None
     if principal is None:
         raise Refused(401, "Sign-in refused", "Paste the API key or a JWT.")
     limit = time.time() + current_app.permanent_session_lifetime.total_seconds()
     if principal.method == "jwt":
-        claims = jwt.decode(value, options={"verify_signature": False})  # verified by authenticate() above
+        claims = jwt.decode(value, options={"verify_signature": False})  # verified by principal_from() above
         limit = min(limit, float(claims["exp"]))
     return principal, limit
 

@@ -31,19 +31,9 @@ from tests.servers import wait_for
 SEED = 20251223
 BUDGET_SECONDS = int(os.environ.get("VIGIL_FUZZ_SECONDS", "180"))  # a longer hunt: raise it
 
-# Operations whose handlers are modelled by their owners (alerts, notifications, supervisor, services and
-# the core resources), by path prefix so a route they add is covered too; the lead shrinks this list as
-# they land. Every other operation is fuzzed.
-NOT_YET = [
-    "/api/alerts",  # alerts, rules, destinations: clean fuzzed alone, the full run still finds gaps
-    "/api/notification",  # notification config and test
-    "/api/cameras",  # core resources: missing OpenAPI links for the stateful phase
-    "/api/events",
-    "/api/detections",
-    "/api/batches",
-    "/api/system/supervisor",  # supervisor status, restart history, worker actions
-    "/api/system/services",  # services and their actions
-]
+# Operations left out of the run, by path prefix (a route added under one is left out too). Empty now:
+# every operation is fuzzed. A family that lands before its models hold goes here, with the reason.
+NOT_YET: list[str] = []
 
 # Declared 503s: readiness and health say "not ready / unhealthy" with 503 by design, and the monitoring
 # targets answer 503 while Prometheus cannot be read (this stack configures none).
@@ -53,6 +43,18 @@ MAY_ANSWER_503 = [
     "/api/system/health/ready",
     "/api/system/health/full",
     "/api/system/monitoring/targets",
+    # The supervisor's routes answer 503 "supervisor not running" while no service host runs, as here: this
+    # stack runs none, so that fuzzed commands cannot stop its workers.
+    "/api/system/supervisor",
+    "/api/system/supervisor/status",
+    "/api/system/supervisor/workers/{name}/start",
+    "/api/system/supervisor/workers/{name}/stop",
+    "/api/system/supervisor/workers/{name}/restart",
+    "/api/system/supervisor/reset/{name}",
+    "/api/system/services/{name}/start",
+    "/api/system/services/{name}/restart",
+    "/api/system/services/{name}/enable",
+    "/api/system/services/{name}/disable",
 ]
 
 
@@ -65,12 +67,32 @@ CROSS_FIELD_RULES = {
     ("GET", "/api/v1/platform/system/logs/export"): ("400", "start_time after end_time; query not valid RE2"),
     ("PUT", "/api/system/severity"): ("422", "thresholds not strictly ordered"),
     ("POST", "/api/v1/platform/system/jobs"): ("400", "a detection image must exist inside the camera root"),
+    **{
+        ("POST", f"/api/system/supervisor{path}"): ("400", "the worker cannot do that in its state")
+        for path in ("/workers/{name}/start", "/workers/{name}/stop", "/workers/{name}/restart", "/reset/{name}")
+    },
+    **{
+        ("POST", f"/api/system/services/{{name}}/{action}"): ("400", "an external service, or not in that state")
+        for action in ("start", "restart", "enable", "disable")
+    },
 }
 
 
 def _not_yet_regex() -> str:
-    """A TOML string: the regex of every path under a NOT_YET prefix."""
-    return json.dumps("^(?:" + "|".join(re.escape(prefix) for prefix in NOT_YET) + ")(?:/|$)")
+    """The regex of every path under a NOT_YET prefix (one that matches nothing while NOT_YET is empty)."""
+    if not NOT_YET:
+        return r"(?!)"
+    return "^(?:" + "|".join(re.escape(prefix) for prefix in NOT_YET) + ")(?:/|$)"
+
+
+def _not_yet_config() -> str:
+    if not NOT_YET:
+        return ""
+    return f"""
+[[operations]]
+include-path-regex = {json.dumps(_not_yet_regex())}
+enabled = false
+"""
 
 
 def _toml_list(items: list[str]) -> str:
@@ -108,10 +130,7 @@ enabled = true
 [phases.stateful]
 enabled = true
 
-[[operations]]
-include-path-regex = {_not_yet_regex()}
-enabled = false
-
+{_not_yet_config()}
 [[operations]]
 include-path = {_toml_list(MAY_ANSWER_503)}
 checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "503"]
@@ -146,8 +165,13 @@ def stack(pg, redis_databases, tmp_path_factory):
 
 def seed(stack) -> None:
     """Data for the links to carry: a failed job (retry), an infrastructure alert (acknowledge), a
-    finished export (status, download). The fuzzer makes the rest itself."""
+    finished export (status, download), a camera with an event, its batch and detections (the core
+    resources' detail routes). The fuzzer makes the rest itself."""
     from app.ops import infrastructure
+    from tests.pipeline.resource_data import add_camera, add_event
+
+    add_camera(stack.settings(), "front")
+    add_event(stack.settings(), "front", kinds=("person", "car"))
 
     P = "/api/v1/platform/system"
     failed = stack.send("POST", f"{P}/jobs", json={"task": "analysis", "payload": {"batch_id": "no-such-batch"}})
@@ -193,7 +217,7 @@ def test_fuzzer_finds_nothing(stack, tmp_path, capsys):
     # Every operation outside NOT_YET was fuzzed (but the document itself, which schemathesis reads
     # rather than tests): none slipped out of the run.
     document = stack.get("/api/openapi.json").json()
-    not_yet = re.compile(json.loads(_not_yet_regex()))
+    not_yet = re.compile(_not_yet_regex())
     expected = sum(
         len(methods)
         for path, methods in document["paths"].items()

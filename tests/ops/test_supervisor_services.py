@@ -11,10 +11,14 @@ import time
 
 import pytest
 import redis
+from sqlalchemy import select
 
 from app import create_app
+from app.api.supervisor import NAME_PATTERN
+from app.core.db import session_scope
 from app.core.settings import replace
 from app.jobs import heartbeats
+from app.models import AuditLog
 from app.ops.supervisor import COMMANDS_KEY, STATE_KEY, SUPERVISOR_GROUP
 from tests.helpers import API_KEY
 from workers.host.service import PeriodicService, Service
@@ -197,7 +201,7 @@ def test_crash_loop_backs_off_then_fails_until_reset(host, api, wait):
     assert history(api, "crashy")[-2:][0]["status"] == "manual"
 
 
-def test_stop_start_restart_through_the_api(host, api, ops_client, wait):
+def test_stop_start_restart_through_the_api(host, api, ops_client, ops_settings, wait):
     sleeper = Sleeper()
     host([sleeper])
     node = f"vigil:hb:{heartbeats.node_name('sleeper')}"
@@ -229,6 +233,13 @@ def test_stop_start_restart_through_the_api(host, api, ops_client, wait):
         ("manual", "start"),
         ("manual", "restart"),
     ]
+    with session_scope(ops_settings) as session:  # every command the API handed over is audited, refusals not
+        rows = session.execute(select(AuditLog).where(AuditLog.resource_id == "sleeper").order_by(AuditLog.id))
+        assert [(a.action, a.actor, a.details["confirmed"]) for a in rows.scalars()] == [
+            ("worker_stop", "api_key:api-key", True),
+            ("worker_start", "api_key:api-key", True),
+            ("worker_restart", "api_key:api-key", True),
+        ]
     # the supervisor endpoint and its alias
     for path in ("/api/system/supervisor", "/api/system/supervisor/status"):
         body = api.get(path).get_json()
@@ -260,11 +271,13 @@ def test_a_failing_periodic_tick_is_recorded_and_logged_not_a_crash(host, api, c
 
 def test_names_are_validated_and_unknown_workers_are_404(host, api):
     host([Sleeper()])
-    for bad in ("1abc", "bad-name", "_x", "a" * 65):
+    for bad in ("1abc", "bad-name", "_x", "a" * 65, "abc%0A"):
         for path in (f"/api/system/supervisor/workers/{bad}/start", f"/api/system/supervisor/reset/{bad}"):
             r = api.post(path, headers=HEADERS)
             assert r.status_code == 400, (path, r.get_json())
-            assert "^[a-zA-Z][a-zA-Z0-9_]*$" in r.get_json()["detail"]
+            assert NAME_PATTERN in r.get_json()["detail"]
+    r = api.get("/api/system/supervisor/restart-history?worker_name=", headers=HEADERS)
+    assert r.status_code == 400 and NAME_PATTERN in r.get_json()["detail"]
     r = api.post("/api/system/supervisor/workers/nosuch/start", headers=HEADERS)
     assert r.status_code == 404 and "nosuch" in r.get_json()["detail"]
     assert api.post("/api/system/supervisor/workers/sleeper/stop").status_code == 401

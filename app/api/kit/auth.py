@@ -18,6 +18,7 @@ from flask import Flask, current_app, g, request
 from app.api.kit.current import current_settings
 from app.api.kit.errors import ApiError, family_of
 from app.api.kit.meta import meta_of
+from app.core.settings import Settings
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -48,13 +49,19 @@ def _unauthorized(message: str) -> ApiError:
 
 def authenticate() -> Principal | None:
     """The caller's principal, None when no credentials were sent; raises 401 on bad ones."""
-    settings = current_settings()
-    key = request.headers.get("X-API-Key")
+    return principal_from(
+        current_settings(), request.headers.get("X-API-Key"), request.headers.get("Authorization", "")
+    )
+
+
+def principal_from(settings: Settings, key: str | None, header: str) -> Principal | None:
+    """The principal of an API key or an `Authorization` header's value, None when neither is given; raises
+    401 on bad ones. Every way in (a request's headers, the console's sign-in form) checks credentials here,
+    so they accept and refuse exactly the same ones."""
     if key is not None:
         if settings.api_key and hmac.compare_digest(key.encode(), settings.api_key.encode()):
             return Principal("api-key", frozenset({ADMIN}), "api_key")
         raise _unauthorized("Invalid API key.")
-    header = request.headers.get("Authorization", "")
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
