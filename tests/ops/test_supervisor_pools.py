@@ -12,33 +12,14 @@ import uuid
 import pytest
 import redis
 
-from app import create_app
-from app.jobs import heartbeats
 from app.jobs.queues import STOPPED_GROUPS_KEY
 from app.jobs.registry import JobRegistry
-from app.ops.supervisor import SUPERVISOR_GROUP
 from tests.helpers import API_KEY, worker_env
 from tests.servers import CeleryWorker, wait_for
-from workers.host.supervisor import ServiceHost
 
 HEADERS = {"X-API-Key": API_KEY}
 GROUP = "notification_worker"
 QUEUES = ["notification:high", "notification"]
-
-
-@pytest.fixture
-def ops_settings(settings, db_url, redis_db):
-    return redis_db.settings(settings, database_url=db_url)
-
-
-@pytest.fixture
-def ops_client(redis_db):
-    return redis_db.client(decode_responses=True)
-
-
-@pytest.fixture
-def api(ops_settings):
-    return create_app(ops_settings).test_client()
 
 
 @pytest.fixture
@@ -62,23 +43,8 @@ def workers(ops_settings):
 
 
 @pytest.fixture
-def supervisor(ops_settings, ops_client, wait):
-    hosts = []
-
-    def start(backoff=None) -> ServiceHost:
-        h = ServiceHost([], ops_settings, backoff=backoff)
-        h.start()
-        hosts.append(h)
-        wait(
-            lambda: any(b.get("group") == SUPERVISOR_GROUP for b in heartbeats.alive(ops_client, 5)),
-            10,
-            what="supervisor heartbeat",
-        )
-        return h
-
-    yield start
-    for h in hosts:
-        h.stop()
+def supervisor(host):
+    return lambda backoff=None: host(backoff=backoff)
 
 
 def state(api) -> dict:

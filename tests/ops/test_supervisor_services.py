@@ -19,7 +19,7 @@ from app.core.db import session_scope
 from app.core.settings import replace
 from app.jobs import heartbeats
 from app.models import AuditLog
-from app.ops.supervisor import COMMANDS_KEY, STATE_KEY, SUPERVISOR_GROUP
+from app.ops.supervisor import COMMANDS_KEY, STATE_KEY
 from tests.helpers import API_KEY
 from workers.host.service import PeriodicService, Service
 from workers.host.services.watcher import FileWatcher
@@ -81,42 +81,6 @@ def kill_thread(thread: threading.Thread) -> None:
     """The closest Python has to SIGKILL for one thread: raise SystemExit inside it, wherever it is."""
     done = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(SystemExit))
     assert done == 1
-
-
-@pytest.fixture
-def ops_settings(settings, db_url, tmp_path, redis_db):
-    """Settings on a Redis database of their own (no session workers there) and a fresh database."""
-    return redis_db.settings(settings, database_url=db_url, camera_root=tmp_path / "cameras")
-
-
-@pytest.fixture
-def ops_client(redis_db):
-    return redis_db.client(decode_responses=True)
-
-
-@pytest.fixture
-def api(ops_settings):
-    return create_app(ops_settings).test_client()
-
-
-@pytest.fixture
-def host(ops_settings, ops_client, wait):
-    hosts = []
-
-    def start(services, **kw):
-        h = ServiceHost(services, ops_settings, **kw)
-        h.start()
-        hosts.append(h)
-        wait(
-            lambda: any(b.get("group") == SUPERVISOR_GROUP for b in heartbeats.alive(ops_client, 5)),
-            10,
-            what="supervisor heartbeat",
-        )
-        return h
-
-    yield start
-    for h in hosts:
-        h.stop()
 
 
 def worker(api, name: str) -> dict:
