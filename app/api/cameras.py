@@ -16,8 +16,9 @@ bp = Blueprint("cameras", __name__, url_prefix="/api/cameras")
 TAGS = ["cameras"]
 NOT_FOUND = {404: "No such camera", 503: "Database unavailable"}
 STATUS_DOC = (
-    f"From the last upload: `online` within {SILENT_AFTER_SECONDS} s, `silent` within "
-    f"{OFFLINE_AFTER_SECONDS} s, `offline` after that or never"
+    f"From the last upload: `online` within VIGIL_CAMERA_SILENT_AFTER_SECONDS (default {SILENT_AFTER_SECONDS} s), "
+    f"`silent` within VIGIL_CAMERA_OFFLINE_AFTER_SECONDS (default {OFFLINE_AFTER_SECONDS} s), `offline` after that "
+    "or never; the values in force are in every listing"
 )
 
 
@@ -115,8 +116,7 @@ def list_cameras(query: CamerasQuery):
     return {
         "cameras": rows,
         "count": len(rows),
-        "silent_after_seconds": SILENT_AFTER_SECONDS,
-        "offline_after_seconds": OFFLINE_AFTER_SECONDS,
+        **cameras.thresholds(current_settings()),
     }
 
 

@@ -28,6 +28,22 @@ class LatencyHistoryQuery(BaseModel):
     bucket_seconds: int = Field(60, ge=10, le=3600, description="Bucket size, seconds")
 
 
+class SkippedUpload(Answer):
+    path: str
+    camera_id: str
+    reason: str = Field(description="Why it is not a complete image (e.g. a truncated JPEG)")
+    at: str = Field(description="When the watcher reported it (ISO 8601 UTC)")
+
+
+class ReconcileScan(Answer):
+    at: str = Field(description="When the scan of the camera root started (ISO 8601 UTC)")
+    files: int = Field(description="Images in the camera folders")
+    missed: int = Field(description="Found without an upload row, and queued")
+    older: int = Field(description="Older than VIGIL_WATCHER_RECONCILE_MAX_AGE_SECONDS: not compared, left alone")
+    deleted_camera: int = Field(description="Unrecorded, but older than their camera's deletion through the API")
+    seconds: float
+
+
 class FileWatcher(Answer):
     running: bool
     camera_root: str
@@ -35,6 +51,14 @@ class FileWatcher(Answer):
     observer_type: str | None
     enqueued: int | None = Field(None, description="While running: files enqueued since it started")
     duplicates: int | None = Field(None, description="While running: duplicates skipped since it started")
+    skipped: int | None = Field(
+        None, description="While running: files reported since it started as not a complete image after settling"
+    )
+    recent_skipped: list[SkippedUpload] | None = Field(None, description="The latest of those, newest first")
+    reconciled: int | None = Field(
+        None, description="While running: files enqueued because a reconcile scan found them unrecorded"
+    )
+    last_reconcile: ReconcileScan | None = None
     node: str | None = None
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -34,15 +35,51 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+BUSY_TIMEOUT_MS = 10000
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # pragma: no cover - exercised through every SQLite test
     # WAL lets the API read while a worker writes; busy_timeout turns lock contention into a short
     # wait instead of "database is locked"; foreign keys are off by default in SQLite.
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
+    # PRAGMA optimize (below) analyses a sample of rows per index, not every row: milliseconds even
+    # at a million detections.
+    cur.execute("PRAGMA analysis_limit=1000")
     cur.close()
+
+
+OPTIMIZE_EVERY = 3600.0  # seconds between two PRAGMA optimize runs on one pooled connection
+
+
+def _sqlite_optimize(dbapi_conn, record) -> None:
+    """Keep the planner's statistics (sqlite_stat1) current, so the listings' composite indexes stay
+    chosen as the tables grow: SQLite's advice is `PRAGMA optimize` when a connection closes and
+    periodically on long-lived ones. Pooled connections rarely close, so it also runs when one is
+    checked in after an hour. It is a no-op unless a table this connection queried has no statistics
+    or grew a lot since they were taken, so it is cheap where it runs."""
+    now = time.monotonic()
+    if dbapi_conn is None or (
+        record is not None and now - record.info.setdefault("vigil_optimized", now) < OPTIMIZE_EVERY
+    ):
+        return
+    if record is not None:
+        record.info["vigil_optimized"] = now  # also after a failure: the next try is an hour later
+    try:
+        cur = dbapi_conn.cursor()
+        # ANALYZE writes sqlite_stat1: while another writer holds the lock, give up at once (next time)
+        # rather than hold a connection being handed back for the usual 10 s busy timeout.
+        cur.execute("PRAGMA busy_timeout=50")
+        try:
+            cur.execute("PRAGMA optimize")
+        finally:
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            cur.close()
+    except Exception:  # statistics are an optimisation: a busy or read-only database must not fail the caller
+        return
 
 
 def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
@@ -50,6 +87,8 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, echo=echo, connect_args={"timeout": 10, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "checkin", _sqlite_optimize)
+        event.listen(engine, "close", lambda dbapi_conn, _record: _sqlite_optimize(dbapi_conn, None))
         return engine
     return create_engine(
         url,

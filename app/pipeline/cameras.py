@@ -3,7 +3,8 @@ through /api/cameras.
 
 Status comes from the last upload (`last_seen_at`, which the watcher refreshes at most once a
 minute), so it needs no heartbeat from the camera: `online` when the camera uploaded within
-`SILENT_AFTER_SECONDS`, `silent` within `OFFLINE_AFTER_SECONDS`, `offline` after that or when it
+`camera_silent_after_seconds` (VIGIL_CAMERA_SILENT_AFTER_SECONDS), `silent` within
+`camera_offline_after_seconds` (VIGIL_CAMERA_OFFLINE_AFTER_SECONDS), `offline` after that or when it
 never uploaded. Cameras that upload on motion are quiet for hours at night without being broken,
 hence the middle state: "nothing lately" is not yet "gone".
 """
@@ -31,10 +32,9 @@ from app.pipeline.batches import get_aggregator
 
 log = logging.getLogger(__name__)
 
-# Wanted as settings (VIGIL_CAMERA_SILENT_AFTER_SECONDS, VIGIL_CAMERA_OFFLINE_AFTER_SECONDS); module
-# constants until app/core/settings.py takes them.
-SILENT_AFTER_SECONDS = 15 * 60
-OFFLINE_AFTER_SECONDS = 24 * 3600
+# The thresholds' defaults, for the API's documentation; the values in force are the settings.
+SILENT_AFTER_SECONDS: int = Settings.model_fields["camera_silent_after_seconds"].default
+OFFLINE_AFTER_SECONDS: int = Settings.model_fields["camera_offline_after_seconds"].default
 DELETE_CHUNK = 5000  # rows per transaction when a camera is deleted with its data
 Status = Literal["online", "silent", "offline"]
 
@@ -61,13 +61,26 @@ def camera_enabled(session: Session, camera_id: str) -> bool:
     return enabled is None or bool(enabled)
 
 
-def status_of(last_seen_at: datetime | None, now: datetime) -> Status:
+def status_of(
+    last_seen_at: datetime | None,
+    now: datetime,
+    silent_after: float = SILENT_AFTER_SECONDS,
+    offline_after: float = OFFLINE_AFTER_SECONDS,
+) -> Status:
     if last_seen_at is None:
         return "offline"
     age = (now - last_seen_at).total_seconds()
-    if age <= SILENT_AFTER_SECONDS:
+    if age <= silent_after:
         return "online"
-    return "silent" if age <= OFFLINE_AFTER_SECONDS else "offline"
+    return "silent" if age <= offline_after else "offline"
+
+
+def thresholds(settings: Settings) -> dict[str, int]:
+    """The status thresholds in force, as every listing reports them."""
+    return {
+        "silent_after_seconds": settings.camera_silent_after_seconds,
+        "offline_after_seconds": settings.camera_offline_after_seconds,
+    }
 
 
 def _no_default(schema: dict[str, Any]) -> None:
@@ -128,14 +141,22 @@ def _counts(session: Session, camera_ids: list[str] | None, now: datetime) -> di
     return out
 
 
-def as_dict(camera: Camera, counts: dict[str, int] | None, now: datetime) -> dict[str, Any]:
+def as_dict(
+    camera: Camera, counts: dict[str, int] | None, now: datetime, settings: Settings | None = None
+) -> dict[str, Any]:
+    """`settings` carries the status thresholds (their defaults without it)."""
+    silent, offline = (
+        (settings.camera_silent_after_seconds, settings.camera_offline_after_seconds)
+        if settings is not None
+        else (SILENT_AFTER_SECONDS, OFFLINE_AFTER_SECONDS)
+    )
     return {
         "id": camera.id,
         "name": camera.name,
         "folder": Path(camera.folder_path).name,
         "folder_path": camera.folder_path,
         "enabled": bool(camera.enabled),
-        "status": status_of(camera.last_seen_at, now),
+        "status": status_of(camera.last_seen_at, now, silent, offline),
         "last_seen_at": iso_utc(camera.last_seen_at),
         "created_at": iso_utc(camera.created_at),
         "counts": counts or {"events": 0, "unreviewed_events": 0, "detections_24h": 0},
@@ -160,7 +181,7 @@ def list_cameras(
             query = query.where(Camera.enabled == enabled)
         cameras = list(session.execute(query).scalars())
         counts = _counts(session, None, now)
-    out = [as_dict(c, counts.get(c.id), now) for c in cameras]
+    out = [as_dict(c, counts.get(c.id), now, settings) for c in cameras]
     return [c for c in out if status is None or c["status"] == status]
 
 
@@ -168,7 +189,7 @@ def get_camera(settings: Settings, camera_id: str) -> dict[str, Any]:
     now = datetime.now(UTC)
     with session_scope(settings) as session:
         camera = load(session, camera_id)
-        return as_dict(camera, _counts(session, [camera_id], now).get(camera_id), now)
+        return as_dict(camera, _counts(session, [camera_id], now).get(camera_id), now, settings)
 
 
 def update_camera(
@@ -188,7 +209,7 @@ def update_camera(
         if diff:
             session.add(audit.entry("camera_updated", "camera", camera_id, who, {"changes": diff}))
         session.flush()
-        return as_dict(camera, _counts(session, [camera_id], now).get(camera_id), now)
+        return as_dict(camera, _counts(session, [camera_id], now).get(camera_id), now, settings)
 
 
 def _delete_chunked(settings: Settings, model: Any, camera_id: str) -> int:

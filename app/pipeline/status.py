@@ -30,6 +30,12 @@ def file_watcher_status(settings: Settings, beats: list[dict[str, Any]]) -> dict
         "observer_type": beat.get("observer_type"),
         "enqueued": beat.get("enqueued"),
         "duplicates": beat.get("duplicates"),
+        # Files that settled without being a complete image: reported, not left waiting (each also
+        # has an upload row with outcome `skipped` and the reason).
+        "skipped": beat.get("skipped"),
+        "recent_skipped": beat.get("recent_skipped"),
+        "reconciled": beat.get("reconciled"),
+        "last_reconcile": beat.get("last_reconcile"),
         "node": beat.get("node"),
     }
 

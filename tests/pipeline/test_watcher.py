@@ -1,8 +1,10 @@
-"""The file watcher with a real observer, real Redis and real SQL: what it enqueues and what not."""
+"""The file watcher with a real observer, real Redis and real SQL: what it enqueues and what not, and
+what it records (the upload record; tests/pipeline/test_uploads.py runs it in the service host)."""
 
 import os
 import threading
 import time
+import uuid
 
 import pytest
 from sqlalchemy import select
@@ -10,8 +12,9 @@ from sqlalchemy import select
 from app.core.db import session_scope
 from app.core.settings import replace
 from app.jobs.registry import get_registry
-from app.models import Camera
-from workers.host.services.watcher import FileWatcher, image_complete
+from app.models import Camera, Upload
+from tests.helpers import unique_jpeg
+from workers.host.services.watcher import FileWatcher, image_complete, incomplete_reason
 
 
 def jpeg() -> bytes:
@@ -41,15 +44,16 @@ class Recorder:
 def watch(tmp_path, settings):
     watchers = []
 
-    def start(observer="native", settle=0.3):
-        root = tmp_path / "cameras"
-        root.mkdir(exist_ok=True)
+    def start(observer="native", settle=0.3, **changes):
+        root = changes.pop("camera_root", tmp_path / "cameras")
+        root.mkdir(parents=True, exist_ok=True)
         s = replace(
             settings,
             camera_root=root,
             watcher_observer=observer,
             watcher_settle_seconds=settle,
             watcher_poll_interval=0.1,
+            **changes,
         )
         rec = Recorder()
         w = FileWatcher(s, enqueue_fn=rec)
@@ -87,6 +91,10 @@ def test_image_trailer_check(tmp_path):
     assert image_complete(p)
     p.write_bytes(JPEG + b"\x00" * 16)
     assert image_complete(p)
+    p.write_bytes(JPEG[:-2])
+    assert incomplete_reason(p).startswith("truncated JPEG: no end-of-image marker")
+    p.write_bytes(b"GIF89a" + os.urandom(64))
+    assert incomplete_reason(p) == "not a JPEG or PNG (no image signature)"
 
 
 def test_new_upload_becomes_a_detection_job(watch):
@@ -137,18 +145,74 @@ def test_ignores_non_images_and_paths_outside_the_root(watch, tmp_path):
     assert w.rejected == 1  # the link was refused without being opened
 
 
-def test_duplicates_dropped_by_content(watch):
-    w, rec, root = watch()
-    cam = root / "gate"
+def test_duplicates_dropped_by_content(watch, settings, photos):
+    # Under the session's camera root, with a real photograph: should the session's detection worker
+    # run, it completes the first job (still a live one) instead of failing it for a path outside its root.
+    w, rec, root = watch(camera_root=settings.camera_root)
+    cam = root / f"gate_{uuid.uuid4().hex[:8]}"
     cam.mkdir()
-    data = b"\xff\xd8" + os.urandom(512) + b"\xff\xd9"
+
+    data = unique_jpeg(photos["coffee"])
+
+    def mine():  # the start-up scan also enqueues what other tests left in the session's root
+        return [job for payload, job in rec.jobs if payload["camera_id"] == cam.name]
+
     (cam / "one.jpg").write_bytes(data)
-    assert _wait(lambda: len(rec.jobs) == 1)
+    assert _wait(lambda: len(mine()) == 1)
     (cam / "two.jpg").write_bytes(data)
-    # The content hash is the idempotency key; another path is another payload, so enqueue refuses it
-    # (409 idempotency_conflict naming the first job) and the watcher counts it as a duplicate.
-    assert _wait(lambda: w.duplicates == 1)
-    assert len(rec.jobs) == 1
+    # The first upload's job still exists (waiting): the second is recorded as its duplicate, not enqueued.
+    assert _wait(lambda: w.duplicates >= 1)
+    assert len(mine()) == 1
+    with session_scope(w.settings) as s:
+        two = s.execute(select(Upload).where(Upload.path == str((cam / "two.jpg").resolve()))).scalar_one()
+        assert two.outcome == "duplicate" and two.job_id == mine()[0].job_id
+
+
+def test_a_truncated_jpeg_is_reported_skipped_after_settling(watch):
+    w, rec, root = watch(settle=0.3)
+    cam = root / "drive"
+    cam.mkdir()
+    data = jpeg()
+    (cam / "cut.jpg").write_bytes(data[:1000])  # closed, but no end marker: it will not become whole
+    assert _wait(lambda: w.skipped == 1, 3)
+    assert rec.jobs == [] and w.status()["recent_skipped"][0]["reason"].startswith("truncated JPEG")
+    with session_scope(w.settings) as s:
+        row = s.execute(select(Upload).where(Upload.path == str((cam / "cut.jpg").resolve()))).scalar_one()
+        assert row.outcome == "skipped" and row.camera_id == "drive" and "truncated JPEG" in row.reason
+    (cam / "cut.jpg").write_bytes(data)  # written again, whole: a new upload, enqueued
+    assert _wait(lambda: rec.paths() == [str((cam / "cut.jpg").resolve())], 3)
+
+
+def test_the_start_scan_enqueues_what_was_written_before_oldest_first_and_only_once(watch, tmp_path):
+    from app.core.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path}/scan.db"
+    upgrade(url)
+    root = tmp_path / "cameras"
+    for i, name in enumerate(("c.jpg", "a.jpg", "b.png")):
+        path = root / "porch" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(jpeg())
+        os.utime(path, (time.time() - 30 + i, time.time() - 30 + i))
+    w, rec, root = watch(database_url=url)
+    assert _wait(lambda: len(rec.paths()) == 3, 5)
+    assert [os.path.basename(p) for p in rec.paths()] == ["c.jpg", "a.jpg", "b.png"]
+    assert w.reconciled == 3 and w.last_scan["missed"] == 3
+    assert w.reconcile() == 0  # everything is recorded now
+    w2, rec2, _ = watch(database_url=url)  # a restart: nothing again
+    time.sleep(0.5)
+    assert rec2.jobs == [] and w2.last_scan["missed"] == 0 and w2.last_scan["files"] == 3
+
+    # The camera deleted with its data (its upload rows go too): the folder's old files stay unread,
+    # a file written after the delete is a new upload.
+    from app.observability.audit import Audit
+    from app.pipeline.cameras import delete_camera
+
+    delete_camera(w2.settings, "porch", Audit(actor="test"), with_data=True)
+    (root / "porch" / "d.jpg").write_bytes(jpeg())
+    # (both watchers still run: the record makes their two sightings one upload, one job)
+    assert _wait(lambda: rec.paths()[3:] + rec2.paths() == [str((root / "porch" / "d.jpg").resolve())], 5)
+    assert w2.reconcile() == 0 and w2.last_scan["deleted_camera"] == 3
 
 
 def test_polling_fallback(watch):

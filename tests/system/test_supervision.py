@@ -228,8 +228,7 @@ def test_killed_service_host_is_restarted_by_supervisord(stack, photos):
 
     shutil.copy(photos["coffee"], camera / "after.jpg")
     wait_for(lambda: detected(camera / "after.jpg"), 30, interval=0.2, what="an upload after the restart detected")
-    if not detected(camera / "while-down.jpg"):
-        pytest.xfail("an upload written while the watcher was down needs the start-up scan of issue 12")
+    assert detected(camera / "while-down.jpg")
 
 
 def test_killed_api_master_comes_back(stack):

@@ -1,15 +1,26 @@
-"""The file watcher: new camera uploads become detection jobs.
+"""The file watcher: new camera uploads become detection jobs, and none is left behind.
 
 * Watches the camera root recursively; the first folder under it is the camera (its name,
   normalised, is the camera id; the camera row is created on first sight).
 * A file counts as complete when its writer closed it (inotify IN_CLOSE_WRITE) and its image
   trailer is present (JPEG EOI / PNG IEND), or, without a close event (polling, network shares),
   when its size and mtime stayed unchanged for `watcher_settle_seconds`. A half-written image is
-  never enqueued; one that stays truncated is enqueued after `INCOMPLETE_TIMEOUT` so the failure
-  shows as a failed detection rather than vanishing.
+  never enqueued; one that is still not a complete image once it has settled is reported instead
+  (a warning, `skipped` in the heartbeat and GET /api/system/pipeline, an upload row with outcome
+  `skipped` and the reason). Writing it again (new size or mtime) makes it a new upload.
 * Only .jpg/.jpeg/.png; nothing that resolves outside the camera root (symlinks included) is read.
-* Duplicates by content hash are dropped within `watcher_dedup_seconds` (the hash is the enqueue
-  idempotency key, so a duplicate returns the first job instead of publishing another).
+* Every accepted file is recorded in `uploads` (app/pipeline/uploads.py) before it is enqueued, and
+  the enqueue's idempotency key is the file's (path, size, mtime), so the live observer and the
+  reconcile scan seeing one file together, or a restart between the enqueue and the record's
+  update, publish one job.
+* A content duplicate (same SHA-256) is dropped only while an earlier upload of it, first seen within
+  `watcher_dedup_seconds`, has a job that still exists and has not failed for good: a re-upload after
+  that job was deleted (or failed, or revoked) is detected.
+* Reconcile: at start and every `watcher_reconcile_seconds`, the camera root is walked (lstat only)
+  and every image no upload row records, modified within `watcher_reconcile_max_age_seconds`, joins
+  the pending files (oldest first), so files written while the watcher was down are detected once.
+* Outcomes: every `OUTCOME_SWEEP_SECONDS`, queued uploads whose job finished become `detected`,
+  `disabled` or `failed` (uploads.sweep_outcomes).
 * Native observer (inotify) with a polling fallback; which one runs is reported as `observer_type`.
 """
 
@@ -21,8 +32,10 @@ import os
 import stat
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,39 +46,55 @@ from watchdog.observers.polling import PollingObserver
 from app.core.db import session_scope
 from app.core.errors import Conflict
 from app.core.settings import Settings
-from app.jobs.enqueue import IMAGE_SUFFIXES, enqueue, normalize_camera_id, resolve_in_root
+from app.core.time import iso_utc
+from app.jobs.enqueue import IMAGE_SUFFIXES, Enqueued, enqueue, normalize_camera_id, resolve_in_root
+from app.pipeline import uploads
 from app.pipeline.cameras import ensure_camera
-from workers.host.service import Service
+from app.pipeline.uploads import FileKey
+from workers.host.service import Service, Throttle
 
 log = logging.getLogger(__name__)
 
-INCOMPLETE_TIMEOUT = 60.0
 CHECK_INTERVAL = 0.05
+OUTCOME_SWEEP_SECONDS = 2.0
+RECONCILE_RETRY_SECONDS = 15.0  # a scan that failed (database away) is tried again this soon
+RECENT_SKIPPED = 10  # skipped uploads the heartbeat shows
 _JPEG_SOI, _JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
 _PNG_SIG, _PNG_IEND = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
 
 
-def image_complete(path: Path) -> bool:
-    """True when the file carries its format's end marker (a writer that stopped mid-way has not
-    written it yet). Trailing zero padding after a JPEG's EOI is tolerated."""
+def incomplete_reason(path: Path) -> str | None:
+    """Why the file is not a complete image, or None when it carries its format's end marker (a
+    writer that stopped mid-way has not written it yet). Trailing zero padding after a JPEG's EOI
+    is tolerated."""
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
     try:
         fd = os.open(path, flags)
-    except OSError:
-        return False
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
     try:
         size = os.fstat(fd).st_size
         if size < 16:
-            return False
+            return f"too short to be an image ({size} bytes)"
         head = os.pread(fd, 8, 0)
         tail = os.pread(fd, 64, max(0, size - 64)).rstrip(b"\x00")
     finally:
         os.close(fd)
     if head.startswith(_JPEG_SOI):
-        return tail.endswith(_JPEG_EOI)
+        return None if tail.endswith(_JPEG_EOI) else f"truncated JPEG: no end-of-image marker (FF D9) in {size} bytes"
     if head.startswith(_PNG_SIG):
-        return tail.endswith(_PNG_IEND)
-    return False
+        return None if tail.endswith(_PNG_IEND) else f"truncated PNG: no IEND chunk in {size} bytes"
+    return "not a JPEG or PNG (no image signature)"
+
+
+def image_complete(path: Path) -> bool:
+    return incomplete_reason(path) is None
+
+
+def upload_key(key: FileKey) -> str:
+    """The enqueue idempotency key of one file as stat() sees it: the scan and the observer, or a
+    restart between the enqueue and the record's update, publish one job for it."""
+    return "upload:" + hashlib.sha256(f"{key.path}\0{key.size}\0{key.mtime_ns}".encode()).hexdigest()
 
 
 def sha256_of(path: Path) -> str:
@@ -84,6 +113,7 @@ class _Pending:
     first_seen: float
     changed_at: float
     closed: bool = False
+    scanned: bool = False  # found by a reconcile scan, not by the observer
 
 
 class _Handler(FileSystemEventHandler):
@@ -111,7 +141,14 @@ class FileWatcher(Service):
         self._known_cameras: dict[str, float] = {}
         self.enqueued = 0
         self.duplicates = 0
+        self.skipped = 0
+        self.reconciled = 0  # enqueued because a scan found them (written while nobody watched)
+        self.scans = 0
+        self.last_scan: dict[str, Any] | None = None
+        self._recent_skipped: deque[dict[str, Any]] = deque(maxlen=RECENT_SKIPPED)
         self._rejected: set[str] = set()
+        self._started_at = time.time()
+        self._warn = Throttle(60.0)
 
     @property
     def rejected(self) -> int:
@@ -126,7 +163,15 @@ class FileWatcher(Service):
             "pending_tasks": len(self._pending),
             "enqueued": self.enqueued,
             "duplicates": self.duplicates,
+            "skipped": self.skipped,
+            "recent_skipped": self._recent(),
+            "reconciled": self.reconciled,
+            "last_reconcile": self.last_scan,
         }
+
+    def _recent(self) -> list[dict[str, Any]]:
+        with self._lock:  # the heartbeat thread reads what the watcher's thread appends
+            return list(self._recent_skipped)
 
     def _start_observer(self):
         """A started observer and its type: native (inotify), or polling when asked or when native
@@ -152,18 +197,44 @@ class FileWatcher(Service):
     def run(self, stop: threading.Event) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.root = self.root.resolve()
+        self._started_at = time.time()
+        # The observer first, then the scan: a file written in between is seen by one or both, and
+        # the upload record makes both sightings one upload.
         observer, self.observer_type = self._start_observer()
         log.info("watching %s (%s observer)", self.root, self.observer_type)
+        next_scan = next_sweep = time.monotonic()
         try:
             while not stop.is_set():
                 self._wake.wait(CHECK_INTERVAL)
                 self._wake.clear()
+                now = time.monotonic()
+                if next_scan is not None and now >= next_scan:
+                    every = self.settings.watcher_reconcile_seconds
+                    try:
+                        self.reconcile()
+                        next_scan = now + every if every > 0 else None
+                    except Exception:
+                        self._warning("reconcile scan of %s failed; will retry", self.root)
+                        next_scan = now + (
+                            min(every, RECONCILE_RETRY_SECONDS) if every > 0 else RECONCILE_RETRY_SECONDS
+                        )
                 self.check_pending()
+                if now >= next_sweep:
+                    next_sweep = now + OUTCOME_SWEEP_SECONDS
+                    try:
+                        uploads.sweep_outcomes(self.settings)
+                    except Exception:
+                        self._warning("could not update upload outcomes; will retry")
                 if not observer.is_alive():
                     raise RuntimeError("file observer thread stopped")
         finally:
             observer.stop()
             observer.join(timeout=5)
+
+    def _warning(self, message: str, *args: Any) -> None:
+        """A failure the loop outlives (Redis or the database away): logged at most once a minute."""
+        if self._warn.ready():
+            log.warning(message, *args, exc_info=True)
 
     # ---- events -> pending files -------------------------------------------------------------------
     def touch(self, path: str, closed: bool = False) -> None:
@@ -197,9 +268,11 @@ class FileWatcher(Service):
             self._wake.set()
 
     def check_pending(self) -> None:
+        """Submit the files that are complete, report the ones that settled incomplete; oldest
+        (by mtime) first, so a scan's backlog goes out in the order it was written."""
         now = time.time()
         with self._lock:
-            items = list(self._pending.items())
+            items = sorted(self._pending.items(), key=lambda item: item[1].mtime)
         for path, entry in items:
             try:
                 st = os.lstat(path)
@@ -212,55 +285,190 @@ class FileWatcher(Service):
             settled = now - entry.changed_at >= self.settings.watcher_settle_seconds
             if not (entry.closed or settled):
                 continue
-            if image_complete(Path(path)) or now - entry.first_seen >= INCOMPLETE_TIMEOUT:
-                if self._submit(path, entry):
-                    self._drop(path)
+            reason = incomplete_reason(Path(path))
+            if reason is None:
+                done = self._submit(path, entry)
+            elif settled:
+                done = self._skip(path, reason)
+            else:
+                continue  # closed but incomplete: a writer may still append; wait for it to settle
+            if done:
+                self._drop(path)
 
     def _drop(self, path: str) -> None:
         with self._lock:
             self._pending.pop(path, None)
 
-    # ---- pending file -> detection job --------------------------------------------------------------
-    def _submit(self, path: str, entry: _Pending) -> bool:
-        """Enqueue one complete file. False keeps it pending (Redis or the database is away)."""
+    # ---- reconcile: the camera root against the upload record --------------------------------------
+    def reconcile(self) -> int:
+        """Walk the camera root (lstat only, links not followed) and add every image no upload row
+        records to the pending files; returns how many were added. Files older than
+        `watcher_reconcile_max_age_seconds` are left alone (counted as `older`); on an install
+        upgraded from before the record (detections but no uploads), so are all files older than
+        this watcher."""
+        started = time.time()
+        horizon = started - self.settings.watcher_reconcile_max_age_seconds
+        with session_scope(self.settings) as session:
+            if uploads.record_is_new(session):
+                horizon = max(horizon, self._started_at)
+        found: list[tuple[str, os.stat_result]] = []
+        for dirpath, _dirs, files in os.walk(self.root):
+            if Path(dirpath) == self.root:
+                continue  # files go in a camera folder
+            for name in files:
+                if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                full = os.path.join(dirpath, name)
+                try:
+                    st = os.lstat(full)
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    found.append((full, st))
+        # Files older than the horizon are not even looked up: a camera root holding years of
+        # pictures costs a walk, not a query per file.
+        recent = [(full, st) for full, st in found if st.st_mtime >= horizon]
+        keys = {full: FileKey(full, st.st_size, st.st_mtime_ns) for full, st in recent}
+        with session_scope(self.settings) as session:
+            known = uploads.recorded(session, keys.values())
+            missed = [(full, st) for full, st in recent if not (keys[full] in known and known[keys[full]].settled)]
+            # A camera deleted through the API (its rows with it) while its folder stays: what the
+            # folder held then is not brought back; what came after the delete is an upload.
+            camera_of = {full: normalize_camera_id(Path(full).relative_to(self.root).parts[0]) for full, _ in missed}
+            deleted = uploads.cameras_deleted_at(session, set(camera_of.values()))
+        gone = {full for full, st in missed if st.st_mtime < deleted.get(camera_of[full], float("-inf"))}
+        missed = [(full, st) for full, st in missed if full not in gone]
+        added = 0
+        now = time.time()
+        with self._lock:
+            for full, st in sorted(missed, key=lambda f: f[1].st_mtime):
+                if full in self._pending:
+                    continue
+                # Settled already unless it changed within the settle time (then the observer's rules apply).
+                self._pending[full] = _Pending(st.st_size, st.st_mtime, now, min(now, st.st_mtime), scanned=True)
+                added += 1
+        self.scans += 1
+        self.last_scan = {
+            "at": iso_utc(started),
+            "files": len(found),
+            "missed": added,
+            "older": len(found) - len(recent),
+            "deleted_camera": len(gone),
+            "seconds": round(time.time() - started, 3),
+        }
+        if added:
+            log.info(
+                "reconcile: %d of %d files in %s not recorded; queued oldest first (%d older than %s not looked at)",
+                added,
+                len(found),
+                self.root,
+                len(found) - len(recent),
+                iso_utc(horizon),
+            )
+        if added:
+            self._wake.set()
+        return added
+
+    # ---- pending file -> upload row -> detection job ------------------------------------------------
+    def _place(self, path: str) -> tuple[Path, str, str] | None:
+        """(real path, camera id, folder) of a file the watcher may read, or None (logged)."""
         try:
             real = resolve_in_root(path, self.root)
         except ValueError:
             self._rejected.add(path)
             log.warning("ignoring %s: it resolves outside the camera root", path)
-            return True
+            return None
         relative = real.relative_to(self.root)
         if len(relative.parts) < 2:
             log.info("ignoring %s: files go in a camera folder (<root>/<camera>/...)", real)
-            return True
-        folder = relative.parts[0]
-        camera_id = normalize_camera_id(folder)
-        seen_at = time.time()
+            return None
+        return real, normalize_camera_id(relative.parts[0]), relative.parts[0]
+
+    def _claim(self, real: Path, camera_id: str, folder: str, **fields: Any) -> tuple[uploads.Recorded, bool, FileKey]:
+        st = os.stat(real)
+        key = FileKey(str(real), st.st_size, st.st_mtime_ns)
+        self._ensure_camera(camera_id, folder)
         try:
-            digest = sha256_of(real)
-            self._ensure_camera(camera_id, folder)
-            job = self.enqueue(
-                "detection",
-                {"camera_id": camera_id, "path": str(real), "file_hash": digest, "seen_at": seen_at},
-                idempotency_key=f"watch:{digest}",
-                idempotency_ttl=self.settings.watcher_dedup_seconds,
-                settings=self.settings,
-            )
-        except Conflict as exc:  # the same content under another path or time: the key names the earlier job
-            if exc.code != "idempotency_conflict":
-                raise
-            self.duplicates += 1
-            log.info("duplicate content %s (job %s); dropped", real, (exc.extra or {}).get("job_id"))
+            with session_scope(self.settings) as session:
+                return (*uploads.claim(session, key, camera_id, datetime.now(UTC), **fields), key)
+        except Exception:
+            self._known_cameras.pop(camera_id, None)  # deleted meanwhile? made again on the next try
+            raise
+
+    def _skip(self, path: str, reason: str) -> bool:
+        """Report a file that settled without being a complete image. False keeps it pending."""
+        placed = self._place(path)
+        if placed is None:
+            return True
+        real, camera_id, folder = placed
+        try:
+            row, created, _key = self._claim(real, camera_id, folder, outcome="skipped", reason=reason)
+        except FileNotFoundError:
             return True
         except Exception:
-            log.warning("could not enqueue %s yet; will retry", real, exc_info=True)
+            self._warning("could not record skipped upload %s yet; will retry", real)
             return False
+        if created:
+            self.skipped += 1
+            with self._lock:
+                self._recent_skipped.appendleft(
+                    {"path": str(real), "camera_id": camera_id, "reason": reason, "at": iso_utc(time.time())}
+                )
+            log.warning("skipped %s (upload %s): %s", real, row.id, reason)
+        return True
+
+    def _submit(self, path: str, entry: _Pending) -> bool:
+        """Record and enqueue one complete file. False keeps it pending (Redis or the database is away)."""
+        placed = self._place(path)
+        if placed is None:
+            return True
+        real, camera_id, folder = placed
+        try:
+            row, created, key = self._claim(real, camera_id, folder)
+            if not created and row.settled:
+                return True  # recorded already: the scan and the observer saw it together, or a restart
+            digest = sha256_of(real)
+            with session_scope(self.settings) as session:
+                earlier = uploads.live_original(
+                    self.settings, session, digest, row.id, uploads.dedupe_since(self.settings)
+                )
+                if earlier is not None:
+                    reason = f"same content as upload {earlier[0]} ({earlier[1]}), job {earlier[2]} {earlier[3]}"
+                    uploads.settle(session, row.id, "duplicate", job_id=earlier[2], reason=reason, file_hash=digest)
+            if earlier is not None:
+                self.duplicates += 1
+                log.info("duplicate content %s (job %s); dropped", real, earlier[2])
+                return True
+            seen_at = (row.first_seen_at or datetime.now(UTC)).timestamp()
+            try:
+                job = self.enqueue(
+                    "detection",
+                    {"camera_id": camera_id, "path": str(real), "file_hash": digest, "seen_at": seen_at},
+                    idempotency_key=upload_key(key),
+                    idempotency_ttl=self.settings.idempotency_ttl,
+                    settings=self.settings,
+                )
+            except Conflict as exc:
+                # The key is this very file's (path, size, mtime): under another payload (another
+                # seen_at: its row was recorded again, after a database reset) it still names this
+                # file's job, which is then this upload's.
+                if exc.code != "idempotency_conflict" or not (exc.extra or {}).get("job_id"):
+                    raise
+                job = Enqueued(exc.extra["job_id"], "", "", created=False)
+            with session_scope(self.settings) as session:
+                uploads.settle(session, row.id, "queued", job_id=job.job_id, file_hash=digest)
+        except FileNotFoundError:
+            return True  # gone before it could be read
+        except Exception:
+            self._warning("could not enqueue %s yet; will retry", real)
+            return False
+        if entry.scanned:
+            self.reconciled += 1
         if job.created:
             self.enqueued += 1
-            log.info("enqueued detection %s for %s", job.job_id, real)
+            log.info("enqueued detection %s for %s%s", job.job_id, real, " (reconcile)" if entry.scanned else "")
         else:
-            self.duplicates += 1
-            log.info("duplicate content %s (job %s); dropped", real, job.job_id)
+            log.info("upload %s already had job %s", real, job.job_id)
         return True
 
     def _ensure_camera(self, camera_id: str, folder: str) -> None:

@@ -1,0 +1,262 @@
+"""The upload record, SQL side ("no upload left behind"): what the file watcher accepted and what
+became of it (the design is in app/models/upload.py's docstring).
+
+The watcher (workers/host/services/watcher.py) is the only writer (deleting a camera with its
+data deletes its rows), and it runs in one thread, `sweep_outcomes` included, so the checks here
+(is this file recorded, is that content's earlier job alive) and the writes that follow them need no
+locking of their own; the unique `(path, size, mtime_ns)` constraint still makes recording
+idempotent against a second host watching the same root.
+
+Why the outcome is settled by a sweep rather than by the detection task: the task knows its job id,
+not its upload, and `uploads` has no index on `job_id`; the sweep reads the few `queued` rows through
+`ix_uploads_outcome_seen` and their jobs' states from the registry in one Redis pipeline, off every
+task's hot path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import exists, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from app.core.db import session_scope
+from app.core.settings import Settings
+from app.jobs.registry import JOB_KEY, get_registry
+from app.models import AuditLog, Detection, Job, Upload
+
+LIVE_JOB_STATES = frozenset({"waiting", "active", "completed"})  # failed or revoked: "failed for good"
+LOOKUP_CHUNK = 500  # paths per `IN (...)` when a scan asks which files are recorded
+SWEEP_LIMIT = 500  # queued uploads looked at per sweep, oldest first
+
+
+@dataclass(frozen=True)
+class FileKey:
+    """What identifies a file on disk without reading it (see Upload)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class Recorded:
+    id: int
+    outcome: str
+    job_id: str | None
+    first_seen_at: datetime | None = None
+
+    @property
+    def settled(self) -> bool:
+        """False for a row whose enqueue never completed (the watcher stopped in between): its file
+        must go through the enqueue again, under the same idempotency key."""
+        return not (self.outcome == "queued" and self.job_id is None)
+
+
+def _insert(session: Session):
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def claim(
+    session: Session,
+    key: FileKey,
+    camera_id: str,
+    seen_at: datetime,
+    *,
+    outcome: str = "queued",
+    reason: str | None = None,
+    file_hash: str | None = None,
+) -> tuple[Recorded, bool]:
+    """Record a file (or find its row): (the row, whether this call created it). Safe when the scan
+    and the live observer, or two hosts, record the same file together."""
+    new_id = session.execute(
+        _insert(session)(Upload)
+        .values(
+            camera_id=camera_id,
+            path=key.path,
+            size=key.size,
+            mtime_ns=key.mtime_ns,
+            file_hash=file_hash,
+            first_seen_at=seen_at,
+            outcome=outcome,
+            reason=reason,
+            updated_at=seen_at,
+        )
+        .on_conflict_do_nothing(index_elements=["path", "size", "mtime_ns"])
+        .returning(Upload.id)
+    ).scalar()
+    row = session.execute(
+        select(Upload.id, Upload.outcome, Upload.job_id, Upload.first_seen_at).where(
+            Upload.path == key.path, Upload.size == key.size, Upload.mtime_ns == key.mtime_ns
+        )
+    ).one()
+    return Recorded(row.id, row.outcome, row.job_id, row.first_seen_at), new_id is not None
+
+
+def settle(
+    session: Session,
+    upload_id: int,
+    outcome: str,
+    *,
+    job_id: str | None = None,
+    reason: str | None = None,
+    file_hash: str | None = None,
+) -> None:
+    values: dict[str, Any] = {"outcome": outcome, "reason": reason, "updated_at": datetime.now(UTC)}
+    if job_id is not None:
+        values["job_id"] = job_id
+    if file_hash is not None:
+        values["file_hash"] = file_hash
+    session.execute(update(Upload).where(Upload.id == upload_id).values(**values))
+
+
+def recorded(session: Session, keys: Iterable[FileKey]) -> dict[FileKey, Recorded]:
+    """The rows of those files that have one, read through the unique index (path first)."""
+    by_path: dict[str, list[FileKey]] = {}
+    for key in keys:
+        by_path.setdefault(key.path, []).append(key)
+    wanted = set().union(*by_path.values()) if by_path else set()
+    paths = list(by_path)
+    out: dict[FileKey, Recorded] = {}
+    for start in range(0, len(paths), LOOKUP_CHUNK):
+        rows = session.execute(
+            select(Upload.id, Upload.path, Upload.size, Upload.mtime_ns, Upload.outcome, Upload.job_id).where(
+                Upload.path.in_(paths[start : start + LOOKUP_CHUNK])
+            )
+        )
+        for row in rows:
+            key = FileKey(row.path, row.size, row.mtime_ns)
+            if key in wanted:
+                out[key] = Recorded(row.id, row.outcome, row.job_id)
+    return out
+
+
+def job_states(settings: Settings, job_ids: list[str]) -> dict[str, tuple[str, Any]]:
+    """(state, result) of each job that still exists: the registry's live index, then SQL history
+    for those that left it. A job in neither was deleted (DELETE /jobs/{id} purges both)."""
+    out: dict[str, tuple[str, Any]] = {}
+    if not job_ids:
+        return out
+    registry = get_registry(settings)
+    with registry.r.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hmget(JOB_KEY + job_id, "state", "result")
+        answers = pipe.execute()
+    for job_id, (state, result) in zip(job_ids, answers):
+        if state:
+            out[job_id] = (state, result)
+    missing = [j for j in job_ids if j not in out]
+    if missing:
+        with session_scope(settings) as session:
+            for job_id, state, result in session.execute(
+                select(Job.id, Job.state, Job.result).where(Job.id.in_(missing))
+            ):
+                out[job_id] = (state, result)
+    return out
+
+
+def live_original(
+    settings: Settings, session: Session, file_hash: str, upload_id: int, since: datetime
+) -> tuple[int, str, str, str] | None:
+    """The earlier upload of the same content whose job still exists and has not failed for good,
+    first seen since `since` (the dedupe window): (upload id, path, job id, job state), or None.
+    A re-upload after that job was deleted, failed or revoked is therefore detected again."""
+    rows = session.execute(
+        select(Upload.id, Upload.path, Upload.job_id)
+        .where(
+            Upload.file_hash == file_hash,
+            Upload.id != upload_id,
+            Upload.outcome.in_(("queued", "detected", "disabled")),
+            Upload.job_id.is_not(None),
+            Upload.first_seen_at >= since,
+        )
+        .order_by(Upload.first_seen_at.desc())
+        .limit(10)
+    ).all()
+    if not rows:
+        return None
+    states = job_states(settings, [r.job_id for r in rows])
+    for row in rows:
+        state = states.get(row.job_id, (None, None))[0]
+        if state in LIVE_JOB_STATES:
+            return row.id, row.path, row.job_id, state
+    return None
+
+
+def dedupe_since(settings: Settings) -> datetime:
+    return datetime.now(UTC) - timedelta(seconds=settings.watcher_dedup_seconds)
+
+
+def _finished(state: str | None, result: Any, job_id: str) -> tuple[str, str | None] | None:
+    """A queued upload's outcome from its job's state and result, or None while the job is to run."""
+    if state is None:
+        return "failed", f"its job {job_id} was deleted before it finished"
+    if state == "completed":
+        if isinstance(result, str):  # the registry keeps results as JSON text; SQL history decoded
+            try:
+                result = json.loads(result)
+            except ValueError:
+                result = None
+        skipped = result.get("skipped") if isinstance(result, dict) else None
+        return ("disabled", skipped) if skipped == "camera disabled" else ("detected", None)
+    if state in ("failed", "revoked"):
+        return "failed", f"its job {job_id} {state}"
+    return None
+
+
+def sweep_outcomes(settings: Settings, limit: int = SWEEP_LIMIT) -> int:
+    """Move `queued` uploads whose job finished to `detected` (`disabled` when its camera was off) or
+    `failed`; returns how many moved. A failed job retried through the operations API comes back as
+    `waiting`, but its upload stays `failed`: the job's own record is the one to follow then."""
+    with session_scope(settings) as session:
+        rows = session.execute(
+            select(Upload.id, Upload.job_id)
+            .where(Upload.outcome == "queued", Upload.job_id.is_not(None))
+            .order_by(Upload.first_seen_at)
+            .limit(limit)
+        ).all()
+    if not rows:
+        return 0
+    states = job_states(settings, [r.job_id for r in rows])
+    moved = 0
+    with session_scope(settings) as session:
+        for row in rows:
+            state, result = states.get(row.job_id, (None, None))
+            done = _finished(state, result, row.job_id)
+            if done is None:
+                continue
+            session.execute(
+                update(Upload)
+                .where(Upload.id == row.id, Upload.outcome == "queued")
+                .values(outcome=done[0], reason=done[1], updated_at=datetime.now(UTC))
+            )
+            moved += 1
+    return moved
+
+
+def cameras_deleted_at(session: Session, camera_ids: set[str]) -> dict[str, float]:
+    """When each of these cameras was last deleted through the API (epoch seconds, from the audit
+    log's `camera_deleted` entries), for those that were."""
+    if not camera_ids:
+        return {}
+    rows = session.execute(
+        select(AuditLog.resource_id, func.max(AuditLog.timestamp))
+        .where(AuditLog.action == "camera_deleted", AuditLog.resource_id.in_(sorted(camera_ids)))
+        .group_by(AuditLog.resource_id)
+    )
+    return {camera_id: at.timestamp() for camera_id, at in rows if at is not None}
+
+
+def record_is_new(session: Session) -> bool:
+    """True on an install that has detections but no upload record yet (upgraded from before the
+    record existed): its camera root's files were detected then, and a first scan must not send
+    them all through detection (and alerting) again."""
+    has_uploads = session.execute(select(exists().where(Upload.id.is_not(None)))).scalar()
+    if has_uploads:
+        return False
+    return bool(session.execute(select(exists().where(Detection.id.is_not(None)))).scalar())
