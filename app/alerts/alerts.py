@@ -13,6 +13,11 @@ channel delivered, `failed` once every channel failed for good (or none could be
 until then. Push is a channel of the spec that Vigil has no transport for: it is recorded as
 `unavailable`, never pretended.
 
+Notification preferences (app/alerts/preferences.py) decide, when an alert is first dispatched,
+whether its channels are sent at all: a channel they hold back is recorded as `suppressed` (or `held`
+until quiet hours end) with the reason, the alert carries `suppressed` (the reason), and nothing is
+queued. The alert itself is always raised and recorded.
+
 Failed channels are not the end: `resend` (POST /api/alerts/{id}/resend) queues a new attempt of each
 failed or unavailable channel (say, once its destination is configured), and evaluating the event
 again does the same for an alert that is `failed`, so a re-evaluation no longer just answers
@@ -58,7 +63,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.alerts import destinations
+from app.alerts import destinations, preferences
 from app.alerts.destinations import Destinations
 from app.alerts.rules import load, matches, site_zone
 from app.celery.queues import queue_for
@@ -67,7 +72,8 @@ from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.settings import Settings
 from app.core.time import iso_utc
 from app.jobs.enqueue import enqueue
-from app.models import Alert, AlertCooldown, AlertRule, AuditLog, Detection, Event, utcnow
+from app.live import bus as live
+from app.models import Alert, AlertCooldown, AlertRule, AuditLog, Base, Detection, Event, HeldNotification, utcnow
 from app.observability import audit
 from app.observability.audit import Audit
 
@@ -102,6 +108,7 @@ def as_dict(alert: Alert) -> dict[str, Any]:
         "risk_score": alert.risk_score,
         "channels": alert.channels,
         "deliveries": alert.deliveries,
+        "suppressed": preferences.suppressed_reason(alert.deliveries),
         "created_at": iso_utc(alert.created_at),
         "delivered_at": iso_utc(alert.delivered_at),
         "acknowledged_at": iso_utc(alert.acknowledged_at),
@@ -278,6 +285,20 @@ def fire_for_event(settings: Settings, event_id: int) -> dict[str, Any]:
             continue
         outcome = _raise_alert(settings, rule, event)
         outcomes.append(outcome)
+        if outcome.result == "raised":
+            _announce(
+                "alert.created",
+                {
+                    "id": outcome.alert_id,
+                    "event_id": event.id,
+                    "camera_id": event.camera_id,
+                    "rule_id": rule.id,
+                    "severity": rule.severity,
+                    "status": "pending",
+                    "risk_score": event.risk_score,
+                },
+                settings,
+            )
         if outcome.alert_id:
             try:
                 _, outcome.resent = dispatch(settings, outcome.alert_id, retry_failed=outcome.result == "existing")
@@ -406,9 +427,12 @@ def dispatch(settings: Settings, alert_id: str, *, retry_failed: bool = False) -
     failed channel. Returns the alert and the channels queued again. Enqueue failures (broker down)
     propagate after what did succeed is recorded."""
     alert, event, dest = _load_for_dispatch(settings, alert_id)
-    entries, failure = _enqueue_channels(
-        settings, alert, event, dest, {c: 1 for c in alert.channels if c not in alert.deliveries}
-    )
+    first = {c: 1 for c in alert.channels if c not in alert.deliveries}
+    held_back, hold = _held_back(settings, alert, event, first)
+    if held_back:  # the preferences hold these channels back: recorded, nothing queued
+        entries, failure = held_back, None
+    else:
+        entries, failure = _enqueue_channels(settings, alert, event, dest, first)
     resent: list[str] = []
     note = None
     if retry_failed and alert.status == "failed":
@@ -419,10 +443,39 @@ def dispatch(settings: Settings, alert_id: str, *, retry_failed: bool = False) -
             entries.update(queued)
             resent = sorted(queued)
             note = audit.entry("alert_resent", "alert", alert.id, EVALUATION, _resend_details(alert, queued))
-    result = _change(settings, alert_id, lambda a: _add_deliveries(a, entries), note) if entries else as_dict(alert)
+    also = [HeldNotification(alert_id=alert.id, held_at=utcnow())] if hold else []
+    result = (
+        _change(settings, alert_id, lambda a: _add_deliveries(a, entries), note, also) if entries else as_dict(alert)
+    )
     if failure is not None:
         raise failure
     return result, resent
+
+
+def _held_back(
+    settings: Settings, alert: Alert, event: Event, channels: dict[str, int]
+) -> tuple[dict[str, dict[str, Any]], bool]:
+    """The delivery entries of channels the notification preferences hold back (app/alerts/preferences.py),
+    decided at the alert's creation time so that a retried dispatch decides as the first one did; and
+    whether they wait for the end of quiet hours (`held`) rather than being dropped (`suppressed`)."""
+    if not channels:
+        return {}, False
+    with session_scope(settings) as session:
+        prefs = preferences.snapshot(session, [alert.camera_id])
+    decision = preferences.decide(
+        settings,
+        prefs,
+        camera_id=alert.camera_id,
+        risk_score=event.risk_score,
+        risk_level=event.risk_level,
+        severity=alert.severity,
+        at=alert.created_at,
+    )
+    if decision.deliver:
+        return {}, False
+    status = "held" if decision.hold else "suppressed"
+    entry = {"status": status, "reason": decision.reason, "error": decision.detail}
+    return {c: dict(entry) for c in channels}, decision.hold
 
 
 def _resend_details(alert: Alert, queued: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -518,7 +571,19 @@ def record_delivery(
             entry.pop("error", None)
         alert.deliveries = {**alert.deliveries, channel: entry}
 
-    return _change(settings, alert_id, apply)
+    out = _change(settings, alert_id, apply)
+    live.publish_quietly(
+        "alert.delivered",
+        {
+            "alert_id": alert_id,
+            "camera_id": out.get("camera_id"),
+            "channel": channel,
+            "delivered": delivered,
+            "status": out["status"],
+        },
+        settings,
+    )
+    return out
 
 
 def _refresh_status(alert: Alert) -> None:
@@ -550,15 +615,21 @@ def _locked(session: Session, alert_id: str) -> Alert:
 
 
 def _change(
-    settings: Settings, alert_id: str, apply: Callable[[Alert], None], note: AuditLog | None = None
+    settings: Settings,
+    alert_id: str,
+    apply: Callable[[Alert], None],
+    note: AuditLog | None = None,
+    also: Iterable[Base] = (),
 ) -> dict[str, Any]:
-    """Apply a change to the locked alert, refresh its status, and write `note` (an audit entry) with it."""
+    """Apply a change to the locked alert, refresh its status, and write `note` (an audit entry) and
+    the rows `also` (a held notification) with it."""
     with session_scope(settings) as session:
         alert = _locked(session, alert_id)
         apply(alert)
         _refresh_status(alert)
         if note is not None:
             session.add(note)
+        session.add_all(list(also))
         session.flush()
         return as_dict(alert)
 
@@ -589,12 +660,33 @@ def _transition(
         return as_dict(alert)
 
 
+def _announce(event_type: str, alert: dict[str, Any], settings: Settings) -> None:
+    """An alert's change on the live stream, once its transaction committed."""
+    live.publish_quietly(
+        event_type,
+        {
+            "alert_id": alert["id"],
+            "event_id": alert.get("event_id"),
+            "camera_id": alert.get("camera_id"),
+            "rule_id": alert.get("rule_id"),
+            "severity": alert.get("severity"),
+            "status": alert["status"],
+            "risk_score": alert.get("risk_score"),
+        },
+        settings,
+    )
+
+
 def acknowledge(settings: Settings, alert_id: str, who: Audit) -> dict[str, Any]:
-    return _transition(settings, alert_id, "acknowledged", ACKNOWLEDGEABLE, "acknowledged_at", "acknowledged", who)
+    out = _transition(settings, alert_id, "acknowledged", ACKNOWLEDGEABLE, "acknowledged_at", "acknowledged", who)
+    _announce("alert.acknowledged", out, settings)
+    return out
 
 
 def dismiss(settings: Settings, alert_id: str, who: Audit) -> dict[str, Any]:
-    return _transition(settings, alert_id, "dismissed", DISMISSABLE, "dismissed_at", "dismissed", who)
+    out = _transition(settings, alert_id, "dismissed", DISMISSABLE, "dismissed_at", "dismissed", who)
+    _announce("alert.dismissed", out, settings)
+    return out
 
 
 def get_alert(settings: Settings, alert_id: str) -> dict[str, Any]:
@@ -662,6 +754,7 @@ def test_rule(
         test_time = _judgeable(test_time)
     with session_scope(settings) as session:
         rule = load(session, rule_id)
+        prefs = preferences.snapshot(session)
         query = select(Event).order_by(Event.id.desc()).limit(limit)
         missing: list[int] = []
         if event_ids is not None:
@@ -684,6 +777,16 @@ def test_rule(
                 "evaluated_at": iso_utc(at),
                 "matched": match.matched,
                 "reasons": match.reasons,
+                # what the notification preferences would do with its alert, raised at that time
+                "notification": preferences.decide(
+                    settings,
+                    prefs,
+                    camera_id=event.camera_id,
+                    risk_score=event.risk_score,
+                    risk_level=event.risk_level,
+                    severity=rule.severity,
+                    at=at,
+                ).as_dict(),
             }
         )
     matched = sum(1 for r in results if r["matched"])

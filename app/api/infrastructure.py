@@ -11,8 +11,8 @@ from app.api.kit.auth import actor
 from app.api.kit.current import current_settings
 from app.api.kit.endpoint import Link, endpoint
 from app.api.kit.envelopes import Answer
-from app.api.kit.respond import audited, ok
-from app.ops import infrastructure
+from app.api.kit.respond import audited, dependencies_required, ok
+from app.ops import infrastructure, ip_reputation
 
 bp = Blueprint("infrastructure", __name__, url_prefix="/api/v1/platform/system/infrastructure")
 TAGS = ["infrastructure"]
@@ -81,6 +81,48 @@ class InfraAlerts(Answer):
     alerts: list[InfraAlert]
 
 
+class BlacklistCheck(Answer):
+    zone: str
+    status: Literal["listed", "clear", "unknown"] = Field(description="`unknown`: look-up failed or not run yet")
+    codes: list[str] = Field(description="The A records the zone answered (127.0.0.x: listed)")
+    checked_at: str | None
+    expires_at: str | None = Field(description="When the answer's DNS TTL runs out and it is asked again")
+    error: str | None
+
+
+class Outcomes24h(Answer):
+    accepted: int
+    refused: int = Field(description="5xx replies, or every recipient refused")
+    deferred: int = Field(description="4xx replies (retried)")
+
+
+class IpReputation(Answer):
+    ip_address: str
+    provider: str | None = Field(description="VIGIL_SMTP_PROVIDER, else the reverse DNS name, else null")
+    reputation_score: int = Field(ge=0, le=100)
+    blacklists: list[str] = Field(description="The zones listing the address")
+    daily_volume: int = Field(description="Messages the channel sent from it in the last 24 hours")
+    status: Literal["good", "warning", "critical", "unknown"]
+    source: Literal["configured", "observed"] = Field(
+        description="VIGIL_SMTP_SOURCE_IPS, or the local address of the channel's SMTP connections"
+    )
+    last_seen: str | None = Field(description="observed: the last connection from it")
+    outcomes_24h: Outcomes24h
+    checks: list[BlacklistCheck]
+
+
+class ReputationThresholds(Answer):
+    warning_below: int
+    critical_below: int
+    penalty_per_listing: int
+
+
+class IpReputationList(Answer):
+    ips: list[IpReputation]
+    zones: list[str] = Field(description="The DNSBL zones looked up (VIGIL_DNSBL_ZONES)")
+    thresholds: ReputationThresholds
+
+
 @bp.get("/health")
 @endpoint(
     response=InfraHealth, summary="Real-time health of the API, database, Redis, e-mail channel and workers", tags=TAGS
@@ -120,3 +162,21 @@ def acknowledge_alert(alert_id: str):
     body = infrastructure.acknowledge(current_settings(), alert_id, actor())
     audited("alert_acknowledged", "infrastructure_alert", alert_id)
     return ok(body)
+
+
+@bp.get("/ip-reputation")
+@endpoint(
+    response=IpReputationList,
+    summary="Sending reputation of the addresses the e-mail channel sends from",
+    tags=TAGS,
+    errors={503: "Redis unavailable"},
+)
+def ip_reputation_report():
+    """Answered from cached look-ups: the service host's `dnsbl_monitor` asks the DNSBL zones and reverse
+    DNS off the request path and keeps each answer for its TTL. Score: the share of the last 24 hours'
+    messages accepted (a deferral counts half; 100 without any), minus VIGIL_DNSBL_PENALTY per listing.
+    Status: `critical` if listed or below VIGIL_IP_REPUTATION_CRITICAL, `warning` below
+    VIGIL_IP_REPUTATION_WARNING, `unknown` when a zone could not be checked, else `good`. A DNS failure is
+    `unknown`, never an error."""
+    with dependencies_required():
+        return ok(ip_reputation.report(current_settings()))

@@ -9,7 +9,7 @@ from flask import Blueprint
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
-from app.alerts import destinations, notifications
+from app.alerts import destinations, notifications, preferences
 from app.alerts.destinations import EmailAddress, Source, WebhookUrl
 from app.api.alerts import ID_PATTERN
 from app.api.kit.current import current_settings
@@ -52,6 +52,18 @@ class TestBody(BaseModel):
     )
 
 
+class PreferencesNow(Answer):
+    """What the notification preferences do to an alert raised now (camera and risk aside)."""
+
+    enabled: bool = Field(description="The global switch (PUT /api/notification-preferences)")
+    risk_filters: list[str] = Field(description="Event risk levels that notify")
+    alerts_would_notify: bool = Field(description="false: an alert raised now sends nothing (see `suppressed`)")
+    suppressed: Literal["disabled", "quiet_hours"] | None
+    quiet_hours_active: list[str] = Field(description="Labels of the quiet-hours periods covering now")
+    critical_breakthrough: bool = Field(description="VIGIL_QUIET_HOURS_CRITICAL_BREAKTHROUGH")
+    held_deliveries: Literal["drop", "send"] = Field(description="VIGIL_QUIET_HOURS_HELD")
+
+
 class TestResult(Answer):
     channel: Literal["email", "webhook"]
     success: bool | None = Field(description="null (answered 202) while the job has not settled after 5 s")
@@ -61,6 +73,9 @@ class TestResult(Answer):
     destination: str = Field(description="Where it was sent: the addresses, or the webhook URL")
     destination_from: Literal["request", "rule", "global"]
     result: dict[str, Any] | None = Field(None, description="What the channel reported (delivered_to, status, ...)")
+    preferences: PreferencesNow = Field(
+        description="A test is sent whatever the preferences say; this is what they would do to an alert now"
+    )
 
 
 class AlertChannel(Answer):
@@ -69,7 +84,9 @@ class AlertChannel(Answer):
 
 
 class NotificationConfig(Answer):
-    notification_enabled: bool
+    notification_enabled: bool = Field(
+        description="The global switch of the notification preferences (PUT /api/notification-preferences)"
+    )
     email_configured: bool = Field(description="An SMTP server is configured (VIGIL_SMTP_HOST)")
     webhook_configured: bool = Field(description="Alerts have a global webhook destination")
     push_configured: bool = Field(description="Always false: Vigil has no push transport")
@@ -84,6 +101,7 @@ class NotificationConfig(Answer):
     destinations_source: Source = Field(description="`environment` until an operator stores destinations")
     rules_with_own_destinations: int
     alert_channels: dict[str, AlertChannel] = Field(description="email, webhook, push: whether alerts can use it")
+    preferences: PreferencesNow
 
 
 @bp.get("/config")
@@ -103,11 +121,12 @@ def notification_config():
         own = session.execute(
             select(func.count()).select_from(AlertDestination).where(AlertDestination.scope != GLOBAL_SCOPE)
         ).scalar_one()
+        prefs = preferences.decide_now(s)
     dest = table.global_destinations
     problems = {c: destinations.problem(s, dest, c) for c in ("email", "webhook", "push")}
     channels = {c: {"ready": why is None, "problem": why} for c, why in problems.items()}
     return {
-        "notification_enabled": True,
+        "notification_enabled": prefs["enabled"],
         "email_configured": email,
         "webhook_configured": bool(dest.webhook_url),
         "push_configured": False,
@@ -120,6 +139,7 @@ def notification_config():
         "destinations_source": table.source,
         "rules_with_own_destinations": own,
         "alert_channels": channels,
+        "preferences": prefs,
     }
 
 
@@ -203,6 +223,8 @@ def test_notification(body: TestBody):
         "destination": shown,
         "destination_from": source,
     }
+    with dependencies_required():
+        answer["preferences"] = preferences.decide_now(current_settings())
     if state not in ("completed", "failed"):
         return {**answer, "success": None, "message": "Test notification queued; not delivered yet"}, 202
     delivered = state == "completed"
