@@ -2,7 +2,8 @@
 
 A rule matches an event when it is enabled, the event's risk score is at least its threshold, one
 of the event's object types is among its `object_types` (null: any), the event's camera is among
-its `camera_ids` (null: all), and the event's time falls in its `schedule` (null: always). The
+its `camera_ids` (null: all), the event's time falls in its `schedule` (null: always), and, for a
+rule with `anomaly_only`, the event is marked anomalous (app/pipeline/anomaly.py). The
 cooldown, the last criterion of the spec's flow, needs shared state and lives in
 app/alerts/alerts.py.
 
@@ -66,6 +67,7 @@ RULE_FIELDS = (
     "camera_ids",
     "schedule",
     "cooldown_seconds",
+    "anomaly_only",
     "channels",
 )
 
@@ -197,6 +199,10 @@ OBJECT_TYPES_DOC = (
     "(the 80 COCO classes)"
 )
 CAMERA_IDS_DOC = "Camera ids; null: every camera"
+ANOMALY_ONLY_DOC = (
+    "Match only events marked anomalous against their camera's hour-of-week baseline (`is_anomaly`, "
+    "GET /api/system/anomaly-config); default false"
+)
 
 
 class RuleCreate(_RuleFields):
@@ -219,6 +225,7 @@ class RuleCreate(_RuleFields):
         strict=True,
         description="Least time between two alerts of this rule for one camera (event time); 0: no cooldown",
     )
+    anomaly_only: bool = Field(False, strict=True, description=ANOMALY_ONLY_DOC)
     channels: list[Channel] = Field(min_length=1, max_length=3, description="email, webhook, push")
 
 
@@ -232,7 +239,7 @@ def _optional(**constraints: Any) -> Any:
     return Field(None, json_schema_extra=_no_default, **constraints)
 
 
-NOT_NULLABLE = ("name", "enabled", "severity", "risk_threshold", "cooldown_seconds", "channels")
+NOT_NULLABLE = ("name", "enabled", "severity", "risk_threshold", "cooldown_seconds", "anomaly_only", "channels")
 
 
 class RuleUpdate(_RuleFields):
@@ -248,6 +255,7 @@ class RuleUpdate(_RuleFields):
     camera_ids: list[CameraId] | None = Field(None, min_length=1, max_length=500, description=CAMERA_IDS_DOC)
     schedule: Schedule | None = None
     cooldown_seconds: int = _optional(ge=0, le=MAX_COOLDOWN, strict=True)
+    anomaly_only: bool = _optional(strict=True, description=ANOMALY_ONLY_DOC)
     channels: list[Channel] = _optional(min_length=1, max_length=3)
     id: str | None = Field(None, max_length=64, description="Ignored (read-only)")
     created_at: str | None = Field(None, max_length=64, description="Ignored (read-only)")
@@ -283,6 +291,7 @@ def as_dict(rule: AlertRule, warnings: list[str] | None = None) -> dict[str, Any
         "camera_ids": rule.camera_ids,
         "schedule": rule.schedule,
         "cooldown_seconds": rule.cooldown_seconds,
+        "anomaly_only": bool(rule.anomaly_only),
         "channels": rule.channels,
         "created_at": iso_utc(rule.created_at),
         "updated_at": iso_utc(rule.updated_at),
@@ -419,6 +428,8 @@ def matches(
         result.reasons.append(f"no object of type {', '.join(rule.object_types)} (event has: {seen})")
     if rule.camera_ids is not None and event.camera_id not in rule.camera_ids:
         result.reasons.append(f"camera {event.camera_id} is not one of the rule's cameras")
+    if getattr(rule, "anomaly_only", False) and not getattr(event, "is_anomaly", False):
+        result.reasons.append("the event is not marked anomalous (the rule matches anomalies only)")
     if not in_schedule(rule.schedule, at, tz):
         local = at.astimezone(tz)
         result.reasons.append(f"{DAYS[local.weekday()]} {local:%H:%M} ({tz}) is outside the schedule")

@@ -17,6 +17,7 @@ from app.alerts import alerts, destinations
 from app.alerts import rules as alert_rules
 from app.alerts.alerts import AlertStatus
 from app.alerts.destinations import From, GlobalDestinationsUpdate, RuleDestinationsUpdate, Source
+from app.alerts.preferences import Reason
 from app.alerts.rules import Channel, Day, RuleCreate, RuleUpdate, Severity
 from app.api.kit.auth import authenticate, required_roles
 from app.api.kit.current import current_settings
@@ -94,6 +95,7 @@ class RuleOut(Answer):
     camera_ids: list[str] | None
     schedule: ScheduleOut | None
     cooldown_seconds: int
+    anomaly_only: bool = Field(description="Matches only events marked anomalous (`is_anomaly`)")
     channels: list[Channel]
     created_at: str | None
     updated_at: str | None
@@ -115,6 +117,15 @@ class RuleDeleted(Answer):
     deleted: bool
 
 
+class NotificationDecision(Answer):
+    would_notify: bool
+    suppressed: Reason | None = Field(description="Why its notifications would be held back")
+    detail: str | None
+    held_until_quiet_hours_end: bool = Field(description="Quiet hours with VIGIL_QUIET_HOURS_HELD=send")
+    critical_breakthrough: bool = Field(description="A critical alert sent inside quiet hours")
+    quiet_hours: list[str] = Field(description="Labels of the quiet-hours periods covering that time")
+
+
 class EventResult(Answer):
     event_id: int
     camera_id: str
@@ -123,6 +134,9 @@ class EventResult(Answer):
     evaluated_at: str | None
     matched: bool
     reasons: list[str] = Field(description="Every criterion that failed; empty when it matched")
+    notification: NotificationDecision = Field(
+        description="What the notification preferences would do with its alert, raised at `evaluated_at`"
+    )
 
 
 class RuleTestResult(Answer):
@@ -138,7 +152,11 @@ class RuleTestResult(Answer):
 
 
 class Delivery(Answer):
-    status: Literal["queued", "delivered", "failed", "unavailable"]
+    status: Literal["queued", "delivered", "failed", "unavailable", "suppressed", "held"] = Field(
+        description="`suppressed`: the notification preferences held it back, nothing is sent; `held`: "
+        "quiet hours held it back until they end (VIGIL_QUIET_HOURS_HELD=send)"
+    )
+    reason: Reason | None = Field(None, description="suppressed / held: which preference")
     job_id: str | None = Field(None, description="The notification job")
     queue: str | None = None
     error: str | None = Field(None, description="Why it failed, or why the channel cannot be used")
@@ -157,6 +175,9 @@ class AlertOut(Answer):
     risk_score: int
     channels: list[Channel]
     deliveries: dict[str, Delivery] = Field(description="One entry per channel that was dispatched")
+    suppressed: Reason | None = Field(
+        description="Why the notification preferences held its deliveries back (nothing sent); null otherwise"
+    )
     created_at: str | None
     delivered_at: str | None
     acknowledged_at: str | None

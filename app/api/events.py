@@ -37,6 +37,7 @@ class EventsQuery(BaseModel):
     min_risk: int | None = Field(None, ge=0, le=100, description="Risk score at least")
     max_risk: int | None = Field(None, ge=0, le=100, description="Risk score at most")
     reviewed: bool | None = Field(None, description="true: reviewed only; false: not reviewed only")
+    anomaly: bool | None = Field(None, description="true: only events marked anomalous; false: only the others")
     object_type: str | None = Field(
         None, min_length=1, max_length=64, description="Only events with a detection of this type (any case)"
     )
@@ -68,6 +69,10 @@ class EventOut(Answer):
     object_types: list[str] = Field(description="The object types its detections found")
     detection_count: int
     analyser: str = Field(description="Who scored it: `builtin`, the LLM's name, or `builtin (fallback: ...)`")
+    anomaly_score: float | None = Field(
+        description="Standard deviations from the camera's hour-of-week baseline; null while the baseline is too young"
+    )
+    is_anomaly: bool = Field(description="anomaly_score above the configured threshold_stdev")
     reviewed: bool
     reviewed_at: str | None
     notes: str | None
@@ -154,8 +159,8 @@ LIST_LINKS = {
 )
 def list_events(query: EventsQuery):
     """Filters combine; `count` is exact. Page with `offset` or, at any depth for the same cost, with
-    `cursor` (the previous page's `next_cursor`; an `offset` with it skips rows after it). There is
-    no anomaly filter: events carry no anomaly flag yet."""
+    `cursor` (the previous page's `next_cursor`; an `offset` with it skips rows after it). `anomaly`
+    filters on the flag the camera's baseline set (GET /api/system/anomaly-config)."""
     page = PageRequest(limit=query.limit, offset=query.offset, cursor=query.cursor, order=query.order)
     with dependencies_required():
         found, rows = events.list_events(
@@ -166,6 +171,7 @@ def list_events(query: EventsQuery):
             min_risk=query.min_risk,
             max_risk=query.max_risk,
             reviewed=query.reviewed,
+            anomaly=query.anomaly,
             start=query.start,
             end=query.end,
             object_type=query.object_type,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, BigIntPK, JSONType, UTCDateTime, utcnow
@@ -30,6 +30,8 @@ class AlertRule(Base):
     camera_ids: Mapped[list | None] = mapped_column(JSONType, nullable=True)
     schedule: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
     cooldown_seconds: Mapped[int] = mapped_column(Integer, default=300)
+    # Only events marked `is_anomaly` match (app/pipeline/anomaly.py).
+    anomaly_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     channels: Mapped[list] = mapped_column(JSONType, default=list)  # email | webhook | push
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -25,8 +25,10 @@ from app.core.errors import NotFound
 from app.core.settings import Settings
 from app.core.time import iso_utc
 from app.jobs.enqueue import resolve_in_root
+from app.live import bus as live
 from app.models import Camera, Detection, Event
 from app.pipeline import paging, runtime_config, telemetry
+from app.pipeline.ai import usage
 from app.pipeline.ai.breakers import breaker
 from app.pipeline.ai.detectors import Detection as Found
 from app.pipeline.ai.detectors import get_detector
@@ -184,6 +186,13 @@ def process_image(
     result = breaker(detector.service, settings).call(detector.detect, real)
     detected_at = time.time()
     telemetry.record(settings, "detect", (detected_at - call_started) * 1000, detected_at)
+    usage.record(
+        settings,
+        result.extra.get("model_times_ms") or {},
+        backend=result.backend,
+        at=detected_at,
+        load_times=getattr(detector, "load_times", None),
+    )
 
     threshold = runtime_config.effective(settings)["detection_confidence_threshold"]
     kept = [d for d in result.detections if d.confidence >= threshold]
@@ -217,6 +226,21 @@ def process_image(
         session.flush()
         ids = [row.id for row in rows]
     batch_id = _add_to_batch(settings, camera_id, ids, seen_at, detected_at)
+    for row_id, d in zip(ids, kept):
+        live.publish_quietly(
+            "detection.new",
+            {
+                "detection_id": row_id,
+                "camera_id": camera_id,
+                "object_type": d.object_type,
+                "confidence": d.confidence,
+                "bbox": [int(d.x), int(d.y), int(d.width), int(d.height)],
+                "batch_id": batch_id,
+                "job_id": job_id,
+                "detected_at": iso_utc(detected_at),
+            },
+            settings,
+        )
     return Outcome(
         camera_id, len(result.detections), len(kept), batch_id, ids, result.inference_time_ms, result.backend
     )

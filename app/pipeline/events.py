@@ -30,10 +30,12 @@ from app.core.db import session_scope
 from app.core.errors import NotFound, checked
 from app.core.settings import Settings
 from app.core.time import iso_utc
+from app.live import bus as live
 from app.models import Alert, Camera, Detection, DetectionBatch, Event, utcnow
 from app.observability import audit
 from app.observability.audit import Audit
-from app.pipeline import detections, paging, runtime_config, telemetry
+from app.pipeline import anomaly, detections, paging, runtime_config, telemetry
+from app.pipeline.ai import usage
 from app.pipeline.ai.analysers import AnalyserUnavailable, Analysis, BatchFacts, fallback_analyser, get_analyser
 from app.pipeline.ai.breakers import CircuitOpenError, ServiceRejected, breaker
 from app.pipeline.batches import closed_dict, get_aggregator
@@ -55,6 +57,8 @@ def _event_dict(event: Event, created: bool) -> dict[str, Any]:
         "risk_level": event.risk_level,
         "analyser": event.analyser,
         "detection_count": event.detection_count,
+        "anomaly_score": event.anomaly_score,
+        "is_anomaly": bool(event.is_anomaly),
         "created": created,
     }
 
@@ -154,10 +158,14 @@ def analyse_batch(
             row.analysis_started_at = _utc(started_at)
 
     facts = _facts(settings, batch)
+    judged = anomaly.assess(settings, facts.camera_id, facts.started_at, len(facts.detections))
+    facts.anomaly = judged.context()
     call_started = time.time()
     analysis = _score(settings, facts, final_attempt)
     analysed_at = time.time()
     telemetry.record(settings, "analyze", (analysed_at - call_started) * 1000, analysed_at)
+    if analysis.model:  # the LLM answered (not the rule scorer, not a fallback)
+        usage.record(settings, {analysis.model: analysis.duration_ms}, backend="llm", at=analysed_at)
 
     level = runtime_config.severity_for(analysis.risk_score, runtime_config.thresholds(settings))
     event = Event(
@@ -174,11 +182,14 @@ def analyse_batch(
         analyser=analysis.analyser[:64],
         input_tokens=analysis.input_tokens,
         output_tokens=analysis.output_tokens,
+        anomaly_score=judged.anomaly_score,
+        is_anomaly=judged.is_anomaly,
     )
     try:
         with session_scope(settings) as session:
             session.add(event)
             session.flush()
+            anomaly.learn(session, judged)
             row = session.get(DetectionBatch, batch_id)
             if row is not None:
                 row.status, row.analysed_at, row.event_id = "analysed", _utc(analysed_at), event.id
@@ -191,6 +202,21 @@ def analyse_batch(
     origin = batch.get("first_seen_at") or batch["opened_at"]
     telemetry.record(settings, "total_pipeline", (created_at - origin) * 1000, created_at)
     get_aggregator(settings).retire(batch_id)
+    live.publish_quietly(
+        "event.created",
+        {
+            "event_id": event.id,
+            "camera_id": event.camera_id,
+            "batch_id": batch_id,
+            "risk_score": event.risk_score,
+            "risk_level": event.risk_level,
+            "summary": event.summary,
+            "detection_count": event.detection_count,
+            "is_anomaly": bool(event.is_anomaly),
+            "analyser": event.analyser,
+        },
+        settings,
+    )
     out = _event_dict(event, created=True)
     out.update(input_tokens=analysis.input_tokens, output_tokens=analysis.output_tokens)
     return out
@@ -247,6 +273,8 @@ def as_dict(event: Event | Row, object_types: list[str]) -> dict[str, Any]:
         "object_types": object_types,
         "detection_count": event.detection_count,
         "analyser": event.analyser,
+        "anomaly_score": event.anomaly_score,
+        "is_anomaly": bool(event.is_anomaly),
         "reviewed": bool(event.reviewed),
         "reviewed_at": iso_utc(event.reviewed_at),
         "notes": event.notes,
@@ -271,6 +299,7 @@ def _filters(
     start: datetime | None = None,
     end: datetime | None = None,
     object_type: str | None = None,
+    anomaly: bool | None = None,
 ) -> list[ColumnElement[bool]]:
     where = [
         c
@@ -282,6 +311,7 @@ def _filters(
             Event.reviewed == reviewed if reviewed is not None else None,
             Event.started_at >= start if start else None,
             Event.started_at <= end if end else None,
+            Event.is_anomaly == anomaly if anomaly is not None else None,
         )
         if c is not None
     ]
@@ -348,7 +378,21 @@ def update_event(settings: Settings, event_id: int, values: EventUpdate | dict[s
         if diff:
             session.add(audit.entry("event_updated", "event", str(event_id), who, {"changes": diff}))
         session.flush()
-        return as_dict(event, _types_of(session, [event.batch_id])[event.batch_id])
+        out = as_dict(event, _types_of(session, [event.batch_id])[event.batch_id])
+    if diff:  # after the commit: a subscriber that reads the event back sees the change
+        live.publish_quietly(
+            "event.updated",
+            {
+                "event_id": event_id,
+                "camera_id": out["camera_id"],
+                "risk_score": out["risk_score"],
+                "reviewed": out["reviewed"],
+                "notes": out["notes"],
+                "changed": sorted(diff),
+            },
+            settings,
+        )
+    return out
 
 
 def _day(session: Session) -> ColumnElement[str]:

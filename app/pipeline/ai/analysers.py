@@ -30,6 +30,7 @@ import requests
 from app.core.settings import Settings, SettingsError
 from app.pipeline.ai.detectors import probe_http
 from app.pipeline.ai.http_backend import ThreadLocalSession
+from app.pipeline.anomaly import describe as describe_anomaly
 
 
 class AnalyserUnavailable(RuntimeError):
@@ -46,6 +47,7 @@ class BatchFacts:
     started_at: datetime
     ended_at: datetime
     detections: list[dict[str, Any]]  # object_type, confidence, bbox, detected_at
+    anomaly: dict[str, Any] | None = None  # the camera's baseline judgement (app/pipeline/anomaly.py), if any
 
     @property
     def counts(self) -> dict[str, int]:
@@ -63,6 +65,7 @@ class Analysis:
     output_tokens: int | None = None
     duration_ms: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None  # the LLM that answered: its usage is recorded (app/pipeline/ai/usage.py)
 
 
 class Analyser(Protocol):
@@ -109,6 +112,7 @@ class RuleAnalyser:
         "bird": 1,
     }
     OTHER_POINTS = 5
+    ANOMALY_POINTS = 10  # activity far from the camera's usual for this hour of the week
     SENSITIVE_CAMERAS = ("door", "entr", "gate", "garage", "back", "porch", "window", "side")
 
     def __init__(self, timezone_name: str = "UTC"):
@@ -151,6 +155,12 @@ class RuleAnalyser:
         if people and duration >= 60:
             score += 5
             reasons.append(f"activity lasted {duration:.0f}s (+5)")
+        if facts.anomaly and facts.anomaly.get("is_anomaly"):
+            score += self.ANOMALY_POINTS
+            reasons.append(
+                f"unusual activity for {facts.anomaly['slot']}: {facts.anomaly['anomaly_score']:.1f} standard "
+                f"deviations from this camera's baseline (+{self.ANOMALY_POINTS})"
+            )
         risk = int(round(max(0.0, min(100.0, score))))
         seen = ", ".join(f"{n} {_plural(kind, n)}" for kind, n in sorted(counts.items())) or "nothing"
         summary = f"{seen} on {facts.camera_name} at {local:%H:%M}"
@@ -245,6 +255,8 @@ class LlmAnalyser(ThreadLocalSession):
             lines.append(f"- {d['object_type']} {d['confidence']:.2f} at {b['x']},{b['y']},{b['width']},{b['height']}")
         if len(facts.detections) > 50:
             lines.append(f"- ... and {len(facts.detections) - 50} more")
+        if facts.anomaly:
+            lines.append(describe_anomaly(facts.anomaly) or "")
         return "\n".join(lines)
 
     def analyse(self, facts: BatchFacts) -> Analysis:
@@ -283,6 +295,7 @@ class LlmAnalyser(ThreadLocalSession):
             input_tokens=tokens("prompt_tokens"),
             output_tokens=tokens("completion_tokens"),
             duration_ms=elapsed,
+            model=self.model,
         )
 
     def probe(self, timeout: float) -> tuple[bool, str | None]:

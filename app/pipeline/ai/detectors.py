@@ -104,9 +104,14 @@ class BuiltinDetector:
     FACE_SCALE = 1.2  # cascade pyramid step; 1.1 finds the same faces ~1.7x slower
 
     FACE_CASCADE = "haarcascade_frontalface_default.xml"
+    # Model zoo names (app/pipeline/ai/usage.py, GET /api/system/models): both run on every image.
+    HOG_MODEL = "opencv-hog-people"
+    FACE_MODEL = "opencv-haar-frontalface"
+    MODELS = (HOG_MODEL, FACE_MODEL)
 
     def __init__(self) -> None:
         self._local = threading.local()  # OpenCV detectors are not thread-safe; one set per thread
+        self.load_times: dict[str, float] = {}  # ms each model took to load, in this process
 
     @property
     def cv2(self) -> Any:
@@ -119,11 +124,15 @@ class BuiltinDetector:
         models = getattr(self._local, "models", None)
         if models is None:
             cv2 = self.cv2
+            t0 = time.perf_counter()
             hog = cv2.HOGDescriptor()
             hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+            t1 = time.perf_counter()
             face = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / self.FACE_CASCADE))
             if face.empty():
                 raise DetectorUnavailable("the Haar face cascade shipped with OpenCV could not be loaded")
+            t2 = time.perf_counter()
+            self.load_times = {self.HOG_MODEL: round((t1 - t0) * 1000, 3), self.FACE_MODEL: round((t2 - t1) * 1000, 3)}
             models = self._local.models = (hog, face)
         return models
 
@@ -151,7 +160,9 @@ class BuiltinDetector:
             x, y = max(0, x), max(0, y)
             found.append(Detection(kind, conf, x, y, min(w, width - x), min(h, height - y)))
 
+        t_hog = time.perf_counter()
         rects, weights = hog.detectMultiScale(gray, winStride=(8, 8), padding=(8, 8), scale=self.HOG_SCALE)
+        t_face = time.perf_counter()
         for box, weight in zip(rects, list(weights.ravel()) if len(rects) else []):
             add("person", _squash(float(weight), 1.0), box, 1 / scale)
 
@@ -164,8 +175,11 @@ class BuiltinDetector:
         )
         for box, weight in zip(boxes, list(level_weights.ravel()) if len(boxes) else []):
             add("face", _squash(float(weight), 2.0), box, self.FACE_DOWNSCALE / scale)
-        elapsed = (time.perf_counter() - t0) * 1000
-        return DetectionResult(found, round(elapsed, 2), (width, height), self.name)
+        t_end = time.perf_counter()
+        elapsed = (t_end - t0) * 1000
+        # Each model's own inference time (the face search includes its resize and equalisation).
+        models = {self.HOG_MODEL: round((t_face - t_hog) * 1000, 3), self.FACE_MODEL: round((t_end - t_face) * 1000, 3)}
+        return DetectionResult(found, round(elapsed, 2), (width, height), self.name, {"model_times_ms": models})
 
     def probe(self, timeout: float) -> tuple[bool, str | None]:
         """Installed and complete, checked without importing OpenCV into the probing process (the
@@ -200,19 +214,64 @@ class _RemoteAnswer(BaseModel):
     inference_time_ms: float | None = None
 
 
+def _health_info(answer: Any) -> dict[str, Any]:
+    """What a model server's `/health` answer says about its model, in the registry's terms: `model`
+    (or `model_name`), `vram_mb`, `load_time_ms`, `device`; missing or odd values are left out."""
+    if not isinstance(answer, dict):
+        return {}
+    info: dict[str, Any] = {}
+    name = answer.get("model", answer.get("model_name"))
+    if isinstance(name, str) and 0 < len(name.strip()) <= 128:
+        info["model"] = name.strip()
+    for key in ("vram_mb", "load_time_ms"):
+        value = answer.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+            info[key] = float(value)
+    if isinstance(answer.get("device"), str):
+        info["device"] = answer["device"][:64]
+    return info
+
+
 class HttpDetector(ThreadLocalSession):
     name = "http"
     service = "detector"
     classes = COCO_OBJECT_TYPES  # what a YOLO/RT-DETR server trained on COCO answers (lower-cased)
 
-    def __init__(self, url: str, timeout: float):
+    INFO_TTL = 60.0  # seconds a /health answer names the model before it is asked again
+    # Usage is recorded under this key, not the model's name: the worker need not ask the server what
+    # it runs on every detection, and a server that swaps its model keeps its history (the registry
+    # shows the name the server reports now).
+    USAGE_KEY = "http-detector"
+
+    def __init__(self, url: str, timeout: float, model: str = "http-detector"):
 
         if not url:
             raise SettingsError("VIGIL_DETECTOR_URL is required when VIGIL_DETECTOR_BACKEND=http")
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.configured_model = model or "http-detector"
         self.display_name = f"HTTP object detector at {self.url}"
         self._requests = requests
+        self._info: tuple[float, dict[str, Any]] | None = None
+
+    def info(self, timeout: float | None = None, max_age: float | None = None) -> dict[str, Any]:
+        """The server's `/health` answer about its model (`_health_info`), cached `INFO_TTL`; `{}`
+        when it cannot say (unreachable, not JSON): the configured name then stands."""
+        max_age = self.INFO_TTL if max_age is None else max_age
+        cached = self._info
+        if cached is not None and time.monotonic() - cached[0] < max_age:
+            return cached[1]
+        try:
+            response = self._requests.get(f"{self.url}/health", timeout=timeout or min(2.0, self.timeout))
+            info = _health_info(response.json()) if 200 <= response.status_code < 300 else {}
+        except (requests.RequestException, ValueError):
+            info = {}
+        self._info = (time.monotonic(), info)
+        return info
+
+    def model_name(self) -> str:
+        """The registry name of the server's model: as `/health` names it, else as configured."""
+        return self.info().get("model") or self.configured_model
 
     def detect(self, path: Path) -> DetectionResult:
         data = Path(path).read_bytes()
@@ -238,12 +297,13 @@ class HttpDetector(ThreadLocalSession):
             )
             for d in answer.detections
         ]
+        inference_ms = round(answer.inference_time_ms if answer.inference_time_ms is not None else elapsed, 2)
         return DetectionResult(
             found,
-            round(answer.inference_time_ms if answer.inference_time_ms is not None else elapsed, 2),
+            inference_ms,
             None,
             self.name,
-            {"round_trip_ms": round(elapsed, 2)},
+            {"round_trip_ms": round(elapsed, 2), "model_times_ms": {self.USAGE_KEY: inference_ms}},
         )
 
     def probe(self, timeout: float) -> tuple[bool, str | None]:
@@ -269,20 +329,20 @@ CLASS_NAMES: dict[str, tuple[str, ...]] = {
     HttpDetector.name: HttpDetector.classes,
 }
 
-_detectors: dict[tuple[str, str, float], Detector] = {}
+_detectors: dict[tuple[str, str, float, str], Detector] = {}
 _lock = threading.Lock()
 
 
 def get_detector(settings: Settings) -> Detector:
     """The configured detector, one per process (the built-in one loads its models once)."""
-    key = (settings.detector_backend, settings.detector_url, settings.detector_timeout)
+    key = (settings.detector_backend, settings.detector_url, settings.detector_timeout, settings.detector_model)
     with _lock:
         detector = _detectors.get(key)
         if detector is None:
             if settings.detector_backend == "builtin":
                 detector = BuiltinDetector()
             elif settings.detector_backend == "http":
-                detector = HttpDetector(settings.detector_url, settings.detector_timeout)
+                detector = HttpDetector(settings.detector_url, settings.detector_timeout, settings.detector_model)
             else:
                 raise SettingsError(
                     f"VIGIL_DETECTOR_BACKEND must be 'builtin' or 'http', not {settings.detector_backend!r}"
