@@ -25,6 +25,7 @@ from app.celery.queues import group_of
 from app.core.redis_client import get_broker_redis, get_redis
 from app.core.settings import get_settings
 from app.jobs import heartbeats
+from app.jobs.pools import converge_pool, desired_concurrency
 from app.jobs.queues import desired_queues
 from app.jobs.recovery import restore_orphans
 from app.jobs.registry import get_registry
@@ -66,6 +67,7 @@ class VigilConsumer(bootsteps.StartStopStep):
     def tick(self, c: Any) -> None:
         try:
             self.converge(c)
+            self.scale(c)
             self.beat(c)
             self.rescue(c)
         except Exception:
@@ -93,6 +95,16 @@ class VigilConsumer(bootsteps.StartStopStep):
         for name in want:
             if name not in have:
                 c.add_task_queue(name)
+
+    def scale(self, c: Any) -> None:
+        """Converge the pool on the group's persisted process count (app/jobs/pools.py), if one is set.
+        A failure here must not cost the heartbeat that follows."""
+        pool = getattr(c, "pool", None)
+        if pool is not None:
+            try:
+                converge_pool(pool, desired_concurrency(get_redis(), group_of(c.hostname)))
+            except Exception:
+                log.warning("pool scale convergence failed", exc_info=True)
 
     def beat(self, c: Any) -> None:
         settings = get_settings()
@@ -202,6 +214,15 @@ def vigil_pool_restart(state: Any, **_: Any) -> dict[str, Any]:
         pool.shrink(len(idle))
         pool.grow(len(idle))
     return ok(f"replacing {len(idle)} idle process(es) now and {len(busy)} busy one(s) after their job")
+
+
+@control_command(args=[("processes", int)], signature="<processes>")
+def vigil_pool_scale(state: Any, processes: int, **_: Any) -> dict[str, Any]:
+    """Set the pool's process count to `processes` (grow or shrink by the difference): absolute, so it
+    and the heartbeat's convergence on the persisted count never add up (app/jobs/pools.py)."""
+    pool = state.consumer.pool
+    change = converge_pool(pool, int(processes))
+    return ok(f"pool at {getattr(pool, 'num_processes', '?')} process(es) ({change:+d})")
 
 
 def install(app: Any) -> None:

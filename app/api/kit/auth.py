@@ -111,10 +111,15 @@ def enforce() -> None:
     principal = authenticate()
     if principal is None:
         raise _unauthorized("Credentials required: send X-API-Key or Authorization: Bearer <token>.")
-    if mutating:
+    monitoring = family_of(request.path) == "monitoring"
+    if mutating or monitoring:  # 002 requires its roles for reads too (once VIGIL_AUTH_READS asks for credentials)
         needed = required_roles()
         if not principal.allowed(needed):
-            raise ApiError(403, f"Role required: one of {', '.join(sorted(needed | {ADMIN}))}.", code="forbidden")
+            raise ApiError(
+                403,
+                f"Role required: one of {', '.join(sorted(needed | {ADMIN}))}.",
+                code="insufficient_permissions" if monitoring else "forbidden",
+            )
     g.principal = principal
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from app.core.db import get_sessionmaker
 from app.core.settings import Settings
 from app.jobs.registry import get_registry
+from app.monitoring.rollups import record_jobs
 from workers.host.service import PeriodicService
 
 
@@ -29,7 +30,7 @@ class RegistryArchiver(PeriodicService):
         return {"archived": self.archived, "last_error": self.last_error}
 
     def flush(self) -> int:
-        written = get_registry(self.settings).flush_archive(get_sessionmaker(self.settings))
+        written = get_registry(self.settings).flush_archive(get_sessionmaker(self.settings), on_batch=record_jobs)
         self.archived += written
         return written
 
