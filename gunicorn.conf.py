@@ -68,6 +68,20 @@ def post_worker_init(worker):
     from gunicorn import util
 
     util.write_error = _json_error
+    # The live-event hub subscribes at start, so its breakers and /api/system/health/websocket tell
+    # the truth before the first WebSocket client arrives (see app/live/hub.py).
+    from app.live import hub
+
+    hub.get_hub(worker.app.callable.config["VIGIL_SETTINGS"])
+
+
+def worker_exit(server, worker):
+    """Tell this worker's WebSocket clients it is going away (close code 1001) before it exits."""
+    from app.live import hub
+
+    running = hub.running_hub()
+    if running is not None:
+        running.shutdown(1.0)
 
 
 def child_exit(server, worker):

@@ -22,6 +22,7 @@ from app.core.settings import Settings, get_settings
 from app.core.time import iso_now
 from app.jobs import heartbeats
 from app.jobs.registry import INDEX_KEY, JOB_KEY, get_registry
+from app.live import bus as live
 
 PAUSED_KEY = KEY_PREFIX + "queues:paused"  # set of queue names
 STOPPED_GROUPS_KEY = KEY_PREFIX + "workers:stopped"  # set of worker group names
@@ -179,6 +180,7 @@ def pause(queue: str, settings: Settings | None = None) -> dict[str, Any]:
     require_queue(queue)
     get_redis(settings).sadd(PAUSED_KEY, queue)
     celery.control.cancel_consumer(queue, reply=False)
+    live.publish_quietly("queue.paused", {"queue": queue, "status": "paused"}, settings)
     return {"queue": queue, "status": "paused", "timestamp": _now_iso()}
 
 
@@ -196,4 +198,5 @@ def resume(queue: str, settings: Settings | None = None) -> dict[str, Any]:
     ]
     if targets:
         celery.control.add_consumer(queue, destination=targets, reply=False)
+    live.publish_quietly("queue.resumed", {"queue": queue, "status": "active"}, settings)
     return {"queue": queue, "status": "active", "timestamp": _now_iso(), "notified_workers": len(targets)}

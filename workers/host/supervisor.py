@@ -36,6 +36,7 @@ from app.core.db import session_scope
 from app.core.redis_client import get_redis
 from app.core.settings import Settings, get_settings
 from app.jobs import heartbeats
+from app.live import bus as live
 from app.ops.supervisor import (
     COMMAND_MAX_AGE,
     COMMANDS_KEY,
@@ -246,6 +247,11 @@ class ServiceHost:
         }
         if len(self._outbox) < OUTBOX_LIMIT:
             self._outbox.append(event)
+        live.publish_quietly(
+            "worker.status_changed",
+            {"worker": w.name, "status": status, "previous": None, "pid": None, "message": error or action},
+            self.settings,
+        )
 
     def _flush_history(self) -> None:
         if not self._outbox:
