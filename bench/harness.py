@@ -127,18 +127,60 @@ class Context:
         self._procs.append(api)
         return api.url
 
+    def spawn(self, argv: list[str], env: dict[str, str], name: str) -> subprocess.Popen:
+        """Start a process in its own session (so `close` can stop it and every child it forks),
+        logging to `<dir>/<name>.log`; `close` stops it, also when the benchmark fails."""
+        log = open(self.dir / f"{name}.log", "wb")
+        try:
+            proc = subprocess.Popen(
+                argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        finally:
+            log.close()  # the child holds its own copy
+        self._procs.append(proc)
+        return proc
+
     def close(self) -> None:
+        """Stop everything this run started, newest first, whatever state each is in."""
+        self.stop_processes()
+        if self._redis:
+            self._redis.cleanup()
+            self._redis = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def stop_processes(self) -> None:
+        """Stop every process started so far (not Redis), newest first."""
         for p in reversed(self._procs):
             try:
-                if isinstance(p, CeleryWorker):
+                if isinstance(p, subprocess.Popen):
+                    _stop_group(p)
+                elif isinstance(p, CeleryWorker):
                     p.kill()
                 else:
                     p.stop()
-            except Exception:
-                pass
-        if self._redis:
-            self._redis.cleanup()
-        shutil.rmtree(self.dir, ignore_errors=True)
+            except Exception as exc:  # one that will not stop must not keep the others running
+                print(f"  (could not stop {p!r}: {exc})", file=sys.stderr)
+        self._procs.clear()
+
+
+def _stop_group(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM the process's session (it and its children), SIGKILL what is left after `timeout`."""
+    import signal
+
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        except ProcessLookupError:
+            return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # children the leader left behind, if any
+    except (ProcessLookupError, PermissionError):
+        pass
+    if proc.poll() is None:
+        proc.wait(5)
 
 
 def machine() -> dict[str, Any]:

@@ -16,13 +16,12 @@ hashing, the camera row and the idempotent enqueue.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 import uuid
 
 from bench.harness import Context, Result, summary_ms
-from tests.servers import ROOT, wait_for
+from tests.servers import wait_for
 
 
 def _jpeg(cv2, np, seed: int) -> bytes:
@@ -71,16 +70,7 @@ def _measure(ctx: Context, env: dict[str, str], n: int) -> list[Result]:
     client = redis.Redis.from_url(env["REDIS_URL"], decode_responses=True)
 
     ctx.worker("detection_worker", ["detection:high", "detection"], concurrency=1, env=env)
-    host_log = open(ctx.dir / "host.log", "wb")
-    host = subprocess.Popen(
-        [sys.executable, "-m", "workers.host"],
-        cwd=ROOT,
-        env=env,
-        stdout=host_log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    ctx._procs.append(host)
+    ctx.spawn([sys.executable, "-m", "workers.host"], env, "host")  # stopped by ctx.close, also on failure
     wait_for(
         lambda: any(k.startswith("vigil:hb:file_watcher@") for k in client.scan_iter("vigil:hb:*")),
         30,

@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
 from app.api.kit.current import current_settings
 from app.api.kit.endpoint import Link, endpoint
 from app.api.kit.envelopes import Answer, PlatformError
-from app.api.kit.respond import audited, ok
+from app.api.kit.respond import audited, ok, who
 from app.api.kit.types import Offset, Timestamp
-from app.celery.queues import QUEUE_NAMES
+from app.celery.queues import QUEUE_NAMES, queue_for
 from app.jobs import enqueue, ops, queues
 from app.jobs.registry import get_registry
 
@@ -101,6 +101,19 @@ _Variant = Annotated[Union[_VARIANTS], Field(discriminator="task")]  # type: ign
 
 class EnqueueBody(RootModel[_Variant]):  # type: ignore[valid-type]
     """A job to enqueue: `task` names the family, `payload` its arguments."""
+
+
+MAX_BATCH = 1000  # jobs per POST /jobs/batch (docs/api.md)
+
+
+class EnqueueBatchBody(BaseModel):
+    """Jobs to enqueue in one request, each exactly a `POST /jobs` body."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    jobs: list[_Variant] = Field(  # type: ignore[valid-type]
+        min_length=1, max_length=MAX_BATCH, description=f"1 to {MAX_BATCH} jobs of any tasks"
+    )
 
 
 # --- answers -----------------------------------------------------------------------------------------------
@@ -194,6 +207,31 @@ class Enqueued(Answer):
     task: str = Field(description="The Celery task name")
     queue: str
     created: bool = Field(description="false when an idempotency key returned an earlier job")
+
+
+class BatchItemError(Answer):
+    code: Literal["idempotency_conflict"]
+    message: str
+
+
+class BatchItem(Answer):
+    index: int = Field(description="Position of the job in the request")
+    job_id: str = Field(description="The job created, or the earlier job its idempotency key names")
+    status: Literal["queued", "conflict"] | JobState = Field(
+        description="queued when created; the earlier job's state on a replay; conflict when the key names "
+        "a job with another task, queue or payload (nothing enqueued)"
+    )
+    task: str = Field(description="The Celery task name")
+    queue: str
+    created: bool
+    error: BatchItemError | None
+
+
+class BatchEnqueued(Answer):
+    jobs: list[BatchItem] = Field(description="One result per job, in request order")
+    created: int = Field(description="Jobs enqueued by this request")
+    existing: int = Field(description="Jobs an idempotency key named already (nothing enqueued)")
+    conflicts: int = Field(description="Jobs refused: their idempotency key names a different job")
 
 
 class IdempotencyConflict(PlatformError):
@@ -375,12 +413,15 @@ def enqueue_job(body: EnqueueBody):
     task, priority and payload returns the first job (200) and enqueues nothing; with anything else
     it is a 409 naming that job."""
     job = body.root
+    payload, validated = _payload_of(job)
     result = enqueue.enqueue(
         job.task,
-        job.payload.model_dump(exclude_unset=True) if isinstance(job.payload, BaseModel) else job.payload,
+        payload,
         priority=job.priority,
         idempotency_key=job.idempotency_key,
         settings=current_settings(),
+        validated=validated,
+        audit=who(),  # written with the job (app/jobs/enqueue.py): no SQL on this path
     )
     data = {
         "job_id": result.job_id,
@@ -390,11 +431,73 @@ def enqueue_job(body: EnqueueBody):
         "created": result.created,
     }
     if result.created:
-        audited("job_enqueued", "job", result.job_id, {"task": job.task, "queue": result.queue})
         return ok(data, 202)
     record = get_registry(current_settings()).get(result.job_id)
     data["status"] = record["state"] if record else "queued"
     return ok(data, 200)
+
+
+def _payload_of(job: Any) -> tuple[dict[str, Any], bool]:
+    """The job's payload as `enqueue` takes it, and whether it is validated already. The body model
+    is the family's own payload model, so its dump is what `validate_payload` would return; only a
+    detection's `path` needs the camera root, which no body model knows, and is validated again."""
+    if isinstance(job.payload, BaseModel) and job.task != "detection":
+        return enqueue.TASKS[job.task].adapter.dump_python(job.payload, mode="json", exclude_none=True), True
+    data = job.payload.model_dump(exclude_unset=True) if isinstance(job.payload, BaseModel) else job.payload
+    return data, False
+
+
+@bp.post("/jobs/batch")
+@endpoint(
+    body=EnqueueBatchBody,
+    status=202,
+    response=BatchEnqueued,
+    responses={200: BatchEnqueued},
+    tags=TAGS,
+    summary=f"Enqueue up to {MAX_BATCH} jobs of any tasks in one request",
+    links={"GetJob": Link("queues.get_job", {"job_id": "$response.body#/data/jobs/0/job_id"})},
+    errors={400: "Invalid body, or any job invalid (nothing is enqueued); the errors name `jobs.<i>.<field>`"},
+)
+def enqueue_jobs_batch(body: EnqueueBatchBody):
+    """Validation is all or nothing: every job is checked as `POST /jobs` checks it (a detection's
+    image must exist inside the camera root) before any is published, and one invalid job is a 400
+    naming `jobs.<index>.<field>` with nothing enqueued. The jobs are then published in pipelined
+    round trips, each atomically with its registry record and its idempotency key; the answer
+    lists one result per job in request order. An idempotency key is honoured per job: a key that
+    already names the same job returns it (`created: false`, its state as `status`); one that names
+    a job with another task, queue or payload is that job's `conflict` (its `job_id` is the named
+    job), and the other jobs are still enqueued. 202 when the request created a job, 200 when every
+    job was already there. One `jobs_enqueued` audit entry records the batch."""
+    settings = current_settings()
+    requests = []
+    for job in body.jobs:
+        payload, validated = _payload_of(job)
+        requests.append(enqueue.JobRequest(job.task, payload, job.priority, job.idempotency_key, validated))
+    outcomes = enqueue.enqueue_many(requests, settings=settings, audit=who())
+    replayed = [o.job_id for o in outcomes if isinstance(o, enqueue.Enqueued) and not o.created]
+    states = {j["id"]: j.get("state") for j in get_registry(settings).get_many(replayed)} if replayed else {}
+    items, counts = [], {"created": 0, "existing": 0, "conflicts": 0}
+    for index, (job, outcome) in enumerate(zip(body.jobs, outcomes)):
+        if isinstance(outcome, enqueue.Enqueued):
+            counts["created" if outcome.created else "existing"] += 1
+            status = "queued" if outcome.created else (states.get(outcome.job_id) or "queued")
+            item = {"job_id": outcome.job_id, "status": status, "task": outcome.task, "queue": outcome.queue}
+            items.append({"index": index, **item, "created": outcome.created, "error": None})
+        else:
+            counts["conflicts"] += 1
+            spec = enqueue.TASKS[job.task]
+            items.append(
+                {
+                    "index": index,
+                    "job_id": (outcome.extra or {}).get("job_id", ""),
+                    "status": "conflict",
+                    "task": spec.task,
+                    "queue": queue_for(spec.family, job.priority),
+                    "created": False,
+                    "error": {"code": "idempotency_conflict", "message": outcome.message},
+                }
+            )
+    return ok({"jobs": items, **counts}, 202 if counts["created"] else 200)
 
 
 @bp.get("/jobs/<job_id>")

@@ -31,6 +31,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -39,7 +40,8 @@ from sqlalchemy import delete
 from app.core.redis_client import KEY_PREFIX, get_redis
 from app.core.time import iso_utc
 from app.jobs.archive import upsert_jobs
-from app.models import Job
+from app.live import bus as live
+from app.models import AuditLog, Job
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +52,22 @@ MAX_TRACEBACK_BYTES = 64 * 1024
 
 JOB_KEY = KEY_PREFIX + "job:"
 INDEX_KEY = KEY_PREFIX + "jobs:"  # + "{queue}:{state}"
+DELETED_SUFFIX = ":deleted"  # JOB_KEY + id + this: the job was deleted (see JobRegistry.forget)
+DELETED_TTL = 3600
 ARCHIVE_KEY = KEY_PREFIX + "jobs:archive"
 ARCHIVE_LOCK = KEY_PREFIX + "lock:archive"
+# Audit entries written in Redis in the same script as the job they record (app/jobs/enqueue.py),
+# so an enqueue pays no SQL; flushed into `audit_log` with the job archive.
+AUDIT_KEY = KEY_PREFIX + "audit:pending"
 
 # KEYS[1] job hash, KEYS[2] archive list. ARGV: index prefix, now, job id, then one or more
 # groups: event, n, field1, value1, ... fieldn, valuen. The events apply in order, atomically, so
 # a worker can write a job's start and its outcome in one call; a field `at` dates its event (else
 # the call's time). Returns the final state, or false when no event applied (revoking a finished
 # job; an outcome for a deleted job).
-_TRANSITION = """
+# The script is built from two parts: `LUA_APPLY` (the header and the `apply` function) is shared
+# with the enqueue script in app/jobs/enqueue.py, which records a publish with the same code.
+LUA_APPLY = """
 local h, archive = KEYS[1], KEYS[2]
 local prefix, now, id = ARGV[1], ARGV[2], ARGV[3]
 local function apply(event, first, last)
@@ -69,6 +78,8 @@ local function apply(event, first, last)
   -- Only a publish or a start creates a record: an outcome for a job whose record was deleted
   -- (DELETE /jobs/{id} while it ran) must not bring it back.
   if not cur and event ~= 'publish' and event ~= 'start' then return false end
+  -- Nor a start written late (with its outcome) for a job deleted meanwhile: `forget` leaves a marker.
+  if not cur and event == 'start' and redis.call('EXISTS', h .. ':deleted') == 1 then return false end
   if event == 'publish' then new = 'waiting'
   elseif event == 'start' then new = 'active'
   elseif event == 'success' then new = 'completed'
@@ -115,6 +126,10 @@ local function apply(event, first, last)
   end
   return new
 end
+"""
+_TRANSITION = (
+    LUA_APPLY
+    + """
 local result = false
 local i = 4
 while i <= #ARGV do
@@ -125,6 +140,7 @@ while i <= #ARGV do
 end
 return result
 """
+)
 
 
 _RELEASE = """
@@ -282,9 +298,16 @@ class JobRegistry:
 
     def record_progress(self, job_id: str, progress: dict[str, Any]) -> None:
         self._apply(job_id, "note", {"progress": _dump(progress, 8192)})
+        record = self.get(job_id) or {}
+        live.publish_quietly(
+            "job.progress",
+            {"job_id": job_id, "task": record.get("task"), "queue": record.get("queue"), "progress": progress},
+        )
 
     def forget(self, job_id: str) -> bool:
-        """Remove a job's record from the live index (not from SQL history)."""
+        """Remove a job's record from the live index (not from SQL history). A marker stays for
+        DELETED_TTL seconds: a worker still running the job writes its start with its outcome, and
+        that late start must not bring the record back (GET would answer 200 after the DELETE)."""
         data = self.r.hmget(JOB_KEY + job_id, "queue", "state")
         if data[0] is None and data[1] is None:
             return False
@@ -292,6 +315,7 @@ class JobRegistry:
             if data[0] and data[1]:
                 pipe.zrem(f"{INDEX_KEY}{data[0]}:{data[1]}", job_id)
             pipe.delete(JOB_KEY + job_id)
+            pipe.set(JOB_KEY + job_id + DELETED_SUFFIX, 1, ex=DELETED_TTL)
             pipe.execute()
         return True
 
@@ -382,11 +406,12 @@ class JobRegistry:
             if acquired:
                 self._release(keys=[ARCHIVE_LOCK], args=[token])
 
-    def flush_archive(self, session_factory, batch: int = 500) -> int:
+    def flush_archive(self, session_factory, batch: int = 500, on_batch=None) -> int:
         """Copy finished jobs queued for archiving into the SQL `jobs` table; returns rows written.
 
         One flusher at a time; the list is trimmed only after the SQL commit, so a crash in between
-        re-writes the same rows, which the upsert makes harmless.
+        re-writes the same rows, which the upsert makes harmless. `on_batch(session, jobs)` runs in the
+        same transaction just before each upsert (the monitoring rollups count finished jobs there).
         """
         written = 0
         with self._archive_lock() as acquired:
@@ -399,13 +424,54 @@ class JobRegistry:
                 jobs = self.get_many(list(dict.fromkeys(ids)))
                 if jobs:
                     with session_factory() as session:
+                        if on_batch is not None:
+                            on_batch(session, jobs)
                         upsert_jobs(session, jobs)
                         session.commit()
                 self.r.ltrim(ARCHIVE_KEY, len(ids), -1)
                 written += len(jobs)
                 if len(ids) < batch:
                     break
+            self._flush_audit(session_factory, batch)
         return written
+
+    def audit_backlog(self) -> int:
+        return int(self.r.llen(AUDIT_KEY))
+
+    def _flush_audit(self, session_factory, batch: int) -> int:
+        """Audit entries queued by enqueues into `audit_log`; like the jobs, trimmed only after the
+        commit (a crash in between writes an entry twice, never loses one)."""
+        written = 0
+        while True:
+            raw = self.r.lrange(AUDIT_KEY, 0, batch - 1)
+            if not raw:
+                return written
+            rows = []
+            for text in raw:
+                try:
+                    entry = json.loads(text)
+                    rows.append(
+                        AuditLog(
+                            timestamp=datetime.fromtimestamp(float(entry["at"]), UTC),
+                            action=str(entry["action"]),
+                            resource_type=str(entry["resource_type"]),
+                            resource_id=entry.get("resource_id"),
+                            actor=entry.get("actor"),
+                            details=entry.get("details"),
+                            ip_address=entry.get("ip_address"),
+                            request_id=entry.get("request_id"),
+                        )
+                    )
+                except (ValueError, KeyError, TypeError):
+                    log.warning("unreadable audit entry dropped: %.200s", text)
+            if rows:
+                with session_factory() as session:
+                    session.add_all(rows)
+                    session.commit()
+            self.r.ltrim(AUDIT_KEY, len(raw), -1)
+            written += len(rows)
+            if len(raw) < batch:
+                return written
 
     def purge(self, ids: list[str], session_factory) -> None:
         """Delete jobs for good: live index and SQL history, ordered against the archiver."""

@@ -11,17 +11,27 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from celery import signals
 
 from app.core.context import REQUEST_ID_HEADER, job_id_var, request_id_var
 from app.jobs.registry import JobRegistry, get_registry
+from app.live import bus as live
 
 log = logging.getLogger(__name__)
 
 # A job still running this long after it started shows `active` in the registry.
 START_DELAY = 0.1
+
+# Set by app.jobs.enqueue while it prepares messages for its own pipeline: the publish record is
+# handed to it (job id, fields) instead of being written, so it reaches Redis in the same script as
+# the message itself.
+publish_capture: ContextVar[Callable[[str, dict[str, Any]], None] | None] = ContextVar(
+    "vigil_publish_capture", default=None
+)
 
 
 class _Recorder:
@@ -128,6 +138,10 @@ def on_publish(
         idempotency_key=headers.get("vigil_idempotency_key"),
         reset_attempts=bool(headers.get("vigil_reset_attempts")),
     )
+    capture = publish_capture.get()
+    if capture is not None:
+        capture(job_id, fields)
+        return
     # Through the recorder: a task re-publishing itself (retry) must have its start written first.
     _recorder.write(job_id, "publish", fields)
 
@@ -143,12 +157,29 @@ def on_prerun(task_id: str | None = None, task: Any = None, args: Any = None, kw
     _recorder.started(
         task_id, JobRegistry.start_fields(request.hostname, task.name, delivery.get("routing_key"), args, kwargs)
     )
+    _started[task_id] = time.monotonic()
+
+
+# When each running job started (this process), for job.completed's runtime.
+_started: dict[str | None, float] = {}
+
+
+def _announce(event_type: str, task: Any, job_id: str | None, **fields: Any) -> None:
+    """The job's outcome on the live stream (queued in memory: never a wait on Redis here)."""
+    request = getattr(task, "request", None)
+    delivery = getattr(request, "delivery_info", None) or {}
+    started = _started.pop(job_id, None)
+    if event_type == "job.completed":
+        fields["runtime_ms"] = round((time.monotonic() - started) * 1000, 3) if started is not None else None
+    payload = {"job_id": job_id or "", "task": getattr(task, "name", None), "queue": delivery.get("routing_key")}
+    live.publish_quietly(event_type, {**payload, **fields})
 
 
 @signals.task_success.connect(weak=False)
 @_safe
 def on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
     _recorder.write(sender.request.id, "success", JobRegistry.success_fields(result))
+    _announce("job.completed", sender, sender.request.id)
 
 
 @signals.task_failure.connect(weak=False)
@@ -158,6 +189,7 @@ def on_failure(
 ) -> None:
     message = f"{type(exception).__name__}: {exception}" if exception is not None else "failed"
     _recorder.write(task_id, "failure", JobRegistry.failure_fields(message, str(einfo) if einfo is not None else None))
+    _announce("job.failed", sender, task_id, error=message[:1000])
 
 
 @signals.task_retry.connect(weak=False)

@@ -94,6 +94,18 @@ def test_worker_side_start_of_unknown_job_creates_record(registry, queue):
     assert job["state"] == "active" and job["task"] == "vigil.x.y" and job["created_at"]
 
 
+def test_a_deleted_job_stays_deleted_when_its_worker_reports_late(registry, queue):
+    """DELETE while it ran: the worker's start, written with its outcome, must not bring the record back."""
+    jid = _id()
+    registry.record_published(jid, task="vigil.system.canary", queue=queue)
+    assert registry.forget(jid)
+    registry.apply_many(jid, [("start", registry.start_fields("w@h")), ("success", registry.success_fields(1))])
+    assert registry.get(jid) is None and registry.count(queue, "completed") == 0
+    other = _id()  # a job nobody deleted is still recorded from its worker's side (the test above)
+    registry.record_started(other, worker="w@h", task="vigil.system.canary", queue=queue)
+    assert registry.get(other)["state"] == "active"
+
+
 @pytest.mark.parametrize("total", [0, 1, 49, 50, 51, 120])
 def test_pagination_totals_are_exact(registry, queue, total):
     ids = []

@@ -1,0 +1,236 @@
+"""P13: end-to-end pipeline throughput: 300 photographs into 3 camera folders, until every detection is stored.
+
+Method: the whole `make run` system on the benchmark's own Redis, var directory and ports: every
+Procfile process (API, detection, analysis, notification, cleanup, beat, the service host with the
+file watcher, Flower) started by its own Procfile command, so the detection pool is exactly what
+`make run` starts (`--concurrency` from the Procfile). The benchmark then writes 300 distinct
+photographs (scikit-image's photographs at 640x480, each one shifted and brightened differently so
+no two files are the same) into 3 camera folders, as fast as the disk takes them, and times from the
+first write until every photograph's detection job is `completed` in the registry (the job
+completes after its detections are committed to SQL). It checks that no photograph was lost
+(300 jobs, one per path) or detected twice (one job per path, one attempt each).
+
+Baseline, same run, same frames: the built-in detector's own frames/s (P6's method: one process,
+one core, OpenCV on one thread, read + decode + detect) times the detection pool's processes: what
+the pool could do if queueing, the registry, batching and SQL cost nothing.
+Goal: ratio >= 0.8.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from bench.harness import Context, Result
+from tests.servers import free_port, procfile, wait_for
+
+PHOTOS = 300
+CAMERAS = ("front_door", "garage", "back_yard")
+
+
+def detection_concurrency() -> int:
+    """The detection pool's processes as the Procfile starts it (Celery's default: the CPU count)."""
+    args = shlex.split(procfile()["detection"])
+    for i, arg in enumerate(args):
+        if arg.startswith("--concurrency="):
+            return int(arg.split("=", 1)[1])
+        if arg in ("--concurrency", "-c") and i + 1 < len(args):
+            return int(args[i + 1])
+    return os.cpu_count() or 1
+
+
+def start_system(ctx: Context, **extra: str) -> tuple[dict[str, str], dict[str, int]]:
+    """Every Procfile process but Redis (the benchmark's own), as `make run` starts them.
+    Returns the environment and {process name: pid}."""
+    env = ctx.env(
+        VIGIL_PORT=str(free_port()),
+        FLOWER_PORT=str(free_port()),
+        VIGIL_HOST="127.0.0.1",
+        VIGIL_WATCHER_OBSERVER="native",
+        VIGIL_LOG_LEVEL="WARNING",
+        **extra,
+    )
+    ctx.migrate(env)
+    pids = {}
+    for name, command in procfile().items():
+        if name == "redis":
+            continue
+        program, *args = shlex.split(command)
+        if program in ("celery", "gunicorn"):
+            argv = [sys.executable, "-m", program, *args]
+        elif program == "python":
+            argv = [sys.executable, *args]
+        else:
+            argv = [program, *args]
+        if program == "gunicorn":
+            argv[3:3] = ["--access-logfile", "/dev/null"]
+        pids[name] = ctx.spawn(argv, env, name).pid
+    client = redis.Redis.from_url(env["REDIS_URL"], decode_responses=True)
+
+    def ready() -> bool:
+        for name, pid in pids.items():
+            proc = next(p for p in ctx._procs if getattr(p, "pid", None) == pid)
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited: {(ctx.dir / f'{name}.log').read_text()[-3000:]}")
+        beats = {k.split(":", 2)[2].split("@")[0] for k in client.scan_iter("vigil:hb:*")}
+        return {"detection_worker", "analysis_worker", "notification_worker", "cleanup_service"} <= beats and any(
+            b.startswith("file_watcher") for b in beats
+        )
+
+    wait_for(ready, 90, interval=0.5, what="every Procfile process to report a heartbeat")
+    return env, pids
+
+
+def photographs(n: int) -> list[bytes]:
+    """`n` distinct 640x480 JPEGs made from scikit-image's photographs."""
+    import cv2
+    import numpy as np
+    from skimage import data
+
+    from bench.p6_detector_fps import FRAMES
+
+    bases = []
+    for name in FRAMES:
+        image = getattr(data, name)()
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+        bases.append(cv2.resize(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), (680, 520), interpolation=cv2.INTER_AREA))
+    out = []
+    for i in range(n):
+        base = bases[i % len(bases)]
+        dx, dy = (i * 7) % 40, (i * 11) % 40
+        frame = np.clip(base[dy : dy + 480, dx : dx + 640].astype(np.int16) + (i % 23) - 11, 0, 255).astype(np.uint8)
+        ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        assert ok
+        out.append(buf.tobytes())
+    return out
+
+
+def workload(env: dict[str, str], photos: list[bytes], timeout: float = 600) -> dict[str, object]:
+    """Write the photographs into the camera folders, wait for every detection; seconds and checks."""
+    client = redis.Redis.from_url(env["REDIS_URL"], decode_responses=True)
+    root = Path(env["VIGIL_VAR_DIR"]) / "cameras"
+    folders = []
+    for camera in CAMERAS:
+        folder = root / camera
+        folder.mkdir(parents=True, exist_ok=True)
+        folders.append(folder)
+    time.sleep(1.0)  # the watcher picks up new folders on its next scan
+    paths = []
+    t0 = time.monotonic()
+    for i, data in enumerate(photos):
+        path = folders[i % len(folders)] / f"photo_{i:04d}.jpg"
+        with open(path, "wb") as fh:
+            fh.write(data)
+        paths.append(str(path.resolve()))
+    written = time.monotonic() - t0
+    wanted = set(paths)
+
+    def completed() -> int:
+        return client.zcard("vigil:jobs:detection:completed") + client.zcard("vigil:jobs:detection:high:completed")
+
+    wait_for(lambda: completed() >= len(paths), timeout, interval=0.2, what="every photograph's detection")
+    elapsed = time.monotonic() - t0
+    jobs: dict[str, list[dict]] = {}
+    registry_ids = client.zrange("vigil:jobs:detection:completed", 0, -1) + client.zrange(
+        "vigil:jobs:detection:high:completed", 0, -1
+    )
+    import json
+
+    for job_id in registry_ids:
+        raw = client.hgetall(f"vigil:job:{job_id}")
+        path = json.loads(raw.get("kwargs") or "{}").get("path")
+        jobs.setdefault(path, []).append(raw)
+    failed = client.zcard("vigil:jobs:detection:failed")
+    # Where the time went: the watcher's publishes, and the tasks' own run time (start -> finish).
+    mine = [js[0] for p, js in jobs.items() if p in wanted]
+    wall0 = time.time() - (time.monotonic() - t0)
+    created = sorted(float(j["created_at"]) - wall0 for j in mine)
+    runtimes = [float(j["finished_at"]) - float(j["started_at"]) for j in mine if j.get("started_at")]
+    lost = sorted(wanted - set(jobs))
+    twice = sorted(p for p, js in jobs.items() if p in wanted and (len(js) > 1 or int(js[0]["attempts"]) > 1))
+    return {
+        "seconds": elapsed,
+        "write_seconds": round(written, 2),
+        "photos": len(paths),
+        "lost": len(lost),
+        "detected_twice": len(twice),
+        "failed_jobs": failed,
+        "first_published_s": round(created[0], 2) if created else None,
+        "last_published_s": round(created[-1], 2) if created else None,
+        "task_mean_s": round(statistics.fmean(runtimes), 3) if runtimes else None,
+        "task_seconds_total": round(sum(runtimes), 1),
+    }
+
+
+def detector_fps(ctx: Context, photos: list[bytes], n: int) -> float:
+    """The built-in detector alone, P6's way: one process, one core, OpenCV on one thread."""
+    import subprocess
+
+    folder = ctx.dir / "fps"
+    folder.mkdir(exist_ok=True)
+    for i, data in enumerate(photos[:12]):
+        (folder / f"f{i}.jpg").write_bytes(data)
+    code = (
+        "import os, sys, time, cv2, glob\n"
+        "os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); cv2.setNumThreads(1)\n"
+        "from app.pipeline.ai.detectors import BuiltinDetector\n"
+        "d = BuiltinDetector(); paths = sorted(glob.glob(sys.argv[1] + '/*.jpg')); n = int(sys.argv[2])\n"
+        "[d.detect(p) for p in paths[:3]]\n"
+        "t0 = time.perf_counter()\n"
+        "for i in range(n): d.detect(paths[i % len(paths)])\n"
+        "print(n / (time.perf_counter() - t0))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(folder), str(n)],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=ctx.env(),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def run(ctx: Context, quick: bool = False) -> list[Result]:
+    n = 60 if quick else PHOTOS
+    photos = photographs(n)
+    pool = detection_concurrency()
+    fps_before = detector_fps(ctx, photos, 30 if quick else 90)
+    env, _ = start_system(ctx)
+    outcome = workload(env, photos)
+    ctx.stop_processes()  # the system is stopped before the detector is timed again, alone
+    fps_after = detector_fps(ctx, photos, 30 if quick else 90)
+    detector = statistics.fmean([fps_before, fps_after])
+    value = outcome["photos"] / outcome["seconds"]
+    baseline = detector * pool
+    ratio = value / baseline
+    ok = outcome["lost"] == 0 and outcome["detected_twice"] == 0
+    return [
+        Result(
+            "P13",
+            f"pipeline: {outcome['photos']} photographs in {len(CAMERAS)} camera folders -> detections stored",
+            round(value, 2),
+            "photos/s",
+            baseline=f"built-in detector frames/s (1 core) x {pool} detection pool processes, same frames",
+            baseline_value=round(baseline, 2),
+            ratio=round(ratio, 3),
+            goal="ratio >= 0.8, nothing lost or detected twice",
+            met=ratio >= 0.8 and ok,
+            details={
+                **outcome,
+                "seconds": round(outcome["seconds"], 2),
+                "pool_processes": pool,
+                "pool_busy_fraction": round(outcome["task_seconds_total"] / (pool * outcome["seconds"]), 3),
+                "detector_fps_before": round(fps_before, 2),
+                "detector_fps_after": round(fps_after, 2),
+            },
+        )
+    ]
