@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from app.api import (
+    ai_monitoring,
     alerts,
     batches,
     breakers,
@@ -17,7 +18,9 @@ from app.api import (
     infrastructure,
     logs,
     metrics,
+    models,
     monitoring,
+    notification_preferences,
     notifications,
     openapi,
     performance,
@@ -27,6 +30,7 @@ from app.api import (
     storage,
     supervisor,
     system_config,
+    websocket,
 )
 from app.api.kit.auth import init_auth
 from app.api.kit.errors import register_error_handlers
@@ -52,10 +56,14 @@ BLUEPRINTS = (
     monitoring.bp,  # observability
     notifications.bp,
     alerts.bp,  # notifications and alert rules
+    notification_preferences.bp,
     cameras.bp,
     events.bp,
     detections.bp,
     batches.bp,  # core resources
+    websocket.bp,  # live events over WebSocket
+    models.bp,  # model zoo and anomaly configuration
+    ai_monitoring.bp,  # AI monitoring (002)
 )
 
 

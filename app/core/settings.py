@@ -34,7 +34,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, TypeAdapter, ValidationError
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
@@ -206,13 +206,36 @@ class Settings(BaseSettings):
         "A file with no close event counts as complete once its size and mtime have not changed for this long.",
     )
     watcher_dedup_seconds: int = _env(
-        "VIGIL_WATCHER_DEDUP_SECONDS", 300, "Identical content (same hash) seen again within this window is dropped."
+        "VIGIL_WATCHER_DEDUP_SECONDS",
+        300,
+        "Identical content (same hash) seen again within this window is dropped, while the earlier upload's job "
+        "still exists and has not failed.",
+    )
+    watcher_reconcile_seconds: float = _env(
+        "VIGIL_WATCHER_RECONCILE_SECONDS",
+        300.0,
+        "Seconds between the watcher's scans of the camera root against the upload record (one runs at start); "
+        "files no upload row records are enqueued, oldest first. 0: only the scan at start.",
+    )
+    watcher_reconcile_max_age_seconds: int = _env(
+        "VIGIL_WATCHER_RECONCILE_MAX_AGE_SECONDS",
+        7 * 86400,
+        "A reconcile scan enqueues unrecorded files modified within this many seconds; older ones are left alone "
+        "(counted and logged).",
+    )
+    camera_silent_after_seconds: int = _env(
+        "VIGIL_CAMERA_SILENT_AFTER_SECONDS", 900, "A camera with no upload for longer than this is `silent`."
+    )
+    camera_offline_after_seconds: int = _env(
+        "VIGIL_CAMERA_OFFLINE_AFTER_SECONDS",
+        86400,
+        "A camera with no upload for longer than this (or none ever) is `offline`.",
     )
     idempotency_ttl: int = _env(
         "VIGIL_IDEMPOTENCY_TTL", 86400, "Seconds an enqueue idempotency key keeps pointing at its job."
     )
 
-    # --- queue operations and infrastructure (issue 3) -----------------------------------------
+    # --- queue operations and infrastructure -----------------------------------------
     infra_check_interval: float = _env(
         "VIGIL_INFRA_CHECK_INTERVAL",
         30.0,
@@ -254,7 +277,53 @@ class Settings(BaseSettings):
         "stored (PUT /api/alerts/destinations).",
     )
 
-    # --- pipeline: detectors, batches, analysers, breakers (issue 4) ---------------------------
+    # --- notification preferences and the e-mail channel's reputation ----------------
+    quiet_hours_critical_breakthrough: Flag = _env(
+        "VIGIL_QUIET_HOURS_CRITICAL_BREAKTHROUGH",
+        True,
+        "Critical alerts (rule severity or event risk level `critical`) are sent during quiet hours.",
+    )
+    quiet_hours_held: Literal["drop", "send"] = _env(
+        "VIGIL_QUIET_HOURS_HELD",
+        "drop",
+        "What happens to deliveries quiet hours held back: `drop` (the alert stays recorded, marked "
+        "suppressed, nothing is sent) or `send` (the service host sends them once quiet hours end).",
+    )
+    held_release_interval: float = _env(
+        "VIGIL_HELD_RELEASE_INTERVAL", 30.0, "Seconds between two checks for held deliveries whose quiet hours ended."
+    )
+    smtp_source_ips: str = _env(
+        "VIGIL_SMTP_SOURCE_IPS",
+        "",
+        "Comma-separated addresses the e-mail channel sends from, for IP reputation (empty: the local "
+        "address of the SMTP connection as last seen).",
+    )
+    smtp_provider: str = _env(
+        "VIGIL_SMTP_PROVIDER", "", "Label of the sending provider in IP reputation (empty: reverse DNS, else null)."
+    )
+    dnsbl_zones: str = _env(
+        "VIGIL_DNSBL_ZONES",
+        "zen.spamhaus.org,bl.spamcop.net,b.barracudacentral.org",
+        "Comma-separated DNS blacklist zones the sending addresses are looked up in (empty: no look-ups).",
+    )
+    dnsbl_nameservers: str = _env(
+        "VIGIL_DNSBL_NAMESERVERS",
+        "",
+        "Comma-separated `ip` or `ip:port` resolvers for DNSBL and reverse look-ups (empty: the system's).",
+    )
+    dnsbl_timeout: float = _env("VIGIL_DNSBL_TIMEOUT", 2.0, "Seconds one DNSBL or reverse look-up may take.")
+    dnsbl_interval: float = _env(
+        "VIGIL_DNSBL_INTERVAL",
+        60.0,
+        "Seconds between two passes of the DNSBL monitor (only answers whose TTL ran out are asked again).",
+    )
+    ip_reputation_warning: int = _env("VIGIL_IP_REPUTATION_WARNING", 80, "A reputation score below this is `warning`.")
+    ip_reputation_critical: int = _env(
+        "VIGIL_IP_REPUTATION_CRITICAL", 50, "A reputation score below this, or any blacklist listing, is `critical`."
+    )
+    dnsbl_penalty: int = _env("VIGIL_DNSBL_PENALTY", 25, "Reputation points one blacklist listing costs.")
+
+    # --- pipeline: detectors, batches, analysers, breakers ---------------------------
     detector_backend: str = _env(
         "VIGIL_DETECTOR_BACKEND",
         "builtin",
@@ -316,7 +385,7 @@ class Settings(BaseSettings):
         "VIGIL_LATENCY_RETENTION_HOURS", 24, "Hours of pipeline stage samples kept in Redis for the latency endpoints."
     )
 
-    # --- worker operations: supervisor, GPU, performance, cleanup (issue 5) --------------------
+    # --- worker operations: supervisor, GPU, performance, cleanup --------------------
     supervisor_backoff: str = _env(
         "VIGIL_SUPERVISOR_BACKOFF",
         "1,2,4,8,16",
@@ -344,6 +413,40 @@ class Settings(BaseSettings):
         "the container runtime owns processes and the supervisor acts on consumption only.",
     )
     gpu_poll_interval: float = _env("VIGIL_GPU_POLL_INTERVAL", 5.0, "Seconds between GPU (NVML) samples.")
+    vram_budget_mb: int | None = _env(
+        "VIGIL_VRAM_BUDGET_MB",
+        None,
+        "VRAM the model zoo may use, MB (GET /api/system/models); unset: the GPU's total when NVML "
+        "sees one, else null.",
+    )
+    detector_model: str = _env(
+        "VIGIL_DETECTOR_MODEL",
+        "http-detector",
+        "Registry name of the HTTP detector's model when its `/health` answer names none.",
+    )
+    detector_vram_mb: int | None = _env(
+        "VIGIL_DETECTOR_VRAM_MB", None, "VRAM of the HTTP detector's model, MB, when neither NVML nor its server says."
+    )
+    llm_vram_mb: int | None = _env("VIGIL_LLM_VRAM_MB", None, "VRAM of the analyser's LLM, MB, when NVML cannot say.")
+    anomaly_threshold_stdev: float = _env(
+        "VIGIL_ANOMALY_THRESHOLD_STDEV",
+        2.0,
+        "Standard deviations from a camera's hour-of-week baseline that make an event anomalous "
+        "(default; PATCH /api/system/anomaly-config changes it at run time).",
+    )
+    anomaly_min_samples: int = _env(
+        "VIGIL_ANOMALY_MIN_SAMPLES",
+        10,
+        "Events an hour-of-week slot must have seen before its events are judged (default; PATCH changes it).",
+    )
+    anomaly_decay_factor: float = _env(
+        "VIGIL_ANOMALY_DECAY_FACTOR",
+        0.1,
+        "Weight of each new event in the baselines' exponentially weighted mean and variance (0-1).",
+    )
+    anomaly_window_days: int = _env(
+        "VIGIL_ANOMALY_WINDOW_DAYS", 28, "A baseline slot not updated for this many days starts over."
+    )
     performance_interval: float = _env(
         "VIGIL_PERFORMANCE_INTERVAL", 5.0, "Seconds between stored performance snapshots (performance history)."
     )
@@ -368,7 +471,7 @@ class Settings(BaseSettings):
         "not have committed the row that references it yet).",
     )
 
-    # --- observability: logs, exports, metrics, monitoring (issue 6) ---------------------------
+    # --- observability: logs, exports, metrics, monitoring ---------------------------
     log_db: Flag = _env(
         "VIGIL_LOG_DB",
         True,
@@ -405,6 +508,90 @@ class Settings(BaseSettings):
         "Prometheus server whose HTTP API /api/system/monitoring/* reads (empty: none).",
     )
     prometheus_timeout: float = _env("VIGIL_PROMETHEUS_TIMEOUT", 2.0, "Seconds per call to the Prometheus HTTP API.")
+
+    # --- AI monitoring (002) -------------------------------------------------------------------
+    model_prices: str = _env(
+        "VIGIL_MODEL_PRICES",
+        "",
+        "USD per million tokens by model for the monitoring API's cost: `model=input:output` pairs, comma-separated "
+        "(`nemotron=0:0,gpt-4o-mini=0.15:0.60`). Models not listed cost 0 and are named as unpriced.",
+    )
+    monitoring_interval: float = _env(
+        "VIGIL_MONITORING_INTERVAL",
+        5.0,
+        "Seconds between ticks of the service host's monitoring service (due agent resumes, alert rule evaluation).",
+    )
+    monitoring_window: float = _env(
+        "VIGIL_MONITORING_WINDOW",
+        300.0,
+        "Seconds of recent jobs over which alert rules judge latency and error-rate metrics.",
+    )
+    monitoring_drain_seconds: float = _env(
+        "VIGIL_MONITORING_DRAIN_SECONDS",
+        10.0,
+        "How long pausing an agent waits for its running jobs to finish before answering.",
+    )
+    monitoring_max_replicas: int = _env(
+        "VIGIL_MONITORING_MAX_REPLICAS", 16, "Most pool processes POST /agents/{id}/scale may set for one agent."
+    )
+    monitoring_scale_timeout: float = _env(
+        "VIGIL_MONITORING_SCALE_TIMEOUT",
+        15.0,
+        "How long scaling an agent waits for its pool's heartbeats to show the new process count.",
+    )
+    monitoring_webhook_urls: str = _env(
+        "VIGIL_MONITORING_WEBHOOK_URLS",
+        "",
+        "Comma-separated URLs that receive the monitoring.* webhook events (empty: none).",
+    )
+    monitoring_webhook_secret: OptionalStr = _env(
+        "VIGIL_MONITORING_WEBHOOK_SECRET",
+        None,
+        "HMAC-SHA256 key that signs monitoring webhooks (`X-Vigil-Signature: sha256=<hex>`; unset: unsigned).",
+        secret=True,
+    )
+    monitoring_slack_url: str = _env(
+        "VIGIL_MONITORING_SLACK_URL", "", "Webhook URL the `slack` alert channel posts to (empty: not configured)."
+    )
+    monitoring_pagerduty_url: str = _env(
+        "VIGIL_MONITORING_PAGERDUTY_URL",
+        "",
+        "Webhook URL the `pagerduty` alert channel posts to (empty: not configured).",
+    )
+
+    # --- live events over WebSocket -------------------------------------------------
+    ws_buffer_messages: int = _env(
+        "VIGIL_WS_BUFFER_MESSAGES",
+        1024,
+        "Messages a WebSocket client may fall behind before it is dropped (close code 4008).",
+    )
+    ws_heartbeat_seconds: float = _env(
+        "VIGIL_WS_HEARTBEAT_SECONDS",
+        20.0,
+        "Seconds between the server's pings; a client silent for two of them is closed.",
+    )
+    ws_resume_seconds: float = _env(
+        "VIGIL_WS_RESUME_SECONDS", 300.0, "How far back a reconnecting client can resume (`last_event_id`)."
+    )
+    ws_resume_max: int = _env(
+        "VIGIL_WS_RESUME_MAX", 10000, "Events the resume stream keeps (and most replayed to one resuming client)."
+    )
+    ws_socket_buffer: int = _env(
+        "VIGIL_WS_SOCKET_BUFFER",
+        0,
+        "SO_SNDBUF of each WebSocket connection, bytes (0: the kernel's default).",
+    )
+    ws_token_seconds: int = _env(
+        "VIGIL_WS_TOKEN_SECONDS", 60, "Lifetime of a query-string token from POST /api/system/websocket/token."
+    )
+    ws_publish_queue: int = _env(
+        "VIGIL_WS_PUBLISH_QUEUE", 10000, "Live events a process holds for sending before the oldest are dropped."
+    )
+    live_check_interval: float = _env(
+        "VIGIL_LIVE_CHECK_INTERVAL",
+        10.0,
+        "Seconds between the service host's checks for camera status and overall health changes (live events).",
+    )
 
     # --- logging / database --------------------------------------------------------------------
     log_level: str = _env("VIGIL_LOG_LEVEL", "INFO", "Python log level for API and workers.")

@@ -1,6 +1,7 @@
 """SQLAlchemy models. Importing this package registers every table on `Base.metadata`."""
 
 from app.models.alert import Alert, AlertCooldown, AlertRule
+from app.models.anomaly import AnomalyBaseline
 from app.models.audit import AuditLog
 from app.models.base import Base, utcnow
 from app.models.batch import DetectionBatch
@@ -12,6 +13,13 @@ from app.models.event import Event
 from app.models.export import LogExport
 from app.models.job import Job
 from app.models.log import Log
+from app.models.monitoring import MonitoringAlert, MonitoringAlertRule, MonitoringRollup
+from app.models.notification_prefs import (
+    CameraNotificationSetting,
+    HeldNotification,
+    NotificationPreferences,
+    QuietHoursPeriod,
+)
 from app.models.upload import Upload
 from app.models.worker_ops import GpuStat, PerformanceSnapshot, WorkerRestartEvent
 
@@ -24,17 +32,25 @@ __all__ = [
     "AlertCooldown",
     "AlertDestination",
     "AlertRule",
+    "AnomalyBaseline",
     "AuditLog",
     "Base",
     "Camera",
+    "CameraNotificationSetting",
     "Detection",
     "DetectionBatch",
     "Event",
     "GpuStat",
+    "HeldNotification",
     "Job",
     "Log",
     "LogExport",
+    "MonitoringAlert",
+    "MonitoringAlertRule",
+    "MonitoringRollup",
+    "NotificationPreferences",
     "PerformanceSnapshot",
+    "QuietHoursPeriod",
     "RuntimeConfig",
     "Upload",
     "WorkerRestartEvent",

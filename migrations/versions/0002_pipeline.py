@@ -1,4 +1,4 @@
-"""pipeline tables (issue 4): detection_batches
+"""pipeline tables: detection_batches
 
 Revision ID: 0002
 Revises: 0001

@@ -1,4 +1,4 @@
-"""worker operations tables (issue 5): GPU samples, supervisor restart history, performance snapshots
+"""worker operations tables: GPU samples, supervisor restart history, performance snapshots
 
 Revision ID: 0003
 Revises: 0002

@@ -1,4 +1,4 @@
-"""observability tables (issue 6): log exports, and an index for the 000 log search by user
+"""observability tables: log exports, and an index for the 000 log search by user
 
 Revision ID: 0004
 Revises: 0003

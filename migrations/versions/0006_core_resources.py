@@ -1,4 +1,4 @@
-"""core resources API (issue 12): camera enabled flag, event review notes, the upload record, listing indexes
+"""core resources API: camera enabled flag, event review notes, the upload record, listing indexes
 
 Revision ID: 0006
 Revises: 0005

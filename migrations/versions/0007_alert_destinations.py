@@ -1,4 +1,4 @@
-"""alert destinations (issue 11): e-mail recipients and webhook URL, global or per rule, changed at run time
+"""alert destinations: e-mail recipients and webhook URL, global or per rule, changed at run time
 
 Revision ID: 0007
 Revises: 0006

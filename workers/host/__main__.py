@@ -13,8 +13,12 @@ from app.observability import metrics
 from app.observability.logging_setup import configure_logging
 from workers.host.service import Service
 from workers.host.services.batch_closer import BatchCloser
+from workers.host.services.dnsbl_monitor import DnsblMonitor
 from workers.host.services.gpu_monitor import GpuMonitor
+from workers.host.services.held_releaser import HeldReleaser
 from workers.host.services.infra_monitor import InfraMonitor
+from workers.host.services.live_monitor import LiveMonitor
+from workers.host.services.monitoring import MonitoringService
 from workers.host.services.performance_monitor import PerformanceMonitor
 from workers.host.services.registry_archiver import RegistryArchiver
 from workers.host.services.watcher import FileWatcher
@@ -30,7 +34,11 @@ def build_services(settings: Settings) -> list[Service]:
         GpuMonitor(settings),
         PerformanceMonitor(settings),
         InfraMonitor(settings),
+        LiveMonitor(settings),
+        DnsblMonitor(settings),
+        HeldReleaser(settings),
         RegistryArchiver(settings),
+        MonitoringService(settings),
     ]
 
 
