@@ -25,11 +25,17 @@ migrate: install
 run: install
 	@VENV=$(VENV) scripts/run
 
+# The suite runs in TEST_WORKERS pytest-xdist processes, a test module to each at a time (`--dist loadfile`: a
+# module's shared stack starts once). Every process has its own Redis, PostgreSQL and var directory
+# (tests/conftest.py), so they share nothing. Most of a test's time is waiting on the processes it started,
+# which is why two run well on two cores. TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+
 test: install redis lint
 	VIGIL_REDIS_SERVER=$$(VENV=$(VENV) scripts/ensure-redis) \
 	VIGIL_PROMETHEUS_SERVER=$$(scripts/ensure-prometheus) \
 	VIGIL_CHROMIUM=$$(scripts/ensure-chromium) \
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: install redis
 	VIGIL_REDIS_SERVER=$$(VENV=$(VENV) scripts/ensure-redis) $(BIN)/python -m bench $(BENCH_ARGS)

@@ -187,7 +187,7 @@ def wait():
     return wait_for
 
 
-# --- pipeline (issue 4) ---------------------------------------------------------------------------------
+# --- pipeline ---------------------------------------------------------------------------------
 @pytest.fixture
 def scripted_server():
     """Start real local HTTP servers whose answers the test scripts (tests/ai_servers.py)."""
@@ -235,7 +235,7 @@ def reset_ai_breakers(settings):
         breaker(name, settings).reset()
 
 
-# --- observability (issue 6) ------------------------------------------------------------------------------
+# --- observability ------------------------------------------------------------------------------
 @pytest.fixture
 def obs_settings(db_url, tmp_path):
     """Settings on the parametrised database, with a private export folder and a fast log sink."""

@@ -49,3 +49,14 @@ def settled_job(job_id: str, timeout: float = 30, registry: Any = None) -> dict:
         return job if job.get("state") in ("completed", "failed") else None
 
     return wait_for(settled, timeout, interval=0.05, what=f"job {job_id} to finish")
+
+
+def unique_jpeg(photo: Any) -> bytes:
+    """The photograph at `photo` re-encoded with a random 8x8 corner: content no other test uploaded, so the
+    watcher's content dedupe (same bytes within VIGIL_WATCHER_DEDUP_SECONDS, earlier job still live) cannot
+    drop it, whichever tests ran before in this session. The scene, and what the detector finds, stay."""
+    import cv2
+
+    image = cv2.imread(str(photo))
+    image[:8, :8] = list(os.urandom(3))
+    return cv2.imencode(".jpg", image)[1].tobytes()

@@ -3,7 +3,6 @@ real Celery detection and analysis workers, real Redis and SQL. Photographs copi
 folder become detections, one batch for the camera's window, one analysis and one event with a
 risk score, and the latency endpoints report every stage."""
 
-import shutil
 import time
 import uuid
 
@@ -15,6 +14,7 @@ from app.jobs.enqueue import enqueue
 from app.jobs.registry import get_registry
 from app.models import Detection, DetectionBatch, Event, RuntimeConfig
 from app.pipeline import runtime_config
+from tests.helpers import unique_jpeg
 from workers.host.services.batch_closer import BatchCloser
 from workers.host.services.watcher import FileWatcher
 from workers.host.supervisor import ServiceHost
@@ -61,10 +61,10 @@ def test_photos_become_one_batch_one_analysis_one_event(
     camera_id = folder.lower().replace(" ", "_")
     cam_dir = settings.camera_root / folder
     cam_dir.mkdir(parents=True)
-    shutil.copyfile(photos["astronaut"], cam_dir / "astro.jpg")
-    shutil.copyfile(photos["coffee"], cam_dir / "coffee.jpg")
+    (cam_dir / "astro.jpg").write_bytes(unique_jpeg(photos["astronaut"]))
+    (cam_dir / "coffee.jpg").write_bytes(unique_jpeg(photos["coffee"]))
     time.sleep(0.5)
-    shutil.copyfile(photos["astronaut_flipped"], cam_dir / "astro2.jpg")  # same window, different bytes
+    (cam_dir / "astro2.jpg").write_bytes(unique_jpeg(photos["astronaut_flipped"]))  # same window, other bytes
 
     def event():
         with session_scope() as s:
