@@ -15,13 +15,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from app.core.stats import percentile
-from tests.servers import ROOT, ApiServer, CeleryWorker, RedisServer
+from tests.servers import ROOT, ApiServer, CeleryWorker, PostgresServer, RedisServer
 
 
 @dataclass
@@ -239,3 +240,21 @@ def drain_time(client, queue_keys: list[str], total: int, timeout: float = 300) 
             raise TimeoutError("not drained")
         time.sleep(0.005)
     return time.monotonic() - started
+
+
+@contextmanager
+def postgres(name: str) -> Iterator[tuple[str, dict[str, Any]] | None]:
+    """A database `name` on a PostgreSQL server of the benchmark's own: (SQLAlchemy URL, psycopg2 connect
+    arguments), or None where this machine has no PostgreSQL binaries (the benchmark then reports SQLite
+    alone, and says so). The server is stopped and removed after, also when the benchmark fails."""
+    try:
+        pg = PostgresServer().start()
+    except Exception as exc:  # no PostgreSQL binaries here
+        print(f"  (PostgreSQL skipped: {exc})")
+        yield None
+        return
+    try:
+        url = pg.create_database(name)
+        yield url, {"host": "127.0.0.1", "port": pg.port, "user": "postgres", "dbname": name}
+    finally:
+        pg.cleanup()

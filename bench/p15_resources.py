@@ -34,7 +34,7 @@ from typing import Any
 
 import requests
 
-from bench.harness import Context, Result, summary_ms, time_calls
+from bench.harness import Context, Result, postgres, summary_ms, time_calls
 
 SIZES = {True: (10_000, 100_000), False: (100_000, 1_000_000)}  # (events, detections)
 CALLS = {True: 100, False: 200}  # timed calls per side, per round
@@ -417,20 +417,12 @@ def run(ctx: Context, quick: bool = False) -> list[Result]:
     finally:
         raw.close()
 
-    pg = None
-    try:
-        from tests.servers import PostgresServer
-
-        pg = PostgresServer().start()
-    except Exception as exc:  # no PostgreSQL binaries here: SQLite alone
-        print(f"  (PostgreSQL skipped: {exc})")
-    if pg is not None:
-        try:
+    with postgres("p15") as found:
+        if found is not None:
             import psycopg2
 
-            url = pg.create_database("p15")
+            url, dsn = found
             upgrade(url)
-            dsn = {"host": "127.0.0.1", "port": pg.port, "user": "postgres", "dbname": "p15"}
             print("  loading PostgreSQL", flush=True)
             _without_indexes(url, lambda: _load_pg(dsn, events, detections))
             _vacuum_pg(dsn)
@@ -440,6 +432,4 @@ def run(ctx: Context, quick: bool = False) -> list[Result]:
                 results += _measure("PostgreSQL", ctx.api(ctx.env(DATABASE_URL=url)), raw, CALLS[quick], ROUNDS[quick])
             finally:
                 raw.close()
-        finally:
-            pg.cleanup()
     return results

@@ -22,7 +22,7 @@ from typing import Any
 import requests
 from sqlalchemy.orm import sessionmaker
 
-from bench.harness import Context, Result, summary_ms, time_calls
+from bench.harness import Context, Result, postgres, summary_ms, time_calls
 
 CALLS = {False: 300, True: 100}
 JOBS = {False: 1_000_000, True: 100_000}
@@ -191,20 +191,12 @@ def run(ctx: Context, quick: bool = False) -> list[Result]:
     finally:
         conn.close()
 
-    pg = None
-    try:
-        from tests.servers import PostgresServer
-
-        pg = PostgresServer().start()
-    except Exception as exc:  # no PostgreSQL binaries here: SQLite alone
-        print(f"  (PostgreSQL skipped: {exc})")
-    if pg is not None:
-        try:
+    with postgres("p9") as found:
+        if found is not None:
             import psycopg2
 
-            url = pg.create_database("p9")
+            url, dsn = found
             upgrade(url)
-            dsn = {"host": "127.0.0.1", "port": pg.port, "user": "postgres", "dbname": "p9"}
             print("  loading PostgreSQL", flush=True)
             _load_pg(dsn, rows)
             _rollup(url, jobs)
@@ -220,6 +212,4 @@ def run(ctx: Context, quick: bool = False) -> list[Result]:
                 results += _measure("PostgreSQL", ctx.api(ctx.env(DATABASE_URL=url)), count, n, total)
             finally:
                 conn.close()
-        finally:
-            pg.cleanup()
     return results

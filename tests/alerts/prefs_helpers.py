@@ -4,14 +4,14 @@ around now, and a real local DNS server (dnslib) that lists some addresses."""
 from __future__ import annotations
 
 import threading
-import uuid
 from datetime import UTC, datetime, timedelta
 
 from dnslib import PTR, QTYPE, RR, SOA, A, DNSLabel, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 from app.core.db import session_scope
-from app.models import Camera, Detection, Event
+from app.models import Camera
+from tests.pipeline.resource_data import add_camera, add_event
 from tests.servers import free_port
 
 
@@ -22,42 +22,14 @@ def level_of(risk: int) -> str:
 def make_event(settings, camera: str, risk: int, level: str | None = None, started: datetime | None = None) -> int:
     """A stored event of `camera` (made if new) with one person detection; the risk level follows the
     score unless given."""
-    started = started or datetime.now(UTC)
-    batch_id = uuid.uuid4().hex
     with session_scope(settings) as session:
-        if session.get(Camera, camera) is None:
-            session.add(Camera(id=camera, name=camera.replace("_", " ").title(), folder_path=f"/cams/{camera}"))
-            session.flush()
-        d = Detection(
-            camera_id=camera,
-            file_path=f"/cams/{camera}/x.jpg",
-            object_type="person",
-            confidence=0.9,
-            bbox_x=0,
-            bbox_y=0,
-            bbox_width=10,
-            bbox_height=10,
-            batch_id=batch_id,
-            detected_at=started,
-        )
-        session.add(d)
-        session.flush()
-        event = Event(
-            batch_id=batch_id,
-            camera_id=camera,
-            started_at=started,
-            ended_at=started + timedelta(seconds=30),
-            risk_score=risk,
-            risk_level=level or level_of(risk),
-            summary="a person",
-            reasoning="",
-            detection_ids=[d.id],
-            detection_count=1,
-            analyser="builtin",
-        )
-        session.add(event)
-        session.flush()
-        return event.id
+        known = session.get(Camera, camera) is not None
+    if not known:
+        add_camera(settings, camera)
+    event_id, _batch, _detections = add_event(
+        settings, camera, started=started or datetime.now(UTC), risk=risk, level=level or level_of(risk), batch=False
+    )
+    return event_id
 
 
 def period_around_now(label: str = "Now", hours: int = 2) -> dict:
