@@ -81,7 +81,7 @@ class AgentsQuery(BaseModel):
 
 
 class PauseBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     reason: str | None = Field(None, max_length=500)
     duration_minutes: float | None = Field(
@@ -90,14 +90,14 @@ class PauseBody(BaseModel):
 
 
 class RestartBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     reason: str | None = Field(None, max_length=500)
     force: bool = Field(False, description="Terminate the running jobs instead of letting them finish")
 
 
 class ScaleBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     replicas: int = Field(ge=1, le=64, description="Pool processes per worker; at most VIGIL_MONITORING_MAX_REPLICAS")
     reason: str | None = Field(None, max_length=500)
@@ -113,20 +113,20 @@ class AlertsQuery(BaseModel):
 
 
 class AcknowledgeBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     notes: str | None = Field(None, max_length=2000)
 
 
 class ResolveBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     resolution: str | None = Field(None, max_length=2000)
     root_cause: str | None = Field(None, max_length=2000)
 
 
 class Condition(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     metric: RuleMetric = Field(description="One of the rule metrics in docs/api.md")
     operator: Literal["gt", "gte", "lt", "lte", "eq"]
@@ -135,14 +135,14 @@ class Condition(BaseModel):
 
 
 class Remediation(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     action: Literal["restart"]
     max_attempts: int = Field(1, ge=1, le=10)
 
 
 class RuleIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field(min_length=1, max_length=200)
     agent_id: str | None = Field(None, pattern=AGENT_ID, description="Only this agent; none: every agent")
@@ -154,7 +154,7 @@ class RuleIn(BaseModel):
 
 
 class RulesBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     rules: list[RuleIn] = Field(max_length=100)
 

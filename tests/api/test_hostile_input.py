@@ -445,3 +445,15 @@ def test_nothing_was_written_outside_var(stack, outside):
     written = {p.relative_to(stack.var).parts[0] for p in stack.var.rglob("*") if p.is_file()}
     assert written <= {"cameras", "exports", "metrics", "thumbnails", "clips"}, written
     assert any((stack.var / "exports").iterdir())
+
+
+def test_monitoring_bodies_take_json_types_as_documented(stack):
+    """`false` is not the number 0 (a fuzzer finding): the AI monitoring bodies are strict."""
+    condition = {"metric": "queue_depth", "operator": "eq", "threshold": 0, "duration_minutes": 0}
+    rule = {"name": "x", "condition": condition}
+    for field, value in (("duration_minutes", False), ("threshold", True)):
+        bad = {**rule, "condition": {**rule["condition"], field: value}}
+        r = stack.send("PUT", "/api/v1/monitoring/alerts/rules", json={"rules": [bad]})
+        assert r.status_code == 422 and r.json()["code"] == "validation_error", r.text
+    r = stack.send("POST", "/api/v1/monitoring/agents/agent_detector/scale", json={"replicas": True})
+    assert r.status_code == 422 and r.json()["code"] == "validation_error", r.text
