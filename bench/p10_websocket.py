@@ -61,15 +61,15 @@ def _pace(seconds: float, send) -> int:
 # ---- client processes (python -m bench.p10_websocket client|raw|stall ...) ------------------------------------
 def _client_main(url: str, n: int, out: str) -> None:
     """`n` connections in one selector thread (tests.live.wsraw), until each gets the stop event."""
-    readers = Readers([url] * n, count=10**9, until=lambda m: m["payload"].get("object_type") == "stop")
+    readers = Readers(
+        [url] * n,
+        count=10**9,
+        until=lambda m: m["payload"].get("object_type") == "stop",
+        keep=lambda m: float(m["payload"]["job_id"]),  # the send time only (see Readers on why)
+    )
     Path(out + ".ready").write_text("1")
     readers.start().join(600)
-    latencies = [
-        (at - float(m["payload"]["job_id"])) * 1000
-        for got in readers.got
-        for at, m in got
-        if m["payload"].get("object_type") != "stop"
-    ]
+    latencies = [(at - sent) * 1000 for got in readers.got for at, sent in got if sent]  # "stop" was sent at 0
     Path(out).write_text(json.dumps(latencies))
 
 
