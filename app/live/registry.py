@@ -112,8 +112,10 @@ class QueueState(Payload):
 class WorkerStatusChanged(Payload):
     worker: str
     status: str
-    previous: str | None
-    pid: int | None
+    previous: str | None = Field(
+        description="The status this worker last had on the stream; null for the first since the service host started"
+    )
+    pid: int | None = Field(description="Its process id where the supervisor knows it (a service: the host's)")
     message: str | None
 
 

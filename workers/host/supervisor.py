@@ -96,6 +96,7 @@ class ServiceHost:
         self._loop_thread: threading.Thread | None = None
         self._pending: list[Pending] = []
         self._outbox: list[dict[str, Any]] = []
+        self._last_live: dict[str, str] = {}  # each worker's last status on the live stream (its `previous`)
         self._dirty = True
         self._last_publish = 0.0
         self._last_observe = 0.0
@@ -247,9 +248,16 @@ class ServiceHost:
         }
         if len(self._outbox) < OUTBOX_LIMIT:
             self._outbox.append(event)
+        previous, self._last_live[w.name] = self._last_live.get(w.name), status
         live.publish_quietly(
             "worker.status_changed",
-            {"worker": w.name, "status": status, "previous": None, "pid": None, "message": error or action},
+            {
+                "worker": w.name,
+                "status": status,
+                "previous": previous,
+                "pid": w.pid,
+                "message": error or action,
+            },
             self.settings,
         )
 
