@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from app.core.db import session_scope
 from app.core.settings import replace
+from app.jobs.enqueue import Enqueued
 from app.jobs.registry import get_registry
 from app.models import Camera, Upload
 from tests.helpers import unique_jpeg
@@ -26,15 +27,15 @@ class Recorder:
     """Wraps the real enqueue (real broker, real registry) and remembers what was sent."""
 
     def __init__(self):
-        from app.jobs.enqueue import enqueue
+        from app.jobs.enqueue import enqueue_many
 
-        self._enqueue = enqueue
+        self._enqueue = enqueue_many
         self.jobs = []
 
-    def __call__(self, family, payload, **kw):
-        job = self._enqueue(family, payload, **kw)
-        self.jobs.append((payload, job))
-        return job
+    def __call__(self, requests, **kw):
+        outcomes = self._enqueue(requests, **kw)
+        self.jobs.extend((r.payload, job) for r, job in zip(requests, outcomes) if isinstance(job, Enqueued))
+        return outcomes
 
     def paths(self):
         return [p["path"] for p, job in self.jobs if job.created]

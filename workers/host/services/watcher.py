@@ -47,7 +47,14 @@ from app.core.db import session_scope
 from app.core.errors import Conflict
 from app.core.settings import Settings
 from app.core.time import iso_utc
-from app.jobs.enqueue import IMAGE_SUFFIXES, Enqueued, enqueue, normalize_camera_id, resolve_in_root
+from app.jobs.enqueue import (
+    IMAGE_SUFFIXES,
+    Enqueued,
+    JobRequest,
+    enqueue_many,
+    normalize_camera_id,
+    resolve_in_root,
+)
 from app.pipeline import uploads
 from app.pipeline.cameras import ensure_camera
 from app.pipeline.uploads import FileKey
@@ -59,6 +66,7 @@ CHECK_INTERVAL = 0.05
 OUTCOME_SWEEP_SECONDS = 2.0
 RECONCILE_RETRY_SECONDS = 15.0  # a scan that failed (database away) is tried again this soon
 RECENT_SKIPPED = 10  # skipped uploads the heartbeat shows
+SUBMIT_CHUNK = 200  # complete files recorded and enqueued together (one transaction, one pipelined publish)
 _JPEG_SOI, _JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
 _PNG_SIG, _PNG_IEND = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
 
@@ -116,6 +124,19 @@ class _Pending:
     scanned: bool = False  # found by a reconcile scan, not by the observer
 
 
+@dataclass
+class _Ready:
+    """A complete file on its way to a job."""
+
+    path: str  # as the observer or the scan named it (the pending key)
+    entry: _Pending
+    real: Path
+    camera_id: str
+    folder: str
+    key: FileKey
+    digest: str
+
+
 class _Handler(FileSystemEventHandler):
     def __init__(self, watcher: FileWatcher):
         self.watcher = watcher
@@ -130,7 +151,7 @@ class _Handler(FileSystemEventHandler):
 class FileWatcher(Service):
     name = "file_watcher"
 
-    def __init__(self, settings: Settings, enqueue_fn: Callable[..., Any] = enqueue):
+    def __init__(self, settings: Settings, enqueue_fn: Callable[..., Any] = enqueue_many):
         self.settings = settings
         self.enqueue = enqueue_fn
         self.root = Path(settings.camera_root)
@@ -273,6 +294,7 @@ class FileWatcher(Service):
         now = time.time()
         with self._lock:
             items = sorted(self._pending.items(), key=lambda item: item[1].mtime)
+        ready: list[tuple[str, _Pending]] = []
         for path, entry in items:
             try:
                 st = os.lstat(path)
@@ -287,12 +309,13 @@ class FileWatcher(Service):
                 continue
             reason = incomplete_reason(Path(path))
             if reason is None:
-                done = self._submit(path, entry)
+                ready.append((path, entry))
             elif settled:
-                done = self._skip(path, reason)
-            else:
-                continue  # closed but incomplete: a writer may still append; wait for it to settle
-            if done:
+                if self._skip(path, reason):
+                    self._drop(path)
+            # else closed but incomplete: a writer may still append; wait for it to settle
+        for start in range(0, len(ready), SUBMIT_CHUNK):
+            for path in self._submit_many(ready[start : start + SUBMIT_CHUNK]):
                 self._drop(path)
 
     def _drop(self, path: str) -> None:
@@ -417,59 +440,122 @@ class FileWatcher(Service):
             log.warning("skipped %s (upload %s): %s", real, row.id, reason)
         return True
 
-    def _submit(self, path: str, entry: _Pending) -> bool:
-        """Record and enqueue one complete file. False keeps it pending (Redis or the database is away)."""
-        placed = self._place(path)
-        if placed is None:
-            return True
-        real, camera_id, folder = placed
-        try:
-            row, created, key = self._claim(real, camera_id, folder)
-            if not created and row.settled:
-                return True  # recorded already: the scan and the observer saw it together, or a restart
-            digest = sha256_of(real)
-            with session_scope(self.settings) as session:
-                earlier = uploads.live_original(
-                    self.settings, session, digest, row.id, uploads.dedupe_since(self.settings)
-                )
-                if earlier is not None:
-                    reason = f"same content as upload {earlier[0]} ({earlier[1]}), job {earlier[2]} {earlier[3]}"
-                    uploads.settle(session, row.id, "duplicate", job_id=earlier[2], reason=reason, file_hash=digest)
-            if earlier is not None:
-                self.duplicates += 1
-                log.info("duplicate content %s (job %s); dropped", real, earlier[2])
-                return True
-            seen_at = (row.first_seen_at or datetime.now(UTC)).timestamp()
+    def _submit_many(self, items: list[tuple[str, _Pending]]) -> list[str]:
+        """Record and enqueue complete files together; returns the paths that are done (the others stay
+        pending: Redis or the database is away, or a file of the same content in this round goes first).
+
+        Together because a burst of uploads is the normal case (a camera writes several frames a second,
+        a restart finds hundreds): one transaction records them, one pipelined publish enqueues them, one
+        transaction settles them, where one file at a time cost three transactions and a publish each,
+        and CPU the detection pool needs on a small machine. The order of steps is the single file's: a
+        file is recorded (committed) before its job is published, so a crash in between re-publishes it
+        under the same idempotency key instead of losing it."""
+        done: list[str] = []
+        files: list[_Ready] = []
+        for path, entry in items:
+            placed = self._place(path)
+            if placed is None:
+                done.append(path)
+                continue
+            real, camera_id, folder = placed
             try:
-                job = self.enqueue(
-                    "detection",
-                    {"camera_id": camera_id, "path": str(real), "file_hash": digest, "seen_at": seen_at},
-                    idempotency_key=upload_key(key),
-                    idempotency_ttl=self.settings.idempotency_ttl,
-                    settings=self.settings,
-                )
-            except Conflict as exc:
+                st = os.stat(real)
+                digest = sha256_of(real)
+            except FileNotFoundError:
+                done.append(path)  # gone before it could be read
+                continue
+            except OSError:
+                self._warning("could not read %s yet; will retry", real)
+                continue
+            files.append(
+                _Ready(path, entry, real, camera_id, folder, FileKey(str(real), st.st_size, st.st_mtime_ns), digest)
+            )
+        if not files:
+            return done
+        to_send: list[tuple[_Ready, uploads.Recorded]] = []
+        duplicates: list[tuple[_Ready, tuple[int, str, str, str]]] = []
+        try:
+            for f in files:
+                self._ensure_camera(f.camera_id, f.folder)
+            with session_scope(self.settings) as session:
+                since = uploads.dedupe_since(self.settings)
+                digests: set[str] = set()
+                now = datetime.now(UTC)
+                for f in files:
+                    row, created = uploads.claim(session, f.key, f.camera_id, now)
+                    if not created and row.settled:
+                        done.append(f.path)  # recorded already: the scan and the observer saw it together, or a restart
+                        continue
+                    if f.digest in digests:
+                        continue  # same content as a file of this round: decided next round, against its job
+                    digests.add(f.digest)
+                    earlier = uploads.live_original(self.settings, session, f.digest, row.id, since)
+                    if earlier is None:
+                        to_send.append((f, row))
+                        continue
+                    reason = f"same content as upload {earlier[0]} ({earlier[1]}), job {earlier[2]} {earlier[3]}"
+                    uploads.settle(session, row.id, "duplicate", job_id=earlier[2], reason=reason, file_hash=f.digest)
+                    duplicates.append((f, earlier))
+        except Exception:
+            for f in files:
+                self._known_cameras.pop(f.camera_id, None)  # deleted meanwhile? made again on the next try
+            self._warning("could not record %d upload(s) yet; will retry", len(files))
+            return done
+        for f, earlier in duplicates:
+            self.duplicates += 1
+            done.append(f.path)
+            log.info("duplicate content %s (job %s); dropped", f.real, earlier[2])
+        if not to_send:
+            return done
+        requests = [
+            JobRequest(
+                "detection",
+                {
+                    "camera_id": f.camera_id,
+                    "path": str(f.real),
+                    "file_hash": f.digest,
+                    "seen_at": (row.first_seen_at or datetime.now(UTC)).timestamp(),
+                },
+                idempotency_key=upload_key(f.key),
+            )
+            for f, row in to_send
+        ]
+        try:
+            outcomes = self.enqueue(requests, idempotency_ttl=self.settings.idempotency_ttl, settings=self.settings)
+        except Exception:
+            self._warning("could not enqueue %d upload(s) yet; will retry", len(requests))
+            return done
+        sent: list[tuple[_Ready, uploads.Recorded, Enqueued]] = []
+        for (f, row), outcome in zip(to_send, outcomes):
+            if isinstance(outcome, Conflict):
                 # The key is this very file's (path, size, mtime): under another payload (another
                 # seen_at: its row was recorded again, after a database reset) it still names this
                 # file's job, which is then this upload's.
-                if exc.code != "idempotency_conflict" or not (exc.extra or {}).get("job_id"):
-                    raise
-                job = Enqueued(exc.extra["job_id"], "", "", created=False)
+                job_id = (outcome.extra or {}).get("job_id")
+                if outcome.code != "idempotency_conflict" or not job_id:
+                    self._warning("could not enqueue %s yet (%s); will retry", f.real, outcome)
+                    continue
+                outcome = Enqueued(job_id, "", "", created=False)
+            sent.append((f, row, outcome))
+        try:
             with session_scope(self.settings) as session:
-                uploads.settle(session, row.id, "queued", job_id=job.job_id, file_hash=digest)
-        except FileNotFoundError:
-            return True  # gone before it could be read
+                for f, row, job in sent:
+                    uploads.settle(session, row.id, "queued", job_id=job.job_id, file_hash=f.digest)
         except Exception:
-            self._warning("could not enqueue %s yet; will retry", real)
-            return False
-        if entry.scanned:
-            self.reconciled += 1
-        if job.created:
-            self.enqueued += 1
-            log.info("enqueued detection %s for %s%s", job.job_id, real, " (reconcile)" if entry.scanned else "")
-        else:
-            log.info("upload %s already had job %s", real, job.job_id)
-        return True
+            self._warning("could not record %d enqueued upload(s) yet; will retry", len(sent))
+            return done  # still pending: the next round finds their jobs under the same keys
+        for f, _row, job in sent:
+            done.append(f.path)
+            if f.entry.scanned:
+                self.reconciled += 1
+            if job.created:
+                self.enqueued += 1
+                log.info(
+                    "enqueued detection %s for %s%s", job.job_id, f.real, " (reconcile)" if f.entry.scanned else ""
+                )
+            else:
+                log.info("upload %s already had job %s", f.real, job.job_id)
+        return done
 
     def _ensure_camera(self, camera_id: str, folder: str) -> None:
         now = time.time()
