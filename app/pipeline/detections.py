@@ -116,11 +116,8 @@ def write_thumbnails(
     return paths
 
 
-def _existing(settings: Settings, job_id: str) -> list[Detection]:
-    with session_scope(settings) as session:
-        return list(
-            session.execute(select(Detection).where(Detection.job_id == job_id).order_by(Detection.id)).scalars()
-        )
+def _existing(session: Session, job_id: str) -> list[Detection]:
+    return list(session.execute(select(Detection).where(Detection.job_id == job_id).order_by(Detection.id)).scalars())
 
 
 def _assign(settings: Settings, ids: list[int], batch_id: str) -> None:
@@ -165,17 +162,18 @@ def process_image(
         raise InvalidImagePath(str(exc)) from None
     if not real.is_file():
         raise InvalidImagePath(f"no such file: {real}")
-    with session_scope(settings) as session:
+    with session_scope(settings) as session:  # one read transaction for both questions
         enabled = camera_enabled(session, camera_id)
+        done = _existing(session, job_id) if enabled else []
     if not enabled:  # recorded (the job and its outcome stay in the registry), not detected
         log.info("camera %s is disabled; %s not detected", camera_id, real.name)
         return Outcome(camera_id, 0, 0, None, [], None, "", skipped="camera disabled")
 
+    samples: list[tuple[str, float, float | None]] = []  # written together, after the detector's answer
     if seen_at is not None and first_attempt:
-        telemetry.record(settings, "watch_to_detect", (started_at - seen_at) * 1000, started_at)
-        telemetry.record(settings, "watch", (seen_at - os.stat(real).st_mtime) * 1000, seen_at)
+        samples.append(("watch_to_detect", (started_at - seen_at) * 1000, started_at))
+        samples.append(("watch", (seen_at - os.stat(real).st_mtime) * 1000, seen_at))
 
-    done = _existing(settings, job_id)
     if done:  # this job already stored its detections: finish what is missing, add nothing
         ids = [d.id for d in done]
         batch_id = done[0].batch_id or _add_to_batch(settings, camera_id, ids, seen_at, time.time())
@@ -185,7 +183,8 @@ def process_image(
     call_started = time.time()
     result = breaker(detector.service, settings).call(detector.detect, real)
     detected_at = time.time()
-    telemetry.record(settings, "detect", (detected_at - call_started) * 1000, detected_at)
+    samples.append(("detect", (detected_at - call_started) * 1000, detected_at))
+    telemetry.record_many(settings, samples)
     usage.record(
         settings,
         result.extra.get("model_times_ms") or {},
