@@ -46,11 +46,44 @@ def upsert_jobs(session: Session, jobs: list[dict[str, Any]]) -> None:
         }
         for j in jobs
     ]
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(Job).values(rows)
-    updatable = {c: stmt.excluded[c] for c in rows[0] if c not in ("id", "created_at")}
-    session.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=updatable))
+    session.execute(_upsert(session.get_bind().dialect.name), rows)
+
+
+_UPSERTS: dict[str, Any] = {}
+
+
+def _upsert(dialect: str) -> Any:
+    """One INSERT ... ON CONFLICT statement per dialect, executed with many parameter sets: compiled
+    once and cached, where a multi-row VALUES of a different length every flush was compiled anew
+    each time (most of the archiver's CPU while the pipeline ran)."""
+    stmt = _UPSERTS.get(dialect)
+    if stmt is None:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        base = insert(Job.__table__)
+        updatable = {c: base.excluded[c] for c in _COLUMNS if c not in ("id", "created_at")}
+        stmt = _UPSERTS[dialect] = base.on_conflict_do_update(index_elements=["id"], set_=updatable)
+    return stmt
+
+
+_COLUMNS = (
+    "id",
+    "task_name",
+    "queue",
+    "state",
+    "args",
+    "kwargs",
+    "attempts",
+    "error_message",
+    "traceback",
+    "result",
+    "worker",
+    "idempotency_key",
+    "request_id",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "updated_at",
+)
 
 
 def job_from_sql(session: Session, job_id: str) -> dict[str, Any] | None:

@@ -245,19 +245,29 @@ def upsert_cells(session: Session, cells: dict[tuple[int, int, str, str], Counts
         {"span": span, "bucket": bucket, "agent_id": agent, "model": model, **counts.row()}
         for (span, bucket, agent, model), counts in cells.items()
     ]
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    table = MonitoringRollup.__table__
-    for start in range(0, len(rows), 500):
-        stmt = insert(table).values(rows[start : start + 500])
-        updates: dict[str, Any] = {c: table.c[c] + stmt.excluded[c] for c in ADDITIVE}
+    session.execute(_upsert(session.get_bind().dialect.name), rows)
+
+
+_UPSERTS: dict[str, Any] = {}
+
+
+def _upsert(dialect: str) -> Any:
+    """One INSERT ... ON CONFLICT per dialect, executed with many parameter sets (compiled once and
+    cached; a multi-row VALUES of another length each flush was compiled every time)."""
+    stmt = _UPSERTS.get(dialect)
+    if stmt is None:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        table = MonitoringRollup.__table__
+        base = insert(table)
+        updates: dict[str, Any] = {c: table.c[c] + base.excluded[c] for c in ADDITIVE}
         updates["latency_max_ms"] = case(
-            (stmt.excluded.latency_max_ms > table.c.latency_max_ms, stmt.excluded.latency_max_ms),
+            (base.excluded.latency_max_ms > table.c.latency_max_ms, base.excluded.latency_max_ms),
             else_=table.c.latency_max_ms,
         )
-        session.execute(
-            stmt.on_conflict_do_update(index_elements=["span", "bucket", "agent_id", "model"], set_=updates)
+        stmt = _UPSERTS[dialect] = base.on_conflict_do_update(
+            index_elements=["span", "bucket", "agent_id", "model"], set_=updates
         )
+    return stmt
 
 
 def record_jobs(session: Session, jobs: list[dict[str, Any]]) -> int:
