@@ -1,11 +1,12 @@
-"""AI monitoring (002): /api/v1/monitoring/... dashboard, agents and their controls, metric alerts
+"""The AI monitoring API: /api/v1/monitoring/... dashboard, agents and their controls, metric alerts
 and rules, agent logs, metrics, system health.
 
 Bare-object answers; errors are the family's `{"code", "message", ...}` with 002's codes
 (`invalid_metric`, `insufficient_permissions`, `agent_not_found`, `alert_not_found`,
 `agent_already_paused`). Agents are the AI services with their pools (app/monitoring/agents.py);
-every control is audited and shows in GET /agents/{id} right after. `tenant_id` is accepted where
-002 lists it: Vigil is one installation (one tenant), so it does not narrow anything.
+every control is audited and shows in GET /agents/{id} right after. `tenant_id` filters where the spec lists
+it: Vigil is one installation with one tenant (VIGIL_TENANT_ID), which owns every agent, so that id
+answers as if unfiltered and any other gets no agents and an all-zero dashboard.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ AGENT_ID = r"^[a-z][a-z0-9_]{0,63}$"
 ALERT_ID = r"^[A-Za-z0-9_-]{1,64}$"
 AgentStatus = Literal["healthy", "degraded", "offline", "paused", "starting", "stopping"]
 Severity = Literal["critical", "warning", "info"]
-UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+# The spec types tenant_id as a UUID; Vigil's own tenant id (VIGIL_TENANT_ID) defaults to `default`, so both forms pass.
+TENANT_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+TENANT_DOC = "The tenant (the spec: a UUID): VIGIL_TENANT_ID (default `default`) owns every agent; any other has none"
 # Metric names are checked by the service, which names a wrong one (`invalid_metric`, 002) rather than failing
 # validation; the schema still lists them, so clients and the fuzzer know the valid ones.
 MetricName = Annotated[
@@ -47,7 +50,7 @@ ALERT_NOT_FOUND = {404: "No such alert (`alert_not_found`)"}
 
 
 class Conflict(MonitoringError):
-    status: str | None = Field(None, description="The alert's status, which does not allow the action")
+    status: str | None = Field(None, description="The alert's (or export's) status, which does not allow the action")
 
 
 class InvalidMetric(MonitoringError):
@@ -66,9 +69,7 @@ class AlertPath(BaseModel):
 class DashboardQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    tenant_id: str | None = Field(
-        None, pattern=UUID, description="Accepted; Vigil is single-tenant, so it narrows nothing"
-    )
+    tenant_id: str | None = Field(None, pattern=TENANT_ID, description=TENANT_DOC)
     period: Literal["1h", "24h", "7d"] = "24h"
 
 
@@ -77,7 +78,7 @@ class AgentsQuery(BaseModel):
 
     status: AgentStatus | None = None
     type: str | None = Field(None, max_length=64, description="`object_detector` or `risk_analyser`")
-    tenant_id: str | None = Field(None, pattern=UUID, description="Accepted; Vigil is single-tenant")
+    tenant_id: str | None = Field(None, pattern=TENANT_ID, description=TENANT_DOC)
 
 
 class PauseBody(BaseModel):
@@ -428,14 +429,17 @@ def get_dashboard(query: DashboardQuery):
     """Metrics come from the per-minute/hour rollups of finished jobs; costs are tokens times
     VIGIL_MODEL_PRICES (unpriced models cost 0 and are listed in `costs.unpriced_models`)."""
     with dependencies_required():
-        return metrics.dashboard(current_settings(), query.period)
+        return metrics.dashboard(current_settings(), query.period, query.tenant_id)
 
 
 @bp.get("/agents")
 @endpoint(query=AgentsQuery, response=AgentList, summary="List agents", tags=TAGS)
 def list_agents(query: AgentsQuery):
+    settings = current_settings()
+    if not agents.in_tenant(settings, query.tenant_id):
+        return {"agents": [], "total": 0}
     with dependencies_required():
-        items = agents.summaries(current_settings())
+        items = agents.summaries(settings)
     items = [
         a
         for a in items
@@ -640,17 +644,19 @@ class ExportPath(BaseModel):
 
 class ExportOut(Answer):
     export_id: str
-    status: Literal["completed"]
+    status: Literal["processing", "completed", "failed"]
     format: str
     metrics: list[str]
     granularity: str
     period: Period
-    rows: int
+    rows: int = Field(description="Rows written (0 until completed)")
     created_at: str
-    completed_at: str
-    expires_at: str
+    completed_at: str | None = Field(description="When the job completed or failed")
+    expires_at: str | None = Field(description="When the file is deleted (once completed)")
+    error: str | None = Field(None, description="Why the job failed")
+    job_id: str | None = Field(None, description="The export's job in the jobs API (`vigil.cleanup.export_metrics`)")
     status_url: str
-    download_url: str
+    download_url: str | None = Field(description="Set once completed")
 
 
 def _moment(value: datetime | date, end: bool) -> datetime:
@@ -665,12 +671,17 @@ def _moment(value: datetime | date, end: bool) -> datetime:
     body=ExportBody,
     response=ExportOut,
     status=202,
-    summary="Export metrics as CSV or JSON",
+    summary="Export metrics as CSV or JSON (an asynchronous job)",
     tags=TAGS,
-    errors={400: "period.start after period.end, or more than 100,000 buckets"},
+    errors={
+        400: "period.start after period.end, or more than 100,000 buckets",
+        503: "The broker is unavailable; the export was not queued",
+    },
 )
 def export_metrics(body: ExportBody):
-    """Dates without a time cover whole UTC days (`end` inclusive). Rows: timestamp, agent_id, metric, value."""
+    """Answers at once with `status: processing`; a job on the `cleanup` queue writes the file. Poll
+    `status_url` until `completed` (or `failed`), then fetch `download_url`. Dates without a time cover
+    whole UTC days (`end` inclusive). Rows: timestamp, agent_id, metric, value."""
     with dependencies_required():
         return exports.create(
             current_settings(),
@@ -701,7 +712,10 @@ def get_export(export_id: str):
     summary="Download a metrics export",
     tags=TAGS,
     content={"text/csv": {"type": "string"}, "application/json": {"type": "array"}},
-    errors={404: "No such export (or it expired)"},
+    errors={
+        404: "No such export (or it expired)",
+        409: ("The export is processing or failed (`export_not_ready`)", Conflict),
+    },
 )
 def download_export(export_id: str):
     with dependencies_required():

@@ -558,6 +558,12 @@ class Settings(BaseSettings):
         "",
         "Webhook URL the `pagerduty` alert channel posts to (empty: not configured).",
     )
+    tenant_id: str = _env(
+        "VIGIL_TENANT_ID",
+        "default",
+        "This installation's one tenant: the monitoring API's `tenant_id` filter matches it (case-insensitively); "
+        "any other tenant has no agents.",
+    )
 
     # --- live events over WebSocket -------------------------------------------------
     ws_buffer_messages: int = _env(

@@ -6,10 +6,13 @@
 | `agent_analyser` | `analyser`                 | `analysis_worker`       | `analysis`                  |
 
 An agent's status is read from what the system already publishes, in a handful of Redis calls:
-`paused` when every one of its queues is paused; `offline` when its pool has no live heartbeat (or the
-supervisor holds it stopped or failed); `starting` while the supervisor restarts it; `degraded` when the
-service's breaker is not closed or more than `DEGRADED_ERROR_RATE` % of its jobs failed over the last
-15 minutes; else `healthy`.
+`paused` when every one of its queues is paused; `starting` while the supervisor restarts it (its worker
+state `restarting`: a restart or start under way, until every node's fresh heartbeat shows it consuming);
+`stopping` while an operator's stop is under way (the supervisor holds it `stopped` with `manual_stop`) and the
+pool's live heartbeats still show it consuming the agent's queues or running jobs (a stopped pool finishes
+the jobs it has); `offline` when its pool has no live heartbeat, or the supervisor holds it stopped or
+failed and nothing runs; `degraded` when the service's breaker is not closed or more than
+`DEGRADED_ERROR_RATE` % of its jobs failed over the last 15 minutes; else `healthy`.
 """
 
 from __future__ import annotations
@@ -67,6 +70,12 @@ AGENTS: dict[str, AgentSpec] = {
         "agent_analyser", "Risk analyser", "risk_analyser", "analyser", "analysis_worker", ("analysis",), 3
     ),
 }
+
+
+def in_tenant(settings: Settings, tenant_id: str | None) -> bool:
+    """Whether a `tenant_id` filter names this installation's one tenant (VIGIL_TENANT_ID): Vigil is
+    single-tenant, so every agent belongs to it and any other tenant has none. No filter: this one."""
+    return tenant_id is None or tenant_id.strip().lower() == settings.tenant_id.strip().lower()
 
 
 def require(agent_id: str) -> AgentSpec:
@@ -169,6 +178,12 @@ def status_of(spec: AgentSpec, live: LiveState, recent: rollups.Counts | None) -
         return "paused", issues
     if sup == "restarting":
         return "starting", [{"type": "restarting", "message": f"The {spec.group} pool is restarting"}]
+    if sup == "stopped" and worker.get("manual_stop") and live.pool(spec):
+        consuming = sorted({q for b in live.pool(spec) for q in b.get("queues") or [] if q in spec.queues})
+        running = sum(int(b.get("active") or 0) for b in live.pool(spec))
+        if consuming or running:
+            what = f"still consuming {', '.join(consuming)}" if consuming else f"finishing {running} running job(s)"
+            return "stopping", [{"type": "stopping", "message": f"The {spec.group} pool is stopping: {what}"}]
     if sup in ("stopped", "failed") or not live.pool(spec):
         why = f"supervisor reports {spec.group} {sup}" if sup in ("stopped", "failed") else "no live heartbeat"
         return "offline", [{"type": "offline", "message": f"The {spec.group} pool is offline: {why}"}]

@@ -314,21 +314,36 @@ def measure(settings: Settings, spec: agents.AgentSpec, metric: str, now: float,
     return counts.percentile({"p50_latency_ms": 50, "p95_latency_ms": 95, "p99_latency_ms": 99}[metric])
 
 
+# The events a rule's e-mail recipients get, with their subject's prefix: one mail when an alert is raised
+# (not a second for `threshold_exceeded`, which accompanies it) and one when the evaluator resolves it.
+EMAIL_EVENTS = {"monitoring.alert_triggered": "", "monitoring.alert_resolved": "Resolved: "}
+
+
+def email_of(event: str, data: dict[str, Any]) -> tuple[str, str]:
+    """The subject and body of an alert's e-mail."""
+    subject = f"[Vigil {data.get('severity', '')}] {EMAIL_EVENTS.get(event, '')}{data.get('title', event)}"
+    body = (
+        f"{data.get('message', event)}\n\n"
+        f"Alert: {data.get('id')}\n"
+        f"Agent: {data.get('agent_id')}\n"
+        f"Status: {data.get('status')}\n"
+        f"Triggered: {data.get('triggered_at')}\n"
+        f"Occurrences: {data.get('occurrence_count')}\n"
+    )
+    return subject, body
+
+
 def _notify(settings: Settings, rule: MonitoringAlertRule, event: str, data: dict[str, Any]) -> None:
     extra = [u for u in (webhooks.channel_url(settings, c) for c in (rule.channels or [])) if u]
     webhooks.emit(settings, event, data, extra_urls=extra)
-    if "email" in (rule.channels or []) and rule.recipients and settings.smtp_host:
+    if event in EMAIL_EVENTS and "email" in (rule.channels or []) and rule.recipients and settings.smtp_host:
         from app.celery.app import celery
 
+        subject, body = email_of(event, data)
         try:
             celery.send_task(
                 "vigil.notification.send",
-                kwargs={
-                    "channel": "email",
-                    "recipients": list(rule.recipients),
-                    "subject": f"[Vigil {data.get('severity', '')}] {data.get('title', event)}",
-                    "message": data.get("message", event),
-                },
+                kwargs={"channel": "email", "recipients": list(rule.recipients), "subject": subject, "message": body},
                 queue=webhooks.QUEUE,
             )
         except Exception:

@@ -1,6 +1,6 @@
-"""The AI monitoring API (002) against a running Vigil: gunicorn, real detection, analysis and notification
-workers, the service host (supervisor, archiver, batch closer, the `ai_monitor` service), a real local
-detector and an LLM-shaped server that returns `usage`, and a real local webhook receiver.
+"""The AI monitoring API (002) against a running Vigil: gunicorn, real detection, analysis, notification and
+cleanup workers, the service host (supervisor, archiver, batch closer, the `ai_monitor` service), a real local
+detector and an LLM-shaped server that returns `usage`, a real local webhook receiver and SMTP server.
 
 One module-scoped stack; the tests run in order and each leaves the agents resumed and unscaled.
 """
@@ -10,11 +10,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from email import message_from_string, policy
+from email.message import EmailMessage
 
 import pytest
 
@@ -23,7 +27,7 @@ from app.monitoring import costs, rollups
 from tests.ai_servers import YOLO_ANSWER, ScriptedServer, completion
 from tests.api.stack import live_stack
 from tests.helpers import make_jwt
-from tests.servers import ROOT, wait_for
+from tests.servers import ROOT, SmtpServer, wait_for
 
 BASE = "/api/v1/monitoring"
 SECRET = "monitoring-webhook-secret"
@@ -119,6 +123,7 @@ def stack(pg, redis_databases, tmp_path_factory):
         )
     ).start()
     receiver = ScriptedServer(lambda req: (200, {"ok": True}, 0)).start()
+    smtp = SmtpServer().start()
     tmp = tmp_path_factory.mktemp("monitoring")
     cameras = tmp / "cameras"
     cameras.mkdir()
@@ -137,8 +142,11 @@ def stack(pg, redis_databases, tmp_path_factory):
         VIGIL_MONITORING_WEBHOOK_URLS=receiver.url + "/hook",
         VIGIL_MONITORING_WEBHOOK_SECRET=SECRET,
         VIGIL_MONITORING_DRAIN_SECONDS="5",
+        VIGIL_SMTP_HOST="127.0.0.1",
+        VIGIL_SMTP_PORT=str(smtp.port),
+        VIGIL_SMTP_STARTTLS="false",
     )
-    groups = ("detection_worker", "analysis_worker", "notification_worker")
+    groups = ("detection_worker", "analysis_worker", "notification_worker", "cleanup_service")
     with live_stack(pg, redis_databases, tmp, groups, **env) as s:
         log_path = tmp / "host.log"
         with open(log_path, "wb") as log:
@@ -151,17 +159,25 @@ def stack(pg, redis_databases, tmp_path_factory):
                 start_new_session=True,
             )
         s.detector, s.llm, s.receiver, s.cameras, s.host_log = detector, llm, receiver, cameras, log_path
+        s.smtp = smtp
         try:
             wait_for(lambda: s.get("/api/system/supervisor").status_code == 200, 40, what="the supervisor")
             yield s
         finally:
             host.terminate()
+            # the workers' warm shutdowns side by side, not one after another (live_stack's own stop is then a no-op)
+            stoppers = [threading.Thread(target=w.stop) for w in s.workers.values()]
+            for t in stoppers:
+                t.start()
             try:
                 host.wait(15)
             except subprocess.TimeoutExpired:
                 host.kill()
+            for t in stoppers:
+                t.join()
             for server in (detector.server, llm, receiver):
                 server.stop()
+            smtp.stop()
 
 
 def _detect(stack, photos, camera: str, n: int = 1) -> list[str]:
@@ -438,3 +454,221 @@ def test_every_operation_answers_with_its_documented_fields(stack):
     admin = {"Authorization": f"Bearer {make_jwt(['ai_admin'])}"}
     allowed = stack.session.post(f"{stack.url}{BASE}/agents/agent_detector/resume", headers=admin, timeout=10)
     assert allowed.status_code == 200, allowed.text
+
+
+# ---- the asynchronous metrics export, tenants, stopping, forced restarts, e-mail -----------------------------
+EXPORT_BODY = {"metrics": ["requests", "latency"], "period": {"start": "2026-01-01", "end": "2030-01-01"}}
+
+
+def _pause_queue(stack, queue: str, pause: bool) -> None:
+    r = stack.send("POST", f"/api/v1/platform/system/queues/{queue}/{'pause' if pause else 'resume'}")
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.slow
+def test_metrics_export_is_an_asynchronous_job(stack):
+    _pause_queue(stack, "cleanup", True)  # hold the job, so its `processing` state is seen for sure
+    try:
+        r = stack.send("POST", f"{BASE}/metrics/export", json=dict(EXPORT_BODY, format="json"))
+        assert r.status_code == 202, r.text
+        queued = r.json()
+        assert queued["status"] == "processing" and queued["download_url"] is None and queued["rows"] == 0
+        assert queued["completed_at"] is None and queued["job_id"]
+        early = stack.get(f"{BASE}/metrics/export/{queued['export_id']}/download")
+        assert early.status_code == 409 and early.json()["code"] == "export_not_ready", early.text
+        assert early.json()["status"] == "processing"
+        job = stack.get(f"/api/v1/platform/system/jobs/{queued['job_id']}").json()["data"]
+        assert job["task"] == "vigil.cleanup.export_metrics" and job["queue"] == "cleanup"
+        assert job["status"] == "waiting"
+    finally:
+        _pause_queue(stack, "cleanup", False)
+
+    def done(export_id: str) -> dict | None:
+        body = stack.get(f"{BASE}/metrics/export/{export_id}").json()
+        return body if body["status"] != "processing" else None
+
+    status = wait_for(lambda: done(queued["export_id"]), 20, interval=0.2, what="the export job")
+    assert status["status"] == "completed" and status["completed_at"] and status["expires_at"], status
+    assert status["download_url"].endswith("/download") and status["error"] is None
+    data = stack.get(status["download_url"])
+    assert data.status_code == 200 and data.headers["Content-Type"].startswith("application/json")
+    rows = data.json()
+    assert len(rows) == status["rows"] > 0
+    assert {r["metric"] for r in rows} >= {"requests", "avg_ms", "p95_ms"} and "input_tokens" not in {
+        r["metric"] for r in rows
+    }
+    assert _job_state(stack, queued["job_id"]) == "completed"
+
+    # a job that cannot write its file fails, says why, and has nothing to download
+    folder = stack.settings().export_dir / "monitoring"
+    _pause_queue(stack, "cleanup", True)
+    try:
+        failing = stack.send("POST", f"{BASE}/metrics/export", json=EXPORT_BODY).json()
+        aside = folder.with_name("monitoring.aside")
+        folder.rename(aside)
+        folder.write_text("not a directory")
+    finally:
+        _pause_queue(stack, "cleanup", False)
+    try:
+        status = wait_for(lambda: done(failing["export_id"]), 20, interval=0.2, what="the failing export job")
+    finally:
+        folder.unlink()
+        aside.rename(folder)
+    assert status["status"] == "failed" and status["error"] and status["download_url"] is None, status
+    gone = stack.get(f"{BASE}/metrics/export/{failing['export_id']}/download")
+    assert gone.status_code == 409 and gone.json()["status"] == "failed"
+    assert _job_state(stack, failing["job_id"]) == "failed"
+    assert stack.get(f"{BASE}/metrics/export/{uuid.uuid4().hex}").status_code == 404
+
+
+def test_purge_deletes_metrics_exports_past_their_retention(tmp_path):
+    import os
+
+    from app.core.settings import Settings
+    from app.monitoring import exports
+
+    settings = Settings.from_env({"VIGIL_EXPORT_DIR": str(tmp_path), "VIGIL_EXPORT_RETENTION_HOURS": "1"})
+    folder = tmp_path / "monitoring"
+    folder.mkdir()
+    old, part, fresh = folder / "a.csv", folder / "b.json.part", folder / "c.csv"
+    for path in (old, part, fresh):
+        path.write_text("x")
+    for path in (old, part):
+        os.utime(path, (time.time() - 3700, time.time() - 3700))
+    assert exports.purge_expired(settings) == 2
+    assert sorted(p.name for p in folder.iterdir()) == ["c.csv"]
+
+
+@pytest.mark.slow
+def test_tenant_id_filters_for_this_installations_tenant(stack):
+    mine = stack.get(f"{BASE}/agents?tenant_id=DEFAULT").json()
+    assert mine["total"] == 2 == len(mine["agents"])
+    other = str(uuid.uuid4())
+    assert stack.get(f"{BASE}/agents?tenant_id={other}").json() == {"agents": [], "total": 0}
+    dash = stack.get(f"{BASE}/dashboard?tenant_id={other}&period=24h").json()
+    assert dash["summary"] == {
+        "total_agents": 0,
+        "healthy": 0,
+        "degraded": 0,
+        "offline": 0,
+        "paused": 0,
+        "health_score": 0,
+    }
+    assert dash["metrics"]["total_requests"] == 0 and dash["costs"]["cost_by_model"] == []
+    assert dash["costs"]["total_tokens"] == 0 and dash["active_alerts"] == 0 and dash["top_issues"] == []
+    ours = stack.get(f"{BASE}/dashboard?tenant_id=default&period=24h").json()
+    assert (
+        ours["summary"]["total_agents"] == 2
+        and ours["costs"]["cost_by_model"]
+        == (stack.get(f"{BASE}/dashboard?period=24h").json()["costs"]["cost_by_model"])
+    )
+    assert stack.get(f"{BASE}/agents?tenant_id=a%20b").status_code == 400
+
+
+def _running(stack, job_id: str) -> bool:
+    """Whether the detection pool's live heartbeat shows the job running (what a forced restart terminates)."""
+    from app.monitoring import agents
+
+    live = agents.live_state(stack.settings())
+    return job_id in {j for b in live.pool(agents.AGENTS["agent_detector"]) for j in b.get("active_ids") or []}
+
+
+@pytest.mark.slow
+def test_stopping_is_reported_while_a_stopped_pool_finishes_its_job(stack, photos):
+    stack.detector.delay = 4.0
+    try:
+        job_id = _detect(stack, photos, f"mon_{uuid.uuid4().hex[:6]}")[0]
+        wait_for(lambda: _running(stack, job_id), 20, interval=0.1, what="the slow detection to run")
+        r = stack.send("POST", "/api/system/supervisor/workers/detection_worker/stop")
+        assert r.status_code in (200, 202), r.text
+        agent = _agent(stack, "agent_detector")
+        assert agent["status"] == "stopping", agent
+        assert agent["issues"][0]["type"] == "stopping"
+        assert any(a["status"] == "stopping" for a in stack.get(f"{BASE}/agents?status=stopping").json()["agents"])
+        # the stopped pool finishes the job it had, then reports offline
+        wait_for(lambda: _job_state(stack, job_id) == "completed", 15, interval=0.2, what="the running job")
+        wait_for(lambda: _agent(stack, "agent_detector")["status"] == "offline", 10, interval=0.2, what="offline")
+    finally:
+        stack.detector.delay = 0.0
+        r = stack.send("POST", "/api/system/supervisor/workers/detection_worker/start")
+    assert r.status_code in (200, 202), r.text
+    wait_for(lambda: _agent(stack, "agent_detector")["status"] == "healthy", 20, interval=0.2, what="running again")
+
+
+@pytest.mark.slow
+def test_forced_restart_does_not_wait_for_running_jobs(stack, photos):
+    stack.detector.delay = 8.0
+    try:
+        job_id = _detect(stack, photos, f"mon_{uuid.uuid4().hex[:6]}")[0]
+        wait_for(lambda: _running(stack, job_id), 20, interval=0.1, what="the slow detection to run")
+        busy = set(stack.workers["detection_worker"].pool_pids())
+        t0 = time.time()
+        r = stack.send("POST", f"{BASE}/agents/agent_detector/restart", json={"reason": "stuck", "force": True})
+        took = time.time() - t0
+    finally:
+        stack.detector.delay = 0.0
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["force"] is True and body["terminated_requests"] == 1 and body["confirmed"] is True, body
+    assert took < 6.0, f"the forced restart took {took:.1f}s: it waited for the 8 s job"
+    # the busy process was replaced at once, its job ended (terminated), not completed
+    assert not busy & set(stack.workers["detection_worker"].pool_pids())
+    wait_for(lambda: _job_state(stack, job_id) == "revoked", 10, interval=0.2, what="the terminated job")
+
+    def restarts():
+        items = stack.get("/api/system/supervisor/restart-history?worker_name=detection_worker").json()["items"]
+        return [e for e in items if e["action"] == "restart" and _ts(e["timestamp"]) >= t0 - 1]
+
+    wait_for(restarts, 15, what="the forced restart in the supervisor's history")
+    # healthy, or degraded by the terminated job's failure in the error rate: running either way
+    wait_for(
+        lambda: _agent(stack, "agent_detector")["status"] in ("healthy", "degraded"), 20, interval=0.2, what="running"
+    )
+
+
+@pytest.mark.slow
+def test_an_email_rule_is_delivered_through_smtp(stack, photos):
+    rule = {
+        "name": "Detector backlog",
+        "agent_id": "agent_detector",
+        "condition": {"metric": "queue_depth", "operator": "gte", "threshold": 1},
+        "severity": "critical",
+        "channels": ["email"],
+        "recipients": ["ops@example.com"],
+    }
+    r = stack.send("PUT", f"{BASE}/alerts/rules", json={"rules": [rule]})
+    assert r.status_code == 200 and r.json()["warnings"] == [], r.text
+    assert stack.send("POST", f"{BASE}/agents/agent_detector/pause", json={"reason": "backlog"}).status_code == 200
+    resumed = False
+    try:
+        _detect(stack, photos, f"mon_{uuid.uuid4().hex[:6]}")
+
+        def mails(prefix: str) -> list[EmailMessage]:
+            parsed = [
+                message_from_string(m["data"], policy=policy.default)
+                for m in list(stack.smtp.mailbox.messages)
+                if m["to"] == ["ops@example.com"]
+            ]
+            return [m for m in parsed if m["Subject"].startswith(prefix)]
+
+        raised = wait_for(lambda: mails("[Vigil critical] Queue Backlog"), 30, interval=0.2, what="the alert e-mail")
+        alert = next(
+            a for a in stack.get(f"{BASE}/alerts?status=active").json()["alerts"] if a["rule_name"] == rule["name"]
+        )
+        assert raised[0]["Subject"] == "[Vigil critical] Queue Backlog: Detector backlog"
+        text = raised[0].get_content().replace("\r\n", "\n")  # as it came over SMTP
+        assert re.match(r"queue_depth \(\d+\) gte threshold \(1\) on agent_detector\n\n", text), text
+        assert f"Alert: {alert['id']}\n" in text and "Status: active\n" in text
+        assert stack.send("POST", f"{BASE}/agents/agent_detector/resume").status_code == 200
+        resumed = True
+        resolved = wait_for(
+            lambda: mails("[Vigil critical] Resolved: Queue Backlog"), 30, interval=0.2, what="the resolved e-mail"
+        )
+        text = resolved[0].get_content().replace("\r\n", "\n")
+        assert resolved[0]["Subject"] == "[Vigil critical] Resolved: Queue Backlog: Detector backlog"
+        assert f"Alert: {alert['id']}\n" in text and "Status: resolved\n" in text
+        assert len(mails("[Vigil critical] Queue Backlog")) == 1  # one mail per alert raised, not one per event
+    finally:
+        if not resumed:
+            stack.send("POST", f"{BASE}/agents/agent_detector/resume")
+        stack.send("PUT", f"{BASE}/alerts/rules", json={"rules": []})
