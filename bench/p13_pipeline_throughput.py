@@ -169,6 +169,21 @@ def workload(env: dict[str, str], photos: list[bytes], timeout: float = 600) -> 
     }
 
 
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU time (user + system) so far of each Procfile process and every child it forked (pool
+    processes, gunicorn workers): where the two cores went during the run."""
+    import psutil
+
+    out = {}
+    for name, pid in pids.items():
+        try:
+            proc = psutil.Process(pid)
+            out[name] = sum(sum(p.cpu_times()[:2]) for p in [proc, *proc.children(recursive=True)])
+        except psutil.Error:
+            pass
+    return out
+
+
 def detector_fps(ctx: Context, photos: list[bytes], n: int) -> float:
     """The built-in detector alone, P6's way: one process, one core, OpenCV on one thread."""
     import subprocess
@@ -204,8 +219,11 @@ def run(ctx: Context, quick: bool = False) -> list[Result]:
     photos = photographs(n)
     pool = detection_concurrency()
     fps_before = detector_fps(ctx, photos, 30 if quick else 90)
-    env, _ = start_system(ctx)
+    env, pids = start_system(ctx)
+    before = cpu_seconds(pids)
     outcome = workload(env, photos)
+    spent = cpu_seconds(pids)
+    outcome["cpu_seconds"] = {name: round(spent[name] - before.get(name, 0.0), 2) for name in spent}
     ctx.stop_processes()  # the system is stopped before the detector is timed again, alone
     fps_after = detector_fps(ctx, photos, 30 if quick else 90)
     detector = statistics.fmean([fps_before, fps_after])
