@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import ColumnElement, Row, exists, func, select
+from sqlalchemy import ColumnElement, Row, bindparam, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -247,14 +247,20 @@ class EventUpdate(BaseModel):
     notes: str | None = Field(None, max_length=10_000, description='Free text; null or "" clears it')
 
 
+# Built once: a page's batch ids go in as one expanding parameter, so a listing does not pay for
+# constructing and coercing an IN of fifty values on every request (a third of an events page's Python).
+_TYPES_OF = (
+    select(Detection.__table__.c.batch_id, Detection.__table__.c.object_type)
+    .distinct()
+    .where(Detection.__table__.c.batch_id.in_(bindparam("batch_ids", expanding=True)))
+)
+
+
 def _types_of(session: Session, batch_ids: list[str]) -> dict[str, list[str]]:
     """Each batch's object types, for a page of events in one query (on `(batch_id, object_type)`)."""
     out: dict[str, set[str]] = {b: set() for b in batch_ids}
     if batch_ids:
-        rows = session.execute(
-            select(Detection.batch_id, Detection.object_type).distinct().where(Detection.batch_id.in_(batch_ids))
-        )
-        for batch_id, kind in rows:
+        for batch_id, kind in session.execute(_TYPES_OF, {"batch_ids": list(out)}):
             out[batch_id].add(kind)
     return {b: sorted(kinds) for b, kinds in out.items()}
 
