@@ -39,6 +39,9 @@ class CleanupCounts(Answer):
     detections_deleted: int
     gpu_stats_deleted: int
     logs_deleted: int
+    uploads_deleted: int = Field(
+        description="Upload records past the retention and the watcher's reconcile window (a Vigil addition)"
+    )
     thumbnails_deleted: int
     images_deleted: int
     space_reclaimed: int = Field(description="Bytes")

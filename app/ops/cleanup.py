@@ -47,7 +47,7 @@ from app.core.time import iso_now, iso_utc
 from app.jobs import heartbeats
 from app.jobs.enqueue import enqueue
 from app.jobs.registry import TERMINAL, get_registry
-from app.models import Detection, Event, GpuStat, Log
+from app.models import Detection, Event, GpuStat, Log, Upload
 from app.pipeline import runtime_config
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,7 @@ class CleanupReport:
     detections_deleted: int = 0
     gpu_stats_deleted: int = 0
     logs_deleted: int = 0
+    uploads_deleted: int = 0
     thumbnails_deleted: int = 0
     images_deleted: int = 0
     space_reclaimed: int = 0
@@ -167,6 +168,7 @@ class CleanupReport:
             "detections_deleted": self.detections_deleted,
             "gpu_stats_deleted": self.gpu_stats_deleted,
             "logs_deleted": self.logs_deleted,
+            "uploads_deleted": self.uploads_deleted,
             "thumbnails_deleted": self.thumbnails_deleted,
             "images_deleted": self.images_deleted,
             "space_reclaimed": self.space_reclaimed,
@@ -305,10 +307,15 @@ def run_retention_cleanup(
             images.handle(path, dry_run)
         step()
 
-    for phase, model, column, counter in (
-        ("events", Event, Event.created_at, "events_deleted"),
-        ("gpu_stats", GpuStat, GpuStat.recorded_at, "gpu_stats_deleted"),
-        ("logs", Log, Log.timestamp, "logs_deleted"),
+    # An upload row is what stops the watcher's reconcile scan from enqueuing its file again, and the
+    # scan looks at files modified within VIGIL_WATCHER_RECONCILE_MAX_AGE_SECONDS: a row goes only once
+    # it is past both that window (with a day's margin) and the retention.
+    uploads_cutoff = min(cutoff, now - timedelta(seconds=settings.watcher_reconcile_max_age_seconds, days=1))
+    for phase, model, column, counter, before in (
+        ("events", Event, Event.created_at, "events_deleted", cutoff),
+        ("gpu_stats", GpuStat, GpuStat.recorded_at, "gpu_stats_deleted", cutoff),
+        ("logs", Log, Log.timestamp, "logs_deleted", cutoff),
+        ("uploads", Upload, Upload.first_seen_at, "uploads_deleted", uploads_cutoff),
     ):
         report.phase = phase
         last_id = 0
@@ -316,7 +323,7 @@ def run_retention_cleanup(
             with session_factory() as session:
                 ids = (
                     session.execute(
-                        select(model.id).where(column < cutoff, model.id > last_id).order_by(model.id).limit(batch)
+                        select(model.id).where(column < before, model.id > last_id).order_by(model.id).limit(batch)
                     )
                     .scalars()
                     .all()
@@ -327,7 +334,7 @@ def run_retention_cleanup(
                     deleted = len(ids)
                 else:
                     deleted = session.execute(
-                        delete(model).where(model.id.between(ids[0], ids[-1]), column < cutoff)
+                        delete(model).where(model.id.between(ids[0], ids[-1]), column < before)
                     ).rowcount
                     session.commit()
             setattr(report, counter, getattr(report, counter) + deleted)

@@ -16,7 +16,7 @@ from app.core.db import session_scope
 from app.core.redis_client import get_redis
 from app.core.settings import replace
 from app.jobs.registry import get_registry
-from app.models import Camera, Detection, Event, GpuStat, Log, RuntimeConfig
+from app.models import Camera, Detection, Event, GpuStat, Log, RuntimeConfig, Upload
 from app.ops import cleanup
 from tests.helpers import API_KEY, worker_env
 from tests.servers import CeleryWorker
@@ -26,7 +26,7 @@ NOW = datetime.now(UTC)
 OLD = NOW - timedelta(days=40)
 CUTOFF = NOW - timedelta(days=30)  # retention_days=30 in seed()
 NEW = NOW - timedelta(days=5)
-TABLES = (Detection, Event, GpuStat, Log)
+TABLES = (Detection, Event, GpuStat, Log, Upload)
 
 
 @pytest.fixture
@@ -96,11 +96,19 @@ def seed(s) -> dict:
         )
         session.add_all([GpuStat(recorded_at=t, gpu_index=0) for t in [OLD] * 4 + [NEW]])
         session.add_all([Log(timestamp=t, level="INFO", component="test", message="m") for t in [OLD] * 6 + [NEW] * 2])
+        # Uploads: 40 days old go; 20 days old stay (past the reconcile window, not past retention) as do 5 days old.
+        session.add_all(
+            [
+                Upload(camera_id="cam1", path=f"/u/{i}.jpg", size=1, mtime_ns=i, first_seen_at=t, outcome="detected")
+                for i, t in enumerate([OLD] * 2 + [NOW - timedelta(days=20), NEW])
+            ]
+        )
     return {
         "events_deleted": 3,
         "detections_deleted": 9,
         "gpu_stats_deleted": 4,
         "logs_deleted": 6,
+        "uploads_deleted": 2,
         "thumbnails_deleted": 2,
         "images_deleted": 1,
         "space_reclaimed": 100 + 200 + 1000,
@@ -111,7 +119,13 @@ def seed(s) -> dict:
     }
 
 
-AGE = {Detection: Detection.detected_at, Event: Event.created_at, GpuStat: GpuStat.recorded_at, Log: Log.timestamp}
+AGE = {
+    Detection: Detection.detected_at,
+    Event: Event.created_at,
+    GpuStat: GpuStat.recorded_at,
+    Log: Log.timestamp,
+    Upload: Upload.first_seen_at,
+}
 
 
 def counts(s, older_than: datetime | None = None) -> dict:
@@ -131,6 +145,7 @@ FIGURES = (
     "detections_deleted",
     "gpu_stats_deleted",
     "logs_deleted",
+    "uploads_deleted",
     "thumbnails_deleted",
     "images_deleted",
     "space_reclaimed",
@@ -155,7 +170,7 @@ def test_dry_run_predicts_exactly_what_the_real_run_deletes(cl_settings):
     assert {k: real[k] for k in FIGURES} == {k: dry[k] for k in FIGURES}
     assert real["dry_run"] is False and real["batches"] >= 12  # batches of 2 rows
     assert [p["detections_deleted"] for p in progress[:5]] == [2, 4, 6, 8, 9]
-    assert counts(cl_settings) == {"detections": 2, "events": 2, "gpu_stats": 1, "logs": 2}
+    assert counts(cl_settings) == {"detections": 2, "events": 2, "gpu_stats": 1, "logs": 2, "uploads": 2}
     assert not any(p.exists() for p in expected["_gone"])
     assert all(p.exists() for p in expected["_kept"])  # shared image still used by a kept detection
     with session_scope(cl_settings) as session:
