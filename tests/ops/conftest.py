@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from app import create_app
-from app.jobs import heartbeats
-from app.ops.supervisor import SUPERVISOR_GROUP
-from workers.host.supervisor import ServiceHost
+# The application is imported inside the fixtures, not here: pytest imports the conftest files of the
+# paths it is given (`pytest tests/ops/...`) before tests/conftest.py's pytest_configure writes the
+# session's environment, and the settings (and the Celery app's broker) would be read without it.
 
 
 @pytest.fixture
@@ -24,12 +23,18 @@ def ops_client(redis_db):
 
 @pytest.fixture
 def api(ops_settings):
+    from app import create_app
+
     return create_app(ops_settings).test_client()
 
 
 @pytest.fixture
 def host(ops_settings, ops_client, wait):
     """`host(services, **kw)` starts a service host and waits for its heartbeat; every one is stopped after."""
+    from app.jobs import heartbeats
+    from app.ops.supervisor import SUPERVISOR_GROUP
+    from workers.host.supervisor import ServiceHost
+
     hosts = []
 
     def start(services=(), **kw) -> ServiceHost:
