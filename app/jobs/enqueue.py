@@ -2,49 +2,44 @@
 
 The API's `POST /jobs`, the file watcher and the pipeline stages all enqueue through `enqueue`, so
 every job is validated the same way and lands in the registry the same way.
+
+This module is the request-facing half: what a job may contain, where it goes, what an
+idempotency key means and what a caller gets back. How the message is prepared and reaches the
+broker (kombu's publish captured, message templates, the one Lua script per job) is in
+app/jobs/publish.py, which depends on Celery's and kombu's internals where this module does not.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
-import os
 import re
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import redis
-from celery import signals
-from celery.utils.saferepr import saferepr
-from kombu.exceptions import OperationalError
-from kombu.utils import json as kombu_json
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from app.celery.app import celery
 from app.celery.queues import queue_for
-from app.core.context import request_id_var
 from app.core.errors import Conflict, InvalidInput, Unavailable
-from app.core.redis_client import KEY_PREFIX, get_redis
+from app.core.redis_client import get_redis
 from app.core.settings import Settings, get_settings
-from app.jobs.registry import ARCHIVE_KEY, AUDIT_KEY, INDEX_KEY, JOB_KEY, LUA_APPLY, JobRegistry, get_registry
-from app.jobs.signals import publish_capture
+from app.jobs import publish
+from app.jobs.publish import IDEMPOTENCY_KEY, Job
+from app.jobs.publish import declare_queues as declare_queues  # where workers/host imports it from
+from app.jobs.registry import AUDIT_KEY
 from app.observability.audit import Audit
 from app.observability.audit import record as record_audit
-from app.observability.metrics import JOBS_PUBLISHED
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 CAMERA_ID = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
-IDEMPOTENCY_KEY = KEY_PREFIX + "idem:"
 
 
 def normalize_camera_id(name: str) -> str:
@@ -258,20 +253,6 @@ class JobRequest:
     validated: bool = False  # `payload` is already `validate_payload`'s output
 
 
-@dataclass
-class _Job:
-    spec: TaskSpec
-    queue: str
-    kwargs: dict[str, Any]
-    job_id: str
-    key: str | None
-    fingerprint: str
-    claim: str
-    headers: dict[str, Any]
-    fields: dict[str, Any] | None = None  # the registry's publish record, from the publish signal
-    commands: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
-
-
 def enqueue(
     family: str,
     payload: dict[str, Any],
@@ -318,26 +299,25 @@ def enqueue_many(
 
     When the broker, the registry and the idempotency keys share one Redis database (as `make run`
     configures them), each job is one script that claims its key, writes its registry record and
-    pushes its message atomically, and a pipeline carries `PIPELINE_CHUNK` of them per round trip;
-    no SQL is written (the audit entry waits in Redis for the registry archiver). Otherwise each job
-    is published as before: key, then Celery's publish, then the audit row.
+    pushes its message atomically, and a pipeline carries `publish.PIPELINE_CHUNK` of them per round
+    trip; no SQL is written (the audit entry waits in Redis for the registry archiver). Otherwise
+    each job is published as before: key, then Celery's publish, then the audit row.
     """
     settings = settings or get_settings()
     ttl = idempotency_ttl or settings.idempotency_ttl
     jobs = _prepare(requests, settings, indexed_errors)
-    if not _one_database(settings):
+    if not publish.one_database(settings):
         return [_publish_separately(job, ttl, settings, audit) for job in jobs]
     try:
-        _capture(jobs)
-    except _NotCapturable:
+        publish.capture(jobs)
+    except publish.NotCapturable:
         return [_publish_separately(job, ttl, settings, audit) for job in jobs]
-    except (OperationalError, redis.RedisError, OSError) as exc:  # no broker connection to prepare on
-        raise Unavailable(f"The broker did not accept the job: {exc}", code="broker_unavailable") from None
-    client = _publish_client(settings.redis_url)
+    client = publish.publish_client(settings.redis_url)
     outcomes: list[Enqueued | Conflict] = []
-    for start in range(0, len(jobs), PIPELINE_CHUNK):
-        chunk = jobs[start : start + PIPELINE_CHUNK]
-        outcomes.extend(_run_scripts(client, chunk, ttl, None if batch_audit else audit, settings))
+    for start in range(0, len(jobs), publish.PIPELINE_CHUNK):
+        chunk = jobs[start : start + publish.PIPELINE_CHUNK]
+        replies = publish.run_scripts(client, chunk, ttl, None if batch_audit else audit, settings)
+        outcomes.extend(_outcome(job, reply) for job, reply in zip(chunk, replies))
     if batch_audit and audit is not None:
         created = [o for o in outcomes if isinstance(o, Enqueued) and o.created]
         if created:
@@ -346,8 +326,8 @@ def enqueue_many(
 
 
 # ---- preparing --------------------------------------------------------------------------------------------
-def _prepare(requests: list[JobRequest], settings: Settings, indexed_errors: bool = True) -> list[_Job]:
-    jobs: list[_Job] = []
+def _prepare(requests: list[JobRequest], settings: Settings, indexed_errors: bool = True) -> list[Job]:
+    jobs: list[Job] = []
     errors: list[dict[str, Any]] = []
     first: str | None = None
     for i, req in enumerate(requests):
@@ -363,292 +343,26 @@ def _prepare(requests: list[JobRequest], settings: Settings, indexed_errors: boo
         spec = TASKS[req.family]
         queue = queue_for(spec.family, req.priority)
         job_id = str(uuid.uuid4())
-        fingerprint = _fingerprint(spec.task, queue, kwargs)
-        claim = json.dumps({"job_id": job_id, "fp": fingerprint}, separators=(",", ":"))
-        headers = {"vigil_idempotency_key": req.idempotency_key} if req.idempotency_key else {}
-        jobs.append(_Job(spec, queue, kwargs, job_id, req.idempotency_key or None, fingerprint, claim, headers))
+        key = req.idempotency_key or None
+        fingerprint = claim = ""  # only a key stores them (and is compared with them)
+        if key:
+            fingerprint = _fingerprint(spec.task, queue, kwargs)
+            claim = json.dumps({"job_id": job_id, "fp": fingerprint}, separators=(",", ":"))
+        headers = {"vigil_idempotency_key": key} if key else {}
+        jobs.append(Job(req.family, spec.task, queue, kwargs, job_id, key, fingerprint, claim, headers))
     if errors:
         raise InvalidInput(f"Invalid batch: {first}", errors=errors)
     return jobs
 
 
-def _one_database(settings: Settings) -> bool:
-    """Whether broker, registry and idempotency keys live in one Redis database, so one script can
-    write all three. The registry is written on the process's own settings (app/jobs/signals.py)."""
-    return settings.redis_url == celery.conf.broker_url == get_settings().redis_url
-
-
-class _NotCapturable(Exception):
-    """kombu did not hand over a message as expected (another transport, a key prefix)."""
-
-
-# Redis commands a kombu Redis channel issues for a publish (`_put`, `_put_fanout`, our doorbell):
-# the script runs them, and nothing else.
-_PUBLISH_COMMANDS = frozenset({"lpush", "rpush", "ltrim", "pexpire", "publish"})
-
-
-class _Capture:
-    """Stands in for kombu's Redis publish batch on one producer (`Producer._batch_local.current`,
-    kombu 5.7): kombu prepares each message exactly as it would publish it and calls
-    `basic_publish(..., _publish_batch=self)`, whose `_put` hands over its final Redis commands
-    through `add` instead of sending them. The job's registry record arrives the same way from the
-    publish signal. Nothing reaches Redis here; the enqueue script sends it all."""
-
-    def __init__(self) -> None:
-        self.commands: list[tuple[str, tuple[Any, ...]]] = []
-        self.records: dict[str, dict[str, Any]] = {}
-
-    def publish(self, channel: Any, message: Any, **kwargs: Any) -> None:
-        if getattr(channel, "global_keyprefix", ""):
-            raise _NotCapturable("a global key prefix applies to every key")
-        channel.basic_publish(message, _publish_batch=self, **kwargs)
-
-    def add(self, name: str, *args: Any) -> None:
-        if name not in _PUBLISH_COMMANDS:
-            raise _NotCapturable(f"unexpected publish command {name}")
-        self.commands.append((name, args))
-
-    def record(self, job_id: str, fields: dict[str, Any]) -> None:
-        self.records[job_id] = fields
-
-
-_declared: dict[int, set[str]] = {}  # pid -> queues declared on the broker by this process
-
-
-def _capture(jobs: list[_Job]) -> None:
-    """Each job's message and registry record, prepared by Celery and kombu, not sent."""
-    capture = _Capture()
-    token = publish_capture.set(capture.record)
-    try:
-        with celery.producer_or_acquire() as producer:
-            if getattr(producer._batch_local, "current", None) is not None:
-                raise _NotCapturable("the producer is inside a publish batch")
-            producer._batch_local.current = capture
-            try:
-                templates: dict[tuple[str, str, bool], _Template | None] = {}
-                for job in jobs:
-                    group = (job.spec.task, job.queue, bool(job.key))
-                    template = templates.get(group)
-                    if template is not None and template.fill(job):
-                        continue
-                    capture.commands = []
-                    # Queues are declared (kombu's maybe_declare) on this process's first publish to
-                    # each; after that, declaring again per message only copied the Queue entity.
-                    declared = job.queue in _declared.get(os.getpid(), ())
-                    celery.send_task(
-                        job.spec.task,
-                        kwargs=job.kwargs,
-                        queue=job.queue,
-                        task_id=job.job_id,
-                        headers=job.headers,
-                        producer=producer,
-                        retry=False,
-                        declare=[] if declared else None,
-                    )
-                    if not declared:
-                        _declared.setdefault(os.getpid(), set()).add(job.queue)
-                    if not any(name == "lpush" for name, _ in capture.commands):
-                        raise _NotCapturable("no message was captured")
-                    job.commands = capture.commands
-                    job.fields = capture.records.pop(job.job_id, None)
-                    if group not in templates:
-                        templates[group] = _Template.of(job)
-            finally:
-                del producer._batch_local.current
-    finally:
-        publish_capture.reset(token)
-
-
-class _Template:
-    """The message Celery and kombu prepared for one job, reused for the other jobs of one request
-    with the same task, queue and key-or-not: only the job id, the delivery tag, the keyword
-    arguments (body, `kwargsrepr`) and the idempotency key differ between them, and preparing them
-    again through `send_task` was most of a batch's time (bench P12). Built only when re-deriving the
-    captured job's own message from it gives that message back exactly, and only while the publish
-    signals have no receivers but the registry's and the job metrics'; otherwise every job goes
-    through `send_task`."""
-
-    def __init__(self, message: dict[str, Any], commands: list[tuple[str, tuple[Any, ...]]], fields: dict[str, Any]):
-        self.message = message
-        self.rest = commands[1:]
-        self.list_key = commands[0][1][0]
-        self.fields = fields
-        args, _, embed = json.loads(base64.b64decode(message["body"]))
-        self.args, self.embed = args, embed
-
-    @classmethod
-    def of(cls, job: _Job) -> _Template | None:
-        commands = job.commands
-        if (
-            job.fields is None
-            or len(signals.before_task_publish.receivers) != 2
-            or signals.after_task_publish.receivers
-            or not commands
-            or commands[0][0] != "lpush"
-            or any(name not in ("lpush", "ltrim") or args[0] == commands[0][1][0] for name, args in commands[1:])
-        ):
-            return None
-        try:
-            template = cls(json.loads(commands[0][1][1]), commands, job.fields)
-            message, fields = template.derive(job, template.message["properties"]["delivery_tag"])
-        except (ValueError, KeyError, TypeError, IndexError):
-            return None
-        if message != commands[0][1][1] or fields != job.fields:
-            return None
-        return template
-
-    def derive(self, job: _Job, tag: str) -> tuple[str, dict[str, Any]]:
-        message = dict(self.message)
-        headers = message["headers"] = dict(self.message["headers"])
-        headers["id"] = headers["root_id"] = job.job_id
-        headers["kwargsrepr"] = saferepr(
-            job.kwargs, celery.amqp.kwargsrepr_maxsize, maxlevels=celery.conf.task_repr_maxlevels
-        )
-        if job.key:
-            headers["vigil_idempotency_key"] = job.key
-        properties = message["properties"] = dict(self.message["properties"])
-        properties["correlation_id"] = job.job_id
-        properties["delivery_tag"] = tag
-        body = kombu_json.dumps((self.args, job.kwargs, self.embed))
-        message["body"] = base64.b64encode(body.encode("utf-8")).decode("ascii")
-        fields = dict(self.fields)
-        fields["kwargs"] = JobRegistry.publish_fields(task="", queue="", kwargs=job.kwargs)["kwargs"]
-        fields["idempotency_key"] = job.key
-        return kombu_json.dumps(message), fields
-
-    def fill(self, job: _Job) -> bool:
-        message, job.fields = self.derive(job, str(uuid.uuid4()))
-        job.commands = [("lpush", (self.list_key, message)), *self.rest]
-        JOBS_PUBLISHED.labels(job.queue, job.spec.task).inc()  # what the job metrics' receiver counts
-        return True
-
-
-# ---- publishing ---------------------------------------------------------------------------------------------
-PIPELINE_CHUNK = 250  # jobs per round trip: big enough to amortise it, small enough not to stall Redis
-
-# The registry's `apply` (LUA_APPLY: KEYS[1] job hash, KEYS[2] archive; ARGV[1..3] index prefix, now,
-# job id), then: KEYS[3] idempotency key, KEYS[4] audit backlog, KEYS[4 + c] the key of publish
-# command c. ARGV[4] = n, ARGV[5 .. 4 + 2n] the publish record's fields, then the claim ('' without
-# a key), its TTL, the audit entry ('' for none), the number of commands, and per command its name,
-# its number of arguments after the key and those arguments. Returns {1} when published, {0, claim}
-# when the key already names a job (nothing written).
-_ENQUEUE = (
-    LUA_APPLY
-    + """
-local n = tonumber(ARGV[4])
-local i = 5 + 2 * n
-local claim, ttl, audit, ncmd = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-if claim ~= '' then
-  local held = redis.call('GET', KEYS[3])
-  if held then return {0, held} end
-  redis.call('SET', KEYS[3], claim, 'EX', ttl)
-end
-apply('publish', 5, 4 + 2 * n)
-local j = i + 4
-for c = 1, ncmd do
-  local name, nargs = ARGV[j], tonumber(ARGV[j + 1])
-  redis.call(name, KEYS[4 + c], unpack(ARGV, j + 2, j + 1 + nargs))
-  j = j + 2 + nargs
-end
-if audit ~= '' then redis.call('RPUSH', KEYS[4], audit) end
-return {1}
-"""
-)
-_ENQUEUE_SHA = hashlib.sha1(_ENQUEUE.encode()).hexdigest()
-
-_publish_clients: dict[str, redis.Redis] = {}
-
-
-def _publish_client(url: str) -> redis.Redis:
-    """A client that never retries by itself: a script whose reply was lost may have run, and
-    running it again would queue the message twice (kombu's own batches refuse retrying clients
-    for the same reason). redis-py pools reset themselves after a fork."""
-    client = _publish_clients.get(url)
-    if client is None:
-        client = _publish_clients[url] = redis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=5,
-            socket_connect_timeout=2,
-            health_check_interval=30,
-            retry=Retry(NoBackoff(), 0),
-        )
-    return client
-
-
-def _script_call(job: _Job, ttl: int, audit: Audit | None, now: float) -> list[Any]:
-    fields = job.fields
-    if fields is None:  # the publish signal's receiver failed (it logged why): the same record
-        fields = JobRegistry.publish_fields(
-            task=job.spec.task,
-            queue=job.queue,
-            kwargs=job.kwargs,
-            request_id=request_id_var.get(),
-            idempotency_key=job.key,
-        )
-    pairs = [(k, v) for k, v in fields.items() if v is not None]
-    keys = [JOB_KEY + job.job_id, ARCHIVE_KEY, IDEMPOTENCY_KEY + (job.key or ""), AUDIT_KEY]
-    argv: list[Any] = [INDEX_KEY, repr(now), job.job_id, len(pairs)]
-    for k, v in pairs:
-        argv.extend((k, v))
-    entry = ""
-    if audit is not None:
-        entry = _audit_entry(
-            audit, "job_enqueued", "job", job.job_id, {"task": _family_name(job), "queue": job.queue}, now
-        )
-    argv.extend((job.claim if job.key else "", ttl, entry, len(job.commands)))
-    for name, (key, *rest) in job.commands:
-        keys.append(key)
-        argv.extend((name, len(rest), *rest))
-    return [_ENQUEUE_SHA, len(keys), *keys, *argv]
-
-
-def _family_name(job: _Job) -> str:
-    return next((name for name, spec in TASKS.items() if spec is job.spec), job.spec.family)
-
-
-def _run_scripts(
-    client: redis.Redis, jobs: list[_Job], ttl: int, audit: Audit | None, settings: Settings
-) -> list[Enqueued | Conflict]:
-    now = time.time()
-    calls = [_script_call(job, ttl, audit, now) for job in jobs]
-    replies: list[Any] = [None] * len(jobs)
-    todo = list(range(len(jobs)))
-    try:
-        for attempt in range(2):
-            with client.pipeline(transaction=False) as pipe:
-                for i in todo:
-                    pipe.evalsha(*calls[i])
-                results = pipe.execute(raise_on_error=False)
-            missing = []
-            for i, result in zip(todo, results):
-                if isinstance(result, redis.exceptions.NoScriptError):
-                    missing.append(i)  # the script never ran: nothing was written for this job
-                elif isinstance(result, Exception):
-                    raise result
-                else:
-                    replies[i] = result
-            if not missing:
-                break
-            if attempt == 1:
-                raise RuntimeError("Redis keeps forgetting the enqueue script")
-            client.script_load(_ENQUEUE)
-            todo = missing
-    except (redis.RedisError, OSError) as exc:
-        for job, reply in zip(jobs, replies):
-            if reply is None:
-                _undo(job.job_id, job.key, job.claim, settings)
-        raise Unavailable(f"The broker did not accept the job: {exc}", code="broker_unavailable") from None
-    return [_outcome(job, reply) for job, reply in zip(jobs, replies)]
-
-
-def _outcome(job: _Job, reply: list[Any]) -> Enqueued | Conflict:
+# ---- outcomes ---------------------------------------------------------------------------------------------
+def _outcome(job: Job, reply: list[Any]) -> Enqueued | Conflict:
     if int(reply[0]) == 1:
-        return Enqueued(job.job_id, job.spec.task, job.queue, created=True)
+        return Enqueued(job.job_id, job.task, job.queue, created=True)
     existing, theirs = _claimed(reply[1])
     if theirs is not None and theirs != job.fingerprint:
         return _conflict(job.key or "", existing)
-    return Enqueued(existing, job.spec.task, job.queue, created=False)
+    return Enqueued(existing, job.task, job.queue, created=False)
 
 
 def _conflict(key: str, existing: str) -> Conflict:
@@ -660,24 +374,6 @@ def _conflict(key: str, existing: str) -> Conflict:
     )
 
 
-def _audit_entry(
-    audit: Audit, action: str, resource_type: str, resource_id: str | None, details: dict[str, Any], now: float
-) -> str:
-    return json.dumps(
-        {
-            "at": now,
-            "action": action,
-            "resource_type": resource_type,
-            "resource_id": resource_id,
-            "actor": audit.actor,
-            "details": details,
-            "ip_address": audit.ip_address,
-            "request_id": audit.request_id,
-        },
-        separators=(",", ":"),
-    )
-
-
 def _queue_batch_audit(
     client: redis.Redis, audit: Audit, requests: list[JobRequest], created: list[Enqueued], total: int
 ) -> None:
@@ -686,7 +382,7 @@ def _queue_batch_audit(
     for req in requests:
         tasks[req.family] = tasks.get(req.family, 0) + 1
     details = {"jobs": total, "created": len(created), "tasks": tasks, "job_ids": [e.job_id for e in created]}
-    entry = _audit_entry(audit, "jobs_enqueued", "job_batch", created[0].job_id, details, time.time())
+    entry = publish.audit_entry(audit, "jobs_enqueued", "job_batch", created[0].job_id, details, time.time())
     try:
         client.rpush(AUDIT_KEY, entry)
     except redis.RedisError:
@@ -694,7 +390,7 @@ def _queue_batch_audit(
 
 
 # ---- the general path: separate round trips --------------------------------------------------------------
-def _publish_separately(job: _Job, ttl: int, settings: Settings, audit: Audit | None) -> Enqueued | Conflict:
+def _publish_separately(job: Job, ttl: int, settings: Settings, audit: Audit | None) -> Enqueued | Conflict:
     """Key, Celery's own publish (its signal writes the registry), SQL audit row: for a broker on
     another database than the registry, where no one script can write both."""
     if job.key:
@@ -707,52 +403,20 @@ def _publish_separately(job: _Job, ttl: int, settings: Settings, audit: Audit | 
                     existing, theirs = _claimed(stored)
                     if theirs is not None and theirs != job.fingerprint:
                         return _conflict(job.key, existing)
-                    return Enqueued(existing, job.spec.task, job.queue, created=False)
+                    return Enqueued(existing, job.task, job.queue, created=False)
                 client.set(key, job.claim, ex=ttl)  # expired between the two calls
         except redis.RedisError as exc:
             raise Unavailable(f"Redis is unavailable: {exc}", code="broker_unavailable") from None
-    try:
-        celery.send_task(job.spec.task, kwargs=job.kwargs, queue=job.queue, task_id=job.job_id, headers=job.headers)
-    except Exception as exc:
-        _undo(job.job_id, job.key, job.claim, settings)
-        if isinstance(exc, (OperationalError, redis.RedisError, OSError)):
-            raise Unavailable(f"The broker did not accept the job: {exc}", code="broker_unavailable") from None
-        raise
+    publish.send(job, settings)
     if audit is not None:
         record_audit(
             "job_enqueued",
             "job",
             job.job_id,
             actor=audit.actor,
-            details={"task": _family_name(job), "queue": job.queue},
+            details={"task": job.name, "queue": job.queue},
             ip_address=audit.ip_address,
             request_id=audit.request_id,
             settings=settings,
         )
-    return Enqueued(job.job_id, job.spec.task, job.queue, created=True)
-
-
-def _undo(job_id: str, idempotency_key: str | None, claim: str | None, settings: Settings) -> None:
-    """A publish failed: the registry (and the idempotency key) must not claim a job that is not
-    queued. Best effort: Redis may be what failed. The key is only removed while it holds this
-    job's own claim."""
-
-    try:
-        if idempotency_key:
-            client = get_redis(settings)
-            key = IDEMPOTENCY_KEY + idempotency_key
-            if claim is None or client.get(key) == claim:
-                client.delete(key)
-        get_registry(settings).forget(job_id)
-    except redis.RedisError:
-        pass
-
-
-def declare_queues() -> None:
-    """Declare every queue and its binding on the broker once, so a publish can never be dropped
-    for want of a binding (kombu's Redis transport discards unroutable messages silently)."""
-
-    with celery.connection_for_write() as conn:
-        channel = conn.default_channel
-        for queue in celery.conf.task_queues:
-            queue(channel).declare()
+    return Enqueued(job.job_id, job.task, job.queue, created=True)

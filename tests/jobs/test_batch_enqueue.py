@@ -241,6 +241,34 @@ def test_single_enqueue_is_recorded_and_audited_without_sql_on_the_request(stack
     assert other.status_code == 409 and other.json()["job_id"] == first["job_id"]
 
 
+def test_single_enqueues_derived_from_a_kept_template_are_run_by_the_worker(stack, redis, registry):
+    """After its first `POST /jobs` of a kind, each API process derives the message from a template
+    (app/jobs/publish.py): these jobs, with and without keys and each with its own request id, must
+    be what the real analysis worker takes and runs, once each (an analysis of an unknown batch ends
+    failed: what matters here is that the message was the worker's to run), and each record must
+    name its own request."""
+    sent = {}
+    for i in range(12):  # 2 API processes: each sees several requests of each kind
+        rid = f"req-{uuid.uuid4().hex}"
+        body = {"task": "analysis", "payload": {"batch_id": f"kept-{i}-{uuid.uuid4().hex[:6]}"}}
+        if i % 2:
+            body["idempotency_key"] = f"kept-{uuid.uuid4().hex}"
+        r = stack.send("POST", f"{P}/jobs", json=body, headers={"X-Request-ID": rid})
+        assert r.status_code == 202, r.text
+        sent[r.json()["data"]["job_id"]] = (rid, body)
+    done = wait_for(
+        lambda: all((registry.get(j) or {}).get("state") in ("completed", "failed") for j in sent) and sent,
+        timeout=60,
+        what="the worker completing every single enqueue",
+    )
+    for job_id, (rid, body) in done.items():
+        record = registry.get(job_id)
+        assert record["request_id"] == rid and record["attempts"] == 1, record
+        assert record["worker"] == stack.workers["analysis_worker"].node, record
+        assert record["kwargs"] == body["payload"], record
+        assert record.get("idempotency_key") == body.get("idempotency_key"), record
+
+
 def test_the_batch_endpoint_is_in_the_document(stack):
     doc = stack.get("/api/openapi.json").json()
     op = doc["paths"]["/api/v1/platform/system/jobs/batch"]["post"]
