@@ -29,6 +29,10 @@ address = _settings.host
 # Flower's task list is in memory; Vigil's job registry (/api/v1/platform/system/...) is the
 # durable record. Keep enough tasks to be useful without unbounded growth.
 max_tasks = 10000
+# Flower's default is to broadcast `enable_events` to every worker every few seconds, which turned
+# task events on whatever VIGIL_TASK_EVENTS said (three events per job published by every worker:
+# bench P13 measured that cost on the detection pool). Its per-task view follows the setting instead.
+enable_events = _settings.task_events
 
 
 def _api_key() -> str | None:
