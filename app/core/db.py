@@ -11,8 +11,10 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.settings import Settings, get_settings
@@ -99,6 +101,13 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
         pool_recycle=1800,
         connect_args={"connect_timeout": 5},
     )
+
+
+def upsert_insert(dialect: str | Session) -> Any:
+    """The dialect's `insert` construct (it has `on_conflict_do_nothing`/`_do_update`): PostgreSQL's or
+    SQLite's, for a dialect name or a session bound to one. The one place that chooses between them."""
+    name = dialect if isinstance(dialect, str) else dialect.get_bind().dialect.name
+    return postgresql.insert if name == "postgresql" else sqlite.insert
 
 
 def get_engine(settings: Settings | None = None) -> Engine:

@@ -5,12 +5,13 @@ after its Redis record is trimmed)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from app.core.db import upsert_insert
 from app.core.time import iso_utc
 from app.models import Job
 
@@ -49,20 +50,14 @@ def upsert_jobs(session: Session, jobs: list[dict[str, Any]]) -> None:
     session.execute(_upsert(session.get_bind().dialect.name), rows)
 
 
-_UPSERTS: dict[str, Any] = {}
-
-
+@cache
 def _upsert(dialect: str) -> Any:
     """One INSERT ... ON CONFLICT statement per dialect, executed with many parameter sets: compiled
     once and cached, where a multi-row VALUES of a different length every flush was compiled anew
     each time (most of the archiver's CPU while the pipeline ran)."""
-    stmt = _UPSERTS.get(dialect)
-    if stmt is None:
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        base = insert(Job.__table__)
-        updatable = {c: base.excluded[c] for c in _COLUMNS if c not in ("id", "created_at")}
-        stmt = _UPSERTS[dialect] = base.on_conflict_do_update(index_elements=["id"], set_=updatable)
-    return stmt
+    base = upsert_insert(dialect)(Job.__table__)
+    updatable = {c: base.excluded[c] for c in _COLUMNS if c not in ("id", "created_at")}
+    return base.on_conflict_do_update(index_elements=["id"], set_=updatable)
 
 
 _COLUMNS = (

@@ -18,12 +18,13 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import case, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from app.core.db import upsert_insert
 from app.models import Job, MonitoringRollup
 from app.models.monitoring import HISTOGRAM_BUCKETS
 
@@ -248,26 +249,18 @@ def upsert_cells(session: Session, cells: dict[tuple[int, int, str, str], Counts
     session.execute(_upsert(session.get_bind().dialect.name), rows)
 
 
-_UPSERTS: dict[str, Any] = {}
-
-
+@cache
 def _upsert(dialect: str) -> Any:
     """One INSERT ... ON CONFLICT per dialect, executed with many parameter sets (compiled once and
     cached; a multi-row VALUES of another length each flush was compiled every time)."""
-    stmt = _UPSERTS.get(dialect)
-    if stmt is None:
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        table = MonitoringRollup.__table__
-        base = insert(table)
-        updates: dict[str, Any] = {c: table.c[c] + base.excluded[c] for c in ADDITIVE}
-        updates["latency_max_ms"] = case(
-            (base.excluded.latency_max_ms > table.c.latency_max_ms, base.excluded.latency_max_ms),
-            else_=table.c.latency_max_ms,
-        )
-        stmt = _UPSERTS[dialect] = base.on_conflict_do_update(
-            index_elements=["span", "bucket", "agent_id", "model"], set_=updates
-        )
-    return stmt
+    table = MonitoringRollup.__table__
+    base = upsert_insert(dialect)(table)
+    updates: dict[str, Any] = {c: table.c[c] + base.excluded[c] for c in ADDITIVE}
+    updates["latency_max_ms"] = case(
+        (base.excluded.latency_max_ms > table.c.latency_max_ms, base.excluded.latency_max_ms),
+        else_=table.c.latency_max_ms,
+    )
+    return base.on_conflict_do_update(index_elements=["span", "bucket", "agent_id", "model"], set_=updates)
 
 
 def record_jobs(session: Session, jobs: list[dict[str, Any]]) -> int:

@@ -32,9 +32,8 @@ from typing import Any
 
 import redis
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
-from app.core.db import session_scope
+from app.core.db import session_scope, upsert_insert
 from app.core.errors import NotFound
 from app.core.redis_client import KEY_PREFIX, get_redis
 from app.core.settings import Settings
@@ -241,7 +240,7 @@ def record_closed(settings: Settings, batch: dict[str, Any], analysis_job_id: st
         "created_at": datetime.now(UTC),
     }
     with session_scope(settings) as session:
-        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        insert = upsert_insert(session)
         stmt = insert(DetectionBatch).values(row)
         if analysis_job_id is None:
             session.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))

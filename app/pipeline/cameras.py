@@ -18,10 +18,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import case, delete, false, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app.core.db import session_scope
+from app.core.db import session_scope, upsert_insert
 from app.core.errors import Conflict, NotFound, checked
 from app.core.settings import Settings
 from app.core.time import iso_utc
@@ -44,7 +43,7 @@ def ensure_camera(
 ) -> None:
     """Create the camera row if it does not exist (safe under concurrency), and mark it seen."""
     seen_at = seen_at or datetime.now(UTC)
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    insert = upsert_insert(session)
     session.execute(
         insert(Camera)
         .values(

@@ -22,10 +22,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import exists, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app.core.db import session_scope
+from app.core.db import session_scope, upsert_insert
 from app.core.settings import Settings
 from app.jobs.registry import JOB_KEY, get_registry
 from app.models import AuditLog, Detection, Job, Upload
@@ -58,10 +57,6 @@ class Recorded:
         return not (self.outcome == "queued" and self.job_id is None)
 
 
-def _insert(session: Session):
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
-
 def claim(
     session: Session,
     key: FileKey,
@@ -75,7 +70,7 @@ def claim(
     """Record a file (or find its row): (the row, whether this call created it). Safe when the scan
     and the live observer, or two hosts, record the same file together."""
     new_id = session.execute(
-        _insert(session)(Upload)
+        upsert_insert(session)(Upload)
         .values(
             camera_id=camera_id,
             path=key.path,
