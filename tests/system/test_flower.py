@@ -10,15 +10,19 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import requests
 
+from app.celery.app import create_celery
+from app.jobs.registry import get_registry
 from tests.helpers import API_KEY, worker_env
 from tests.servers import ROOT, CeleryWorker, free_port, new_log, procfile, wait_for
 
 LOGIN = ("vigil", API_KEY)
+FLOWER_EVENTS_INTERVAL = 5  # seconds between Flower's enable_events broadcasts (flower.events.Events)
 
 
 class Flower:
@@ -85,7 +89,7 @@ def flower(env, worker):
 
 
 @pytest.mark.slow
-def test_flower_needs_the_login_and_its_api_resizes_a_pool(flower, worker):
+def test_flower_needs_the_login_and_its_api_resizes_a_pool(flower, worker, redis_db, settings):
     anonymous = requests.get(flower.url + "/", timeout=5)
     assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"].startswith("Basic")
     assert requests.get(flower.url + "/", auth=("vigil", "wrong"), timeout=5).status_code == 401
@@ -100,6 +104,18 @@ def test_flower_needs_the_login_and_its_api_resizes_a_pool(flower, worker):
 
     wait_for(sees_worker, 30, interval=0.5, what="Flower to list the worker")
     assert len(worker.pool_pids()) == 1
+
+    # Flower's default broadcasts `enable_events` to every worker every 5 s; flowerconfig.py makes it
+    # follow VIGIL_TASK_EVENTS (off), so a job the worker runs after one such interval sends Flower no
+    # task event to list (with Flower's default it lists this job).
+    time.sleep(FLOWER_EVENTS_INTERVAL + 2)
+    on_worker_db = redis_db.settings(settings)
+    done = create_celery(on_worker_db).send_task("vigil.cleanup.trim_registry", queue="cleanup")
+    registry = get_registry(on_worker_db)
+    wait_for(lambda: (registry.get(done.id) or {}).get("state") == "completed", 30, what="the worker to run a job")
+    time.sleep(1)  # an event would reach Flower within this
+    tasks = requests.get(flower.url + "/api/tasks", auth=LOGIN, timeout=10)
+    assert tasks.status_code == 200 and tasks.json() == {}, tasks.text[:300]
 
     denied = requests.post(f"{flower.url}/api/worker/pool/grow/{worker.node}", params={"n": "1"}, timeout=10)
     assert denied.status_code == 401 and len(worker.pool_pids()) == 1
