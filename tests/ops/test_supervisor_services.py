@@ -4,6 +4,7 @@ and the real API reading what it publishes."""
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import threading
@@ -18,6 +19,7 @@ from app.api.supervisor import NAME_PATTERN
 from app.core.db import session_scope
 from app.core.settings import replace
 from app.jobs import heartbeats
+from app.live import bus
 from app.models import AuditLog
 from app.ops.supervisor import COMMANDS_KEY, STATE_KEY
 from tests.helpers import API_KEY
@@ -197,6 +199,18 @@ def test_stop_start_restart_through_the_api(host, api, ops_client, ops_settings,
         ("manual", "start"),
         ("manual", "restart"),
     ]
+    # The same transitions on the live stream, each naming the status before it and the worker's process
+    # (a service thread: the host's, this test's).
+    assert bus.publisher(ops_settings).flush()
+    changes = [
+        json.loads(fields["m"])["payload"]
+        for _, fields in ops_client.xrange(bus.STREAM)
+        if json.loads(fields["m"])["type"] == "worker.status_changed"
+    ]
+    mine = [c for c in changes if c["worker"] == "sleeper"]
+    assert [c["message"] for c in mine][-3:] == ["stop", "start", "restart"]
+    assert all(c["pid"] == os.getpid() for c in mine)
+    assert [c["previous"] for c in mine[1:]] == [c["status"] for c in mine[:-1]]
     with session_scope(ops_settings) as session:  # every command the API handed over is audited, refusals not
         rows = session.execute(select(AuditLog).where(AuditLog.resource_id == "sleeper").order_by(AuditLog.id))
         assert [(a.action, a.actor, a.details["confirmed"]) for a in rows.scalars()] == [
