@@ -17,6 +17,11 @@ class Event(Base):
     other filter columns after `(started_at, id)` (which already make each key unique, so the order is
     unchanged): the exact count of a filtered listing and the rows an offset skips are then read from
     the index alone, never from the table (bench P15).
+
+    On PostgreSQL the review queue's count (`reviewed`, then `risk_level`) also has a narrow index of
+    its own: B-tree deduplication stores each distinct key once with a list of row ids, so counting
+    17,000 matching events walks a few hundred bytes instead of 17,000 wide entries (2.5x faster in
+    P15). SQLite has no deduplication, and its counts are already cheap, so the index is PostgreSQL's only.
     """
 
     __tablename__ = "events"
@@ -25,6 +30,7 @@ class Event(Base):
         Index("ix_events_camera_started", "camera_id", "started_at", "id", "risk_level", "reviewed", "risk_score"),
         Index("ix_events_level_started", "risk_level", "started_at", "id", "camera_id", "reviewed", "risk_score"),
         Index("ix_events_reviewed_started", "reviewed", "started_at", "id", "camera_id", "risk_level", "risk_score"),
+        Index("ix_events_reviewed_level_count", "reviewed", "risk_level").ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)

@@ -10,7 +10,10 @@ A cursor is `<epoch microseconds>_<id>` of the last row of the page (clients pas
 is `(time, id)`, which the composite indexes of migration 0006 hold. An `offset` given with a cursor
 skips that many rows after it. `count` is exact: a `COUNT(*)` of the filtered rows, read from the
 same indexes. An offset page is read as a deferred join (ids first, then the page's rows), so the
-skipped rows cost index entries, not table rows (bench P15 measures both kinds of page).
+skipped rows cost index entries, not table rows (bench P15 measures both kinds of page), and an
+offset past the middle of the listing is walked from its far end (the count says where that is).
+The count and the page are two statements: a row written between them can shift an offset page by
+one row, as with any offset paging; a cursor page never shifts.
 """
 
 from __future__ import annotations
@@ -90,22 +93,24 @@ def fetch(
     if page.cursor:
         conditions.append(after(time_col, id_col, page.cursor, page.order))
     ordering = (time_col.desc(), id_col.desc()) if page.order == "desc" else (time_col.asc(), id_col.asc())
+    if page.offset and not page.cursor and page.offset >= count:
+        return Page(count, [], None)
     if page.offset:
         # Deferred join: the rows to skip are walked as ids in the index alone (PostgreSQL's index-only
         # scan; SQLite never reads a skipped row either), and only the page's rows are fetched.
-        ids = (
-            select(id_col)
-            .where(*conditions)
-            .order_by(*ordering)
-            .limit(page.limit + 1)
-            .offset(page.offset)
-            .scalar_subquery()
-        )
+        walk, skip, take = ordering, page.offset, page.limit + 1
+        if not page.cursor and page.offset > count // 2:
+            # Past the middle, walk from the other end: the page is the rows `count - offset - limit`
+            # from the end, so row 40,000 of 50,000 skips 9,950 entries instead of 40,000. The count
+            # says where the end is; the order is total (`id` breaks ties), so it is the same page.
+            walk = tuple(col.desc() if page.order == "asc" else col.asc() for col in (time_col, id_col))
+            skip, take = max(0, count - page.offset - page.limit), min(page.limit, count - page.offset)
+        ids = select(id_col).where(*conditions).order_by(*walk).limit(take).offset(skip).scalar_subquery()
         query = query.where(id_col.in_(ids))
     else:
         query = query.where(*conditions).limit(page.limit + 1)
     rows = list(session.execute(query.order_by(*ordering)).all())
-    more = len(rows) > page.limit
+    more = len(rows) > page.limit or (page.offset > 0 and not page.cursor and page.offset + page.limit < count)
     rows = rows[: page.limit]
     last = rows[-1] if rows else None
     next_cursor = encode_cursor(getattr(last, time_col.key), getattr(last, id_col.key)) if more and last else None

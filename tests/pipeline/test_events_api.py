@@ -141,6 +141,27 @@ def test_cursor_and_offset_pages_walk_the_same_rows(api, events):
         assert r.status_code == 400 and "cursor" in r.get_json()["detail"], bad
 
 
+def test_every_offset_page_is_its_slice_from_either_end(api, events):
+    """Pages past the middle are read from the far end of the index; each must still be the slice
+    of the listing at its offset, with a next_cursor exactly when rows follow it."""
+    for order in ("desc", "asc"):
+        want = newest_first(events) if order == "desc" else newest_first(events)[::-1]
+        for limit in (1, 5, 12):
+            for offset in range(14):
+                body = api.get(f"/api/events?limit={limit}&offset={offset}&order={order}").get_json()
+                assert body["count"] == 12 and ids(body) == want[offset : offset + limit], (order, limit, offset)
+                follows = offset + limit < 12
+                assert (body["next_cursor"] is not None) == follows, (order, limit, offset)
+                if follows:
+                    rest = api.get(f"/api/events?limit=50&order={order}&cursor={body['next_cursor']}").get_json()
+                    assert ids(rest) == want[offset + limit :], (order, limit, offset)
+    # with a filter, the far end is the filtered listing's
+    door = newest_first([e for e in events if e["camera"] == "door"])
+    for offset in range(len(door) + 1):
+        body = api.get(f"/api/events?camera_id=door&limit=2&offset={offset}").get_json()
+        assert ids(body) == door[offset : offset + 2], offset
+
+
 def test_detail_links_the_analysis_batch_detections_and_alerts(api, s):
     add_camera(s, "porch")
     event_id, batch_id, detection_ids = add_event(s, "porch", kinds=("person", "dog"), risk=88, level="critical")
