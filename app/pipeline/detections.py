@@ -76,14 +76,16 @@ def _utc(ts: float | None) -> datetime | None:
 
 
 def write_thumbnails(
-    settings: Settings, image_path: Path, camera_id: str, stem: str, found: list[Found]
+    settings: Settings, image_path: Path, camera_id: str, stem: str, found: list[Found], image: Any = None
 ) -> list[str | None]:
-    """A JPEG crop (with a margin) per detection, longest side `thumbnail_max_side`. A thumbnail that
-    cannot be written is logged and left out; it never fails the detection."""
+    """A JPEG crop (with a margin) per detection, longest side `thumbnail_max_side`, cut from `image`
+    (the frame the detector decoded) or else from the file. A thumbnail that cannot be written is
+    logged and left out; it never fails the detection."""
     import cv2  # OpenCV is loaded only in the processes that run detection
 
     paths: list[str | None] = [None] * len(found)
-    image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+    if image is None:
+        image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
     if image is None:
         return paths
     height, width = image.shape[:2]
@@ -199,7 +201,7 @@ def process_image(
         return Outcome(camera_id, len(result.detections), 0, None, [], result.inference_time_ms, result.backend)
 
     stem = (file_hash or job_id)[:16] + "_" + job_id[:8]
-    thumbs = write_thumbnails(settings, real, camera_id, stem, kept)
+    thumbs = write_thumbnails(settings, real, camera_id, stem, kept, result.image)
     with session_scope(settings) as session:
         if session.get(Camera, camera_id) is None:  # a job sent through the API, not the watcher
             ensure_camera(session, camera_id, camera_id, str(real.parent))

@@ -64,6 +64,9 @@ class DetectionResult:
     image_size: tuple[int, int] | None = None  # (width, height) when known
     backend: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # The decoded frame (OpenCV's BGR array) when this process decoded it: thumbnails are cut from it
+    # instead of decoding the file a second time. None from the HTTP backend. Never serialised.
+    image: Any = field(default=None, repr=False, compare=False)
 
 
 class Detector(Protocol):
@@ -179,7 +182,9 @@ class BuiltinDetector:
         elapsed = (t_end - t0) * 1000
         # Each model's own inference time (the face search includes its resize and equalisation).
         models = {self.HOG_MODEL: round((t_face - t_hog) * 1000, 3), self.FACE_MODEL: round((t_end - t_face) * 1000, 3)}
-        return DetectionResult(found, round(elapsed, 2), (width, height), self.name, {"model_times_ms": models})
+        return DetectionResult(
+            found, round(elapsed, 2), (width, height), self.name, {"model_times_ms": models}, image=image
+        )
 
     def probe(self, timeout: float) -> tuple[bool, str | None]:
         """Installed and complete, checked without importing OpenCV into the probing process (the
