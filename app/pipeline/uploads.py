@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import bindparam, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from app.core.db import session_scope, upsert_insert
@@ -218,20 +218,25 @@ def sweep_outcomes(settings: Settings, limit: int = SWEEP_LIMIT) -> int:
     if not rows:
         return 0
     states = job_states(settings, [r.job_id for r in rows])
-    moved = 0
-    with session_scope(settings) as session:
-        for row in rows:
-            state, result = states.get(row.job_id, (None, None))
-            done = _finished(state, result, row.job_id)
-            if done is None:
-                continue
-            session.execute(
-                update(Upload)
-                .where(Upload.id == row.id, Upload.outcome == "queued")
-                .values(outcome=done[0], reason=done[1], updated_at=datetime.now(UTC))
-            )
-            moved += 1
-    return moved
+    moved = []
+    now = datetime.now(UTC)
+    for row in rows:
+        state, result = states.get(row.job_id, (None, None))
+        done = _finished(state, result, row.job_id)
+        if done is not None:
+            moved.append({"upload_id": row.id, "new_outcome": done[0], "new_reason": done[1], "now": now})
+    if moved:  # one statement with many parameter sets: a sweep after a burst moves hundreds
+        with session_scope(settings) as session:
+            session.connection().execute(_SETTLE, moved)
+    return len(moved)
+
+
+_UPLOADS = Upload.__table__
+_SETTLE = (
+    update(_UPLOADS)
+    .where(_UPLOADS.c.id == bindparam("upload_id"), _UPLOADS.c.outcome == "queued")
+    .values(outcome=bindparam("new_outcome"), reason=bindparam("new_reason"), updated_at=bindparam("now"))
+)
 
 
 def cameras_deleted_at(session: Session, camera_ids: set[str]) -> dict[str, float]:
