@@ -140,11 +140,17 @@ def job_states(settings: Settings, job_ids: list[str]) -> dict[str, tuple[str, A
     registry = get_registry(settings)
     with registry.r.pipeline(transaction=False) as pipe:
         for job_id in job_ids:
-            pipe.hmget(JOB_KEY + job_id, "state", "result")
-        answers = pipe.execute()
-    for job_id, (state, result) in zip(job_ids, answers):
+            pipe.hget(JOB_KEY + job_id, "state")
+        states = pipe.execute()
+        # Results only where a completed job's result decides the outcome: a sweep after a burst
+        # asks about hundreds of jobs, most still waiting, every few seconds.
+        completed = [j for j, state in zip(job_ids, states) if state == "completed"]
+        for job_id in completed:
+            pipe.hget(JOB_KEY + job_id, "result")
+        results = dict(zip(completed, pipe.execute())) if completed else {}
+    for job_id, state in zip(job_ids, states):
         if state:
-            out[job_id] = (state, result)
+            out[job_id] = (state, results.get(job_id))
     missing = [j for j in job_ids if j not in out]
     if missing:
         with session_scope(settings) as session:
