@@ -26,7 +26,6 @@ from app.api.kit.envelopes import Answer, SystemError
 from app.api.kit.errors import ApiError
 from app.api.kit.respond import dependencies_required, who
 from app.api.kit.types import DbId, Offset, Timestamp
-from app.jobs.enqueue import CAMERA_ID
 
 bp = Blueprint("alerts", __name__, url_prefix="/api/alerts")
 TAGS = ["alerts"]
@@ -59,7 +58,8 @@ class AlertsQuery(BaseModel):
     status: AlertStatus | None = None
     severity: Severity | None = None
     rule_id: str | None = Field(None, pattern=ID_PATTERN)
-    camera_id: str | None = Field(None, pattern=CAMERA_ID.pattern, description="A camera id")
+    # A filter, as in the events, detections and batches listings: an id no camera has matches nothing.
+    camera_id: str | None = Field(None, min_length=1, max_length=64, description="A camera id")
     limit: int = Field(50, ge=1, le=1000)
     offset: Offset = 0
 
