@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -47,17 +48,24 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop everything the session started, each step whatever the others did: a worker that will
+    not stop must not leave the session's Redis running after pytest (it did, unnoticed)."""
+    steps: list[tuple[str, Callable[[], object]]] = []
     if "archiver_stop" in _servers:
-        _servers.pop("archiver_stop").set()
-    for name in ("workers",):
-        for worker in _servers.pop(name, []) or []:
-            worker.stop()
+        steps.append(("archiver", _servers.pop("archiver_stop").set))
+    steps += [(f"worker {w}", w.stop) for w in _servers.pop("workers", []) or []]
     if "pg" in _servers:
-        _servers.pop("pg").cleanup()
+        steps.append(("postgresql", _servers.pop("pg").cleanup))
     if "redis" in _servers:
-        _servers.pop("redis").cleanup()
+        steps.append(("redis", _servers.pop("redis").cleanup))
     if "var" in _servers:
-        shutil.rmtree(_servers.pop("var"), ignore_errors=True)
+        var = _servers.pop("var")
+        steps.append(("var dir", lambda: shutil.rmtree(var, ignore_errors=True)))
+    for name, step in steps:
+        try:
+            step()
+        except Exception as exc:  # reported, not raised: the tests' outcome is already decided
+            sys.stderr.write(f"session teardown: stopping {name} failed: {exc!r}\n")
 
 
 # --- servers ---------------------------------------------------------------------------------------

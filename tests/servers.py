@@ -74,6 +74,15 @@ def redis_binary() -> str:
     raise RuntimeError("no redis-server binary: run `make test`, which installs one (scripts/ensure-redis)")
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when the process that started it dies. pytest-xdist can
+    end a worker before its session teardown reaches the Redis it started, which then ran on."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 class RedisServer:
     """A redis-server with AOF on (the production setting), restartable over the same data.
 
@@ -120,6 +129,7 @@ class RedisServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         wait_for(lambda: client.ping(), 15, what=f"redis on {self.port}")
@@ -134,7 +144,7 @@ class RedisServer:
             else:
                 try:
                     redis.Redis(port=self.port, socket_timeout=5).shutdown(nosave=False)
-                except (redis.ConnectionError, redis.ResponseError):
+                except redis.RedisError:  # refused or timed out: the wait below, then a kill
                     pass
             try:
                 self.proc.wait(10)
