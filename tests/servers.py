@@ -7,6 +7,7 @@ port nobody else uses, so a `make run` in progress is never touched.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import glob
 import os
 import shlex
@@ -74,13 +75,14 @@ def redis_binary() -> str:
     raise RuntimeError("no redis-server binary: run `make test`, which installs one (scripts/ensure-redis)")
 
 
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: the child between fork and exec imports nothing
+
+
 def _die_with_parent() -> None:
     """In the child, before exec: SIGTERM it when the process that started it dies. pytest-xdist can
     end a worker before its session teardown reaches the Redis it started, which then ran on."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class RedisServer:
