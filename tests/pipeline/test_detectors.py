@@ -279,3 +279,30 @@ def test_detection_retries_are_jittered_and_capped_by_a_real_worker(settings, ph
         worker.stop()
         for job_id in job_ids:  # the publish was recorded in this process's registry too
             get_registry().forget(job_id)
+
+
+@pytest.mark.slow
+def test_detection_pool_processes_load_the_detector_before_their_first_job(redis_db):
+    """`celery -A workers worker` for the detection group imports OpenCV before it forks and loads the models
+    in each pool process as it starts; the other groups never import OpenCV."""
+    from pathlib import Path
+
+    from tests.helpers import worker_env
+    from tests.servers import CeleryWorker, wait_for
+
+    def maps_opencv(pid: int) -> bool:
+        return "/cv2/" in Path(f"/proc/{pid}/maps").read_text()
+
+    env = worker_env(REDIS_URL=redis_db.url, VIGIL_DETECTOR_BACKEND="builtin")
+    detection = CeleryWorker(env, "detection_worker", ["detection"], concurrency=2).start()
+    analysis = CeleryWorker(env, "analysis_worker", ["analysis"], concurrency=1).start()
+    try:
+        pool = wait_for(lambda: len(p := detection.pool_pids()) == 2 and p, 30, what="two detection pool processes")
+        assert maps_opencv(detection.proc.pid), "the parent imports OpenCV before it forks"
+        assert all(maps_opencv(pid) for pid in pool)
+        wait_for(lambda: detection.log().count("detector models loaded") == 2, 30, what="each pool process's load")
+        [analysis_pool] = wait_for(lambda: analysis.pool_pids(), 30, what="the analysis pool process")
+        assert not maps_opencv(analysis.proc.pid) and not maps_opencv(analysis_pool)
+    finally:
+        detection.stop()
+        analysis.stop()

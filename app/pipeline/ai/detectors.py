@@ -139,6 +139,10 @@ class BuiltinDetector:
             models = self._local.models = (hog, face)
         return models
 
+    def warm(self) -> None:
+        """Load this thread's models now, so the first image does not wait for them."""
+        self._models()
+
     def detect(self, path: Path) -> DetectionResult:
         cv2 = self.cv2
         t0 = time.perf_counter()
