@@ -479,6 +479,10 @@ class ApiServer:
             return requests.get(f"{self.url}/health", timeout=1).ok
 
         wait_for(up, timeout, what="the API under gunicorn")
+        # The first worker may answer before the master has forked the others (the app is preloaded: a
+        # fork takes milliseconds, not an import), and a test that counts workers counts them all.
+        workers = int(self.env["WEB_CONCURRENCY"])
+        wait_for(lambda: len(self.worker_pids()) >= workers, timeout, what=f"{workers} gunicorn workers")
         return self
 
     def worker_pids(self) -> list[int]:
