@@ -17,7 +17,16 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.helpers import API_KEY, JWT_SECRET, worker_env
-from tests.servers import CeleryWorker, PostgresServer, RedisDatabases, RedisDb, RedisServer, wait_for
+from tests.servers import (
+    CeleryWorker,
+    PostgresServer,
+    RedisDatabases,
+    RedisDb,
+    RedisServer,
+    remove_logs,
+    session_logs,
+    wait_for,
+)
 
 _servers: dict[str, object] = {}
 
@@ -66,6 +75,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             step()
         except Exception as exc:  # reported, not raised: the tests' outcome is already decided
             sys.stderr.write(f"session teardown: stopping {name} failed: {exc!r}\n")
+    # The servers' logs: gone after a passing session (they piled up in /tmp), kept to read after a failure.
+    if _servers.pop("exitstatus", None) == 0:
+        remove_logs()
+    elif session_logs():
+        sys.stderr.write(f"server logs of this session: {session_logs()}\n")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _servers["exitstatus"] = int(exitstatus)
 
 
 # --- servers ---------------------------------------------------------------------------------------

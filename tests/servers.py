@@ -53,11 +53,34 @@ def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "con
     )
 
 
+_log_dirs: dict[int, str] = {}  # pid -> this process's folder of server logs
+
+
+def log_dir() -> str:
+    """This process's folder for the logs of the servers it starts, made on first use: a session that
+    passes removes it (`remove_logs`), one that fails keeps it and says where it is."""
+    pid = os.getpid()
+    if pid not in _log_dirs:
+        _log_dirs[pid] = tempfile.mkdtemp(prefix="vigil-logs-")
+    return _log_dirs[pid]
+
+
 def new_log(prefix: str) -> str:
     """A fresh, empty log file of our own (mkstemp: no other process can take the name first)."""
-    fd, path = tempfile.mkstemp(prefix=prefix, suffix=".log")
+    fd, path = tempfile.mkstemp(prefix=prefix, suffix=".log", dir=log_dir())
     os.close(fd)
     return path
+
+
+def session_logs() -> str | None:
+    """This process's log folder, if it started a server."""
+    return _log_dirs.get(os.getpid())
+
+
+def remove_logs() -> None:
+    folder = _log_dirs.pop(os.getpid(), None)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # --- Redis -------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from app.api.kit.auth import init_auth
 from app.api.kit.errors import register_error_handlers
 from app.api.kit.instrumentation import init_instrumentation
 from app.api.kit.request_ids import init_request_ids
+from app.api.kit.routing import init_routing
 
 BLUEPRINTS = (
     health.bp,
@@ -72,5 +73,6 @@ def register(app: Flask) -> None:
     init_auth(app)
     init_request_ids(app)
     init_instrumentation(app)
+    init_routing(app)
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)

@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 
 from flask import Blueprint, send_file
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
-from werkzeug.routing import BaseConverter
 
 from app.api.kit.current import current_settings
 from app.api.kit.endpoint import Link, endpoint
@@ -24,16 +23,6 @@ from app.observability import exports, logs
 
 bp = Blueprint("logs", __name__)
 
-
-class LogIdConverter(BaseConverter):
-    """`/api/logs/<log_id>` without `frontend`: GET /api/logs/frontend is a 405 naming POST (the
-    route that is there), not a log entry called "frontend". Other non-numeric ids still reach
-    the route and are a 400."""
-
-    regex = r"(?!frontend$)[^/]+"
-
-
-bp.record_once(lambda state: state.app.url_map.converters.setdefault("log_id", LogIdConverter))
 
 PLATFORM = "/api/v1/platform/system/logs"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -169,7 +158,7 @@ def log_stats():
         return logs.stats(session)
 
 
-@bp.get("/api/logs/<log_id:log_id>")
+@bp.get("/api/logs/<other_than(frontend):log_id>")  # GET /api/logs/frontend: a 405 naming POST
 @endpoint(
     path=LogPath, response=SystemLog, summary="Get one log entry", tags=["logs"], errors={404: "No such log entry"}
 )

@@ -500,7 +500,7 @@ def enqueue_jobs_batch(body: EnqueueBatchBody):
     return ok({"jobs": items, **counts}, 202 if counts["created"] else 200)
 
 
-@bp.get("/jobs/<job_id>")
+@bp.get("/jobs/<other_than(batch):job_id>")
 @endpoint(
     path=JobPath,
     response=Job,
@@ -526,7 +526,7 @@ def retry_job(job_id: str):
     return ok(result)
 
 
-@bp.delete("/jobs/<job_id>")
+@bp.delete("/jobs/<other_than(batch):job_id>")
 @endpoint(
     path=JobPath,
     response=JobDeleted,

@@ -431,6 +431,14 @@ def test_every_error_is_in_its_family_envelope(stack):
     r = stack.send("PUT", "/api/logs/frontend")
     _system_error(r, 405)
     assert set(r.headers["Allow"].replace(" ", "").split(",")) == {"POST", "OPTIONS"}
+    # /jobs/batch is its own route, not a job called "batch": GET and DELETE are 405s, OPTIONS lists what it has
+    for method in ("GET", "DELETE"):
+        r = stack.send(method, f"{P}/jobs/batch")
+        _platform_error(r, 405, "method_not_allowed")
+        assert set(r.headers["Allow"].replace(" ", "").split(",")) == {"POST", "OPTIONS"}
+    r = stack.send("OPTIONS", f"{P}/jobs/batch")
+    assert r.status_code == 200 and set(r.headers["Allow"].replace(" ", "").split(",")) == {"POST", "OPTIONS"}
+    _platform_error(stack.send("GET", f"{P}/jobs/batches"), 404, "job_not_found")  # any other id is still a job id
     _platform_error(stack.session.post(f"{stack.url}{P}/jobs", json={}), 401, "unauthorized")
 
 

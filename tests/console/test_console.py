@@ -165,6 +165,7 @@ def test_retry_every_failed_job_of_a_queue_after_the_confirmation(stack, browser
     until(lambda: all(stack.job_state(i) == "failed" for i in ids), 30, "both canaries to fail")
     browser.go("/console/queues")
     browser.click('tr[data-queue="analysis"] a[href$="/retry-failed"]')
+    browser.wait_text("#confirm-count", "2 jobs")  # the confirmation page, once it has loaded
     assert browser.text("#confirm-count") == "2 jobs"
     marker.write_text("here too")
     browser.press("#confirm")
@@ -184,6 +185,7 @@ def test_delete_a_waiting_job_after_the_confirmation(stack, browser):
     browser.go("/console/jobs?queue=cleanup&state=waiting")
     browser.click(f'tr[data-job="{job_id}"] a')
     browser.click('a[href$="/delete"]')
+    browser.wait_text("#confirm-count", "1 job")
     assert browser.text("#confirm-count") == "1 job" and job_id in browser.text()
     assert stack.job_state(job_id) == "waiting"  # nothing happens before the confirmation
     browser.shot("confirm-delete")
@@ -195,6 +197,7 @@ def test_delete_a_waiting_job_after_the_confirmation(stack, browser):
     ids = [enqueue() for _ in range(3)]
     browser.go("/console/jobs?queue=cleanup&state=waiting")
     browser.press('form[action$="/jobs/delete"] button')
+    browser.wait_text("#confirm-count", "3 jobs")  # a key press does not wait for the page it submits to
     assert browser.text("#confirm-count") == "3 jobs"
     assert all(stack.job_state(i) == "waiting" for i in ids)
     browser.press("#confirm")
