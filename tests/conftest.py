@@ -18,13 +18,12 @@ import pytest
 
 from tests.helpers import API_KEY, JWT_SECRET, worker_env
 from tests.servers import (
+    LOG_ROOT_ENV,
     CeleryWorker,
     PostgresServer,
     RedisDatabases,
     RedisDb,
     RedisServer,
-    remove_logs,
-    session_logs,
     wait_for,
 )
 
@@ -32,6 +31,8 @@ _servers: dict[str, object] = {}
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if LOG_ROOT_ENV not in os.environ:  # the first process of the run (xdist's workers inherit it)
+        _servers["log_root"] = os.environ[LOG_ROOT_ENV] = tempfile.mkdtemp(prefix="vigil-test-logs-")
     redis_server = RedisServer().start()
     var_dir = tempfile.mkdtemp(prefix="vigil-var-")
     _servers["redis"] = redis_server
@@ -75,11 +76,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             step()
         except Exception as exc:  # reported, not raised: the tests' outcome is already decided
             sys.stderr.write(f"session teardown: stopping {name} failed: {exc!r}\n")
-    # The servers' logs: gone after a passing session (they piled up in /tmp), kept to read after a failure.
-    if _servers.pop("exitstatus", None) == 0:
-        remove_logs()
-    elif session_logs():
-        sys.stderr.write(f"server logs of this session: {session_logs()}\n")
+    # The servers' logs, in the run's first process, once xdist's workers have ended: gone after a passing
+    # run (they piled up in /tmp), kept to read after a failure.
+    if "log_root" in _servers:
+        root = _servers.pop("log_root")
+        if _servers.pop("exitstatus", None) == 0:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            sys.stderr.write(f"server logs of this run: {root}\n")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

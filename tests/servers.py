@@ -53,15 +53,16 @@ def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "con
     )
 
 
-_log_dirs: dict[int, str] = {}  # pid -> this process's folder of server logs
+LOG_ROOT_ENV = "VIGIL_TEST_LOGS"  # the session's folder of server logs, set by tests/conftest.py
+_log_dirs: dict[int, str] = {}  # pid -> this process's folder in it
 
 
 def log_dir() -> str:
-    """This process's folder for the logs of the servers it starts, made on first use: a session that
-    passes removes it (`remove_logs`), one that fails keeps it and says where it is."""
+    """This process's folder for the logs of the servers it starts, made on first use inside the session's
+    folder (`LOG_ROOT_ENV`; elsewhere, a benchmark, in the temp directory)."""
     pid = os.getpid()
     if pid not in _log_dirs:
-        _log_dirs[pid] = tempfile.mkdtemp(prefix="vigil-logs-")
+        _log_dirs[pid] = tempfile.mkdtemp(prefix="vigil-logs-", dir=os.environ.get(LOG_ROOT_ENV) or None)
     return _log_dirs[pid]
 
 
@@ -70,17 +71,6 @@ def new_log(prefix: str) -> str:
     fd, path = tempfile.mkstemp(prefix=prefix, suffix=".log", dir=log_dir())
     os.close(fd)
     return path
-
-
-def session_logs() -> str | None:
-    """This process's log folder, if it started a server."""
-    return _log_dirs.get(os.getpid())
-
-
-def remove_logs() -> None:
-    folder = _log_dirs.pop(os.getpid(), None)
-    if folder is not None:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 # --- Redis -------------------------------------------------------------------------------------
