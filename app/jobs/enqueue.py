@@ -31,7 +31,6 @@ from app.core.redis_client import get_redis
 from app.core.settings import Settings, get_settings
 from app.jobs import publish
 from app.jobs.publish import IDEMPOTENCY_KEY, Job
-from app.jobs.publish import declare_queues as declare_queues  # where workers/host imports it from
 from app.jobs.registry import AUDIT_KEY
 from app.observability.audit import Audit
 from app.observability.audit import record as record_audit

@@ -8,7 +8,7 @@ import logging
 import time
 
 from app.core.settings import Settings, get_settings
-from app.jobs.enqueue import declare_queues
+from app.jobs.publish import declare_queues
 from app.observability import metrics
 from app.observability.logging_setup import configure_logging
 from workers.host.service import Service
