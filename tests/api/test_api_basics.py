@@ -127,6 +127,19 @@ def test_unknown_route_and_method_use_envelopes(client):
     assert r.status_code == 405 and "detail" in r.get_json() and "GET" in r.headers["Allow"]
 
 
+def test_no_route_with_a_variable_also_takes_a_fixed_path(app):
+    """`/jobs/<job_id>` once matched `/jobs/batch`: OPTIONS there advertised GET and DELETE, and GET looked up a job
+    called "batch". Each fixed path must answer only with its own methods (`other_than(...)` keeps them apart)."""
+    adapter = app.url_map.bind("localhost")
+    own: dict[str, set[str]] = {}
+    for rule in app.url_map.iter_rules():
+        if not rule.arguments:
+            own.setdefault(rule.rule, set()).update(rule.methods or ())
+    assert "/api/v1/platform/system/jobs/batch" in own
+    taken = {path: sorted(set(adapter.allowed_methods(path)) - methods) for path, methods in own.items()}
+    assert {path: extra for path, extra in taken.items() if extra} == {}
+
+
 def test_request_id_is_echoed_or_generated(client):
     r = client.get("/health", headers={"X-Request-ID": "abc-123"})
     assert r.headers["X-Request-ID"] == "abc-123"
