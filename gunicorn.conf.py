@@ -22,7 +22,7 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms req=%({x-request-id}o)s'
 limit_request_line = 8190
 # The app is imported once, in the master, and the workers fork with it: what it imported (Flask,
 # SQLAlchemy, pydantic's models, Celery) stays in pages shared with the master instead of a copy per
-# worker (bench P14: the API's PSS fell from 208 to about 130 MB). Nothing the app starts at import
+# worker (bench P14: the three API processes fell from 195 to 109 MB PSS). Nothing the app starts at import
 # holds a connection or a thread across the fork: engines and Redis pools are reset in the child
 # (app/core/db.py, app/core/redis_client.py), the log sink and the timings sampler start their threads
 # in the process that uses them, and the live hub starts in `post_worker_init`.
