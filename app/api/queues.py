@@ -29,7 +29,12 @@ JobState = Literal["waiting", "active", "completed", "failed", "revoked"]
 
 
 class JobPath(BaseModel):
-    job_id: str = Field(pattern=JOB_ID, description="Job (Celery task) id")
+    job_id: str = Field(
+        pattern=JOB_ID,
+        # The router holds it (`other_than(batch)`): `/jobs/batch` is the bulk enqueue route, never a job.
+        json_schema_extra={"not": {"const": "batch"}},
+        description="Job (Celery task) id; `batch` is not one (`/jobs/batch` is the bulk enqueue route)",
+    )
 
 
 class QueuePath(BaseModel):
@@ -512,7 +517,7 @@ def get_job(job_id: str):
     return ok(job_view(ops.get_job(job_id, current_settings())))
 
 
-@bp.post("/jobs/<job_id>/retry")
+@bp.post("/jobs/<other_than(batch):job_id>/retry")
 @endpoint(
     path=JobPath,
     response=JobRetried,

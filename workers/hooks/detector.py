@@ -15,33 +15,32 @@ from typing import Any
 
 from celery import signals
 
-from app.celery.queues import group_of
+from app.celery.queues import WORKER_GROUPS, group_of, queue_for
 from app.core.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-DETECTION_GROUP = "detection_worker"
 
-_warm = {"on": False}  # set in the parent; a forked pool process inherits it
+def _runs_builtin_detector(node: str) -> bool:
+    """The node's group consumes the detection queues, and the detector is the built-in one."""
+    return queue_for("detection") in WORKER_GROUPS.get(group_of(node), ()) and (
+        get_settings().detector_backend == "builtin"
+    )
 
 
 @signals.worker_init.connect(weak=False)
 def _import_before_fork(sender: Any = None, **_: Any) -> None:
-    if group_of(getattr(sender, "hostname", "") or "") != DETECTION_GROUP:
-        return
-    if get_settings().detector_backend != "builtin":
+    if not _runs_builtin_detector(getattr(sender, "hostname", "") or ""):
         return
     try:
-        import cv2  # noqa: F401  (imported for its side effect: loaded once, shared after the fork)
-    except ImportError:
+        import cv2  # noqa: F401  (for its side effect: loaded once, shared after the fork)
+    except ImportError:  # the worker still starts; each job reports the missing detector
         log.warning("OpenCV is not importable; the built-in detector will fail its jobs", exc_info=True)
-        return
-    _warm["on"] = True
 
 
 @signals.worker_process_init.connect(weak=False)
-def _load_models(**_: Any) -> None:
-    if not _warm["on"]:
+def _load_models(sender: str | None = None, **_: Any) -> None:  # sender: the node name
+    if not _runs_builtin_detector(sender or ""):
         return
     from app.pipeline.ai.detectors import BuiltinDetector, get_detector
 
