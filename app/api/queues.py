@@ -28,6 +28,10 @@ JOB_ID = r"^[A-Za-z0-9_.:\-]{1,128}$"
 JobState = Literal["waiting", "active", "completed", "failed", "revoked"]
 
 
+# What `job_id` = `batch` answers: that path is the bulk enqueue route, which takes only POST.
+BATCH_IS_NO_JOB = "`batch` is no job id: `/jobs/batch` is the bulk enqueue route (POST only)"
+
+
 class JobPath(BaseModel):
     job_id: str = Field(
         pattern=JOB_ID,
@@ -511,7 +515,7 @@ def enqueue_jobs_batch(body: EnqueueBatchBody):
     response=Job,
     summary="One job: payload, state, attempts, error and stack trace, result",
     tags=TAGS,
-    errors={404: "Unknown job"},
+    errors={404: "Unknown job", 405: BATCH_IS_NO_JOB},
 )
 def get_job(job_id: str):
     return ok(job_view(ops.get_job(job_id, current_settings())))
@@ -536,7 +540,7 @@ def retry_job(job_id: str):
     path=JobPath,
     response=JobDeleted,
     tags=TAGS,
-    errors={404: "Unknown job"},
+    errors={404: "Unknown job", 405: BATCH_IS_NO_JOB},
     summary="Delete a job: from the queue, revoked, or terminated; says which",
 )
 def delete_job(job_id: str):
