@@ -16,12 +16,12 @@ task's hot path.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, exists, func, select, update
+from sqlalchemy import Row, bindparam, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from app.core.db import session_scope, upsert_insert
@@ -69,28 +69,51 @@ def claim(
 ) -> tuple[Recorded, bool]:
     """Record a file (or find its row): (the row, whether this call created it). Safe when the scan
     and the live observer, or two hosts, record the same file together."""
-    new_id = session.execute(
-        upsert_insert(session)(Upload)
-        .values(
-            camera_id=camera_id,
-            path=key.path,
-            size=key.size,
-            mtime_ns=key.mtime_ns,
-            file_hash=file_hash,
-            first_seen_at=seen_at,
-            outcome=outcome,
-            reason=reason,
-            updated_at=seen_at,
+    return claim_many(session, [(key, camera_id)], seen_at, outcome=outcome, reason=reason, file_hash=file_hash)[0]
+
+
+def claim_many(
+    session: Session,
+    files: Sequence[tuple[FileKey, str]],
+    seen_at: datetime,
+    *,
+    outcome: str = "queued",
+    reason: str | None = None,
+    file_hash: str | None = None,
+) -> list[tuple[Recorded, bool]]:
+    """`claim` for many (file, camera id) pairs in two statements, whatever their number: one
+    multi-row insert that skips the files recorded already, one read of every row. A burst of
+    uploads is the watcher's normal case, and a statement per file cost more CPU than the enqueue
+    (CPU the detection pool needs on a small machine)."""
+    if not files:
+        return []
+    created: set[FileKey] = set()
+    for start in range(0, len(files), LOOKUP_CHUNK):
+        chunk = files[start : start + LOOKUP_CHUNK]
+        rows = session.execute(
+            upsert_insert(session)(_UPLOADS)
+            .values(
+                [
+                    {
+                        "camera_id": camera_id,
+                        "path": key.path,
+                        "size": key.size,
+                        "mtime_ns": key.mtime_ns,
+                        "file_hash": file_hash,
+                        "first_seen_at": seen_at,
+                        "outcome": outcome,
+                        "reason": reason,
+                        "updated_at": seen_at,
+                    }
+                    for key, camera_id in chunk
+                ]
+            )
+            .on_conflict_do_nothing(index_elements=["path", "size", "mtime_ns"])
+            .returning(_UPLOADS.c.path, _UPLOADS.c.size, _UPLOADS.c.mtime_ns)
         )
-        .on_conflict_do_nothing(index_elements=["path", "size", "mtime_ns"])
-        .returning(Upload.id)
-    ).scalar()
-    row = session.execute(
-        select(Upload.id, Upload.outcome, Upload.job_id, Upload.first_seen_at).where(
-            Upload.path == key.path, Upload.size == key.size, Upload.mtime_ns == key.mtime_ns
-        )
-    ).one()
-    return Recorded(row.id, row.outcome, row.job_id, row.first_seen_at), new_id is not None
+        created.update(FileKey(*row) for row in rows)
+    known = recorded(session, [key for key, _camera in files])
+    return [(known[key], key in created) for key, _camera in files]
 
 
 def settle(
@@ -102,12 +125,37 @@ def settle(
     reason: str | None = None,
     file_hash: str | None = None,
 ) -> None:
-    values: dict[str, Any] = {"outcome": outcome, "reason": reason, "updated_at": datetime.now(UTC)}
-    if job_id is not None:
-        values["job_id"] = job_id
-    if file_hash is not None:
-        values["file_hash"] = file_hash
-    session.execute(update(Upload).where(Upload.id == upload_id).values(**values))
+    """Give a row its outcome; a `job_id` or `file_hash` of None leaves the row's own."""
+    settle_many(session, [Settled(upload_id, outcome, job_id, reason, file_hash)])
+
+
+@dataclass(frozen=True)
+class Settled:
+    """One row's outcome for `settle_many`; a `job_id` or `file_hash` of None leaves the row's own."""
+
+    upload_id: int
+    outcome: str
+    job_id: str | None = None
+    reason: str | None = None
+    file_hash: str | None = None
+
+
+def settle_many(session: Session, rows: Iterable[Settled]) -> None:
+    """`settle` for many rows: one statement with a parameter set per row."""
+    now = datetime.now(UTC)
+    params = [
+        {
+            "upload_id": r.upload_id,
+            "new_outcome": r.outcome,
+            "new_reason": r.reason,
+            "new_job_id": r.job_id,
+            "new_hash": r.file_hash,
+            "now": now,
+        }
+        for r in rows
+    ]
+    if params:
+        session.connection().execute(_SETTLE_ANY, params)
 
 
 def recorded(session: Session, keys: Iterable[FileKey]) -> dict[FileKey, Recorded]:
@@ -120,14 +168,20 @@ def recorded(session: Session, keys: Iterable[FileKey]) -> dict[FileKey, Recorde
     out: dict[FileKey, Recorded] = {}
     for start in range(0, len(paths), LOOKUP_CHUNK):
         rows = session.execute(
-            select(Upload.id, Upload.path, Upload.size, Upload.mtime_ns, Upload.outcome, Upload.job_id).where(
-                Upload.path.in_(paths[start : start + LOOKUP_CHUNK])
-            )
+            select(
+                Upload.id,
+                Upload.path,
+                Upload.size,
+                Upload.mtime_ns,
+                Upload.outcome,
+                Upload.job_id,
+                Upload.first_seen_at,
+            ).where(Upload.path.in_(paths[start : start + LOOKUP_CHUNK]))
         )
         for row in rows:
             key = FileKey(row.path, row.size, row.mtime_ns)
             if key in wanted:
-                out[key] = Recorded(row.id, row.outcome, row.job_id)
+                out[key] = Recorded(row.id, row.outcome, row.job_id, row.first_seen_at)
     return out
 
 
@@ -167,26 +221,45 @@ def live_original(
     """The earlier upload of the same content whose job still exists and has not failed for good,
     first seen since `since` (the dedupe window): (upload id, path, job id, job state), or None.
     A re-upload after that job was deleted, failed or revoked is therefore detected again."""
-    rows = session.execute(
-        select(Upload.id, Upload.path, Upload.job_id)
-        .where(
-            Upload.file_hash == file_hash,
-            Upload.id != upload_id,
-            Upload.outcome.in_(("queued", "detected", "disabled")),
-            Upload.job_id.is_not(None),
-            Upload.first_seen_at >= since,
+    return live_originals(settings, session, {file_hash: upload_id}, since).get(file_hash)
+
+
+def live_originals(
+    settings: Settings, session: Session, uploads_by_hash: dict[str, int], since: datetime, per_hash: int = 10
+) -> dict[str, tuple[int, str, str, str]]:
+    """`live_original` for many contents ({file hash: the new upload's id}) in one query and one
+    registry pipeline: {file hash: (upload id, path, job id, job state)} for those that have one.
+    The newest `per_hash` earlier uploads of each content are looked at."""
+    if not uploads_by_hash:
+        return {}
+    candidates: dict[str, list[Row]] = {}
+    hashes = sorted(uploads_by_hash)
+    for start in range(0, len(hashes), LOOKUP_CHUNK):
+        rows = session.execute(
+            select(Upload.id, Upload.path, Upload.job_id, Upload.file_hash)
+            .where(
+                Upload.file_hash.in_(hashes[start : start + LOOKUP_CHUNK]),
+                Upload.outcome.in_(("queued", "detected", "disabled")),
+                Upload.job_id.is_not(None),
+                Upload.first_seen_at >= since,
+            )
+            .order_by(Upload.first_seen_at.desc())
         )
-        .order_by(Upload.first_seen_at.desc())
-        .limit(10)
-    ).all()
-    if not rows:
-        return None
-    states = job_states(settings, [r.job_id for r in rows])
-    for row in rows:
-        state = states.get(row.job_id, (None, None))[0]
-        if state in LIVE_JOB_STATES:
-            return row.id, row.path, row.job_id, state
-    return None
+        for row in rows:
+            mine = candidates.setdefault(row.file_hash, [])
+            if row.id != uploads_by_hash[row.file_hash] and len(mine) < per_hash:
+                mine.append(row)
+    if not candidates:
+        return {}
+    states = job_states(settings, [r.job_id for rows in candidates.values() for r in rows])
+    out: dict[str, tuple[int, str, str, str]] = {}
+    for file_hash, rows in candidates.items():
+        for row in rows:
+            state = states.get(row.job_id, (None, None))[0]
+            if state in LIVE_JOB_STATES:
+                out[file_hash] = (row.id, row.path, row.job_id, state)
+                break
+    return out
 
 
 def dedupe_since(settings: Settings) -> datetime:
@@ -242,6 +315,17 @@ _SETTLE = (
     update(_UPLOADS)
     .where(_UPLOADS.c.id == bindparam("upload_id"), _UPLOADS.c.outcome == "queued")
     .values(outcome=bindparam("new_outcome"), reason=bindparam("new_reason"), updated_at=bindparam("now"))
+)
+_SETTLE_ANY = (  # any row, whatever its outcome; job id and hash kept where the new one is None
+    update(_UPLOADS)
+    .where(_UPLOADS.c.id == bindparam("upload_id"))
+    .values(
+        outcome=bindparam("new_outcome"),
+        reason=bindparam("new_reason"),
+        job_id=func.coalesce(bindparam("new_job_id", type_=_UPLOADS.c.job_id.type), _UPLOADS.c.job_id),
+        file_hash=func.coalesce(bindparam("new_hash", type_=_UPLOADS.c.file_hash.type), _UPLOADS.c.file_hash),
+        updated_at=bindparam("now"),
+    )
 )
 
 

@@ -240,6 +240,61 @@ def test_outcomes_follow_the_jobs_and_a_duplicate_needs_a_live_earlier_job(db_ur
         assert uploads.live_original(s, session, "done".ljust(64, "0"), -1, since) is None
 
 
+def test_the_batch_forms_claim_settle_and_find_originals_as_the_single_ones_do(db_url, redis_db, settings):
+    """The watcher records a burst of uploads with uploads.claim_many, settle_many and
+    live_originals (a few statements per round instead of several per file); they must give what
+    claim, settle and live_original give one file at a time, on both databases."""
+    from datetime import UTC, datetime
+
+    from app.jobs.registry import get_registry
+    from app.pipeline import uploads
+    from app.pipeline.cameras import ensure_camera
+
+    s = redis_db.settings(settings, database_url=db_url, log_db=False)
+    registry = get_registry(s)
+    publish = ("publish", {"task": "vigil.detection.detect", "queue": "detection"})
+    registry.apply_many("j-live", [publish])
+    registry.apply_many("j-broke", [publish, ("start", {}), ("failure", registry.failure_fields("boom", None))])
+    now = datetime.now(UTC)
+    keys = [uploads.FileKey(f"/x/cam/{n}.jpg", 100 + n, n) for n in range(1200)]  # past one LOOKUP_CHUNK
+    with session_scope(s) as session:
+        ensure_camera(session, "cam", "cam", "/x/cam")
+        first, _ = uploads.claim(session, keys[7], "cam", now)
+        claimed = uploads.claim_many(session, [(k, "cam") for k in keys], now)
+        assert [created for _row, created in claimed] == [n != 7 for n in range(len(keys))]
+        assert claimed[7][0].id == first.id
+        assert len({row.id for row, _ in claimed}) == len(keys)
+        assert all(row.outcome == "queued" and row.job_id is None and not row.settled for row, _ in claimed)
+        ids = [row.id for row, _ in claimed]
+        uploads.settle_many(
+            session,
+            [
+                uploads.Settled(ids[0], "queued", "j-live", None, "a" * 64),
+                uploads.Settled(ids[1], "queued", "j-broke", None, "b" * 64),
+                uploads.Settled(ids[2], "queued", "j-live", None, "a" * 64),
+            ],
+        )
+        # a later outcome without a job id or hash keeps the row's own
+        uploads.settle_many(session, [uploads.Settled(ids[2], "duplicate", None, "same as 0", None)])
+    with session_scope(s) as session:
+        again = uploads.recorded(session, keys[:3])
+        assert [(again[k].outcome, again[k].job_id) for k in keys[:3]] == [
+            ("queued", "j-live"),
+            ("queued", "j-broke"),
+            ("duplicate", "j-live"),
+        ]
+        assert all(again[k].settled and again[k].first_seen_at is not None for k in keys[:3])
+        row2 = session.get(Upload, ids[2])
+        assert (row2.file_hash, row2.reason) == ("a" * 64, "same as 0")
+        since = uploads.dedupe_since(s)
+        found = uploads.live_originals(s, session, {"a" * 64: ids[5], "b" * 64: ids[6], "c" * 64: ids[8]}, since)
+        # the live job's upload is an original; the failed job's and an unknown content are not
+        assert found == {"a" * 64: (ids[0], keys[0].path, "j-live", "waiting")}
+        assert found["a" * 64] == uploads.live_original(s, session, "a" * 64, ids[5], since)
+        # an upload is never its own original
+        assert uploads.live_originals(s, session, {"a" * 64: ids[0]}, since) == {}
+
+
 def test_sqlite_statistics_are_taken_when_a_connection_closes(tmp_path):
     """app/core/db.py runs PRAGMA optimize on close (and hourly on check-in), so the listing indexes
     are planned with statistics (sqlite_stat1) rather than guesses."""

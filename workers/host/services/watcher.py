@@ -478,24 +478,27 @@ class FileWatcher(Service):
             for f in files:
                 self._ensure_camera(f.camera_id, f.folder)
             with session_scope(self.settings) as session:
-                since = uploads.dedupe_since(self.settings)
-                digests: set[str] = set()
-                now = datetime.now(UTC)
-                for f in files:
-                    row, created = uploads.claim(session, f.key, f.camera_id, now)
+                claimed = uploads.claim_many(session, [(f.key, f.camera_id) for f in files], datetime.now(UTC))
+                fresh: dict[str, tuple[_Ready, uploads.Recorded]] = {}
+                for f, (row, created) in zip(files, claimed):
                     if not created and row.settled:
                         done.append(f.path)  # recorded already: the scan and the observer saw it together, or a restart
-                        continue
-                    if f.digest in digests:
-                        continue  # same content as a file of this round: decided next round, against its job
-                    digests.add(f.digest)
-                    earlier = uploads.live_original(self.settings, session, f.digest, row.id, since)
+                    elif f.digest not in fresh:  # else same content as a file of this round: decided next round
+                        fresh[f.digest] = (f, row)
+                since = uploads.dedupe_since(self.settings)
+                earlier_of = uploads.live_originals(
+                    self.settings, session, {digest: row.id for digest, (_f, row) in fresh.items()}, since
+                )
+                settled: list[uploads.Settled] = []
+                for digest, (f, row) in fresh.items():
+                    earlier = earlier_of.get(digest)
                     if earlier is None:
                         to_send.append((f, row))
                         continue
                     reason = f"same content as upload {earlier[0]} ({earlier[1]}), job {earlier[2]} {earlier[3]}"
-                    uploads.settle(session, row.id, "duplicate", job_id=earlier[2], reason=reason, file_hash=f.digest)
+                    settled.append(uploads.Settled(row.id, "duplicate", earlier[2], reason, digest))
                     duplicates.append((f, earlier))
+                uploads.settle_many(session, settled)
         except Exception:
             for f in files:
                 self._known_cameras.pop(f.camera_id, None)  # deleted meanwhile? made again on the next try
@@ -539,8 +542,9 @@ class FileWatcher(Service):
             sent.append((f, row, outcome))
         try:
             with session_scope(self.settings) as session:
-                for f, row, job in sent:
-                    uploads.settle(session, row.id, "queued", job_id=job.job_id, file_hash=f.digest)
+                uploads.settle_many(
+                    session, [uploads.Settled(row.id, "queued", job.job_id, None, f.digest) for f, row, job in sent]
+                )
         except Exception:
             self._warning("could not record %d enqueued upload(s) yet; will retry", len(sent))
             return done  # still pending: the next round finds their jobs under the same keys
