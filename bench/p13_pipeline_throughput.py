@@ -15,6 +15,14 @@ Baseline, same run, same frames: the built-in detector's own frames/s (P6's meth
 one core, OpenCV on one thread, read + decode + detect) times the detection pool's processes: what
 the pool could do if queueing, the registry, batching and SQL cost nothing.
 Goal: ratio >= 0.8.
+
+Three rounds, each on a freshly started system (the same Redis and database, 300 new photographs),
+each against the mean of the detector's timings just before and just after it, with the system
+stopped: on a shared 2-core machine the detector's own speed drifts by 10-15 % within a minute, more
+than the difference being measured, and a baseline taken once a minute away from the round it
+divides is a large part of one run's error. The reported ratio is the median round's; every round's
+is in `round_ratios`. `pool_idle_ms_per_task` is the pool's unused slot time between its first and
+last start, per job: the hand-over from one job to the next.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from bench.harness import Context, Result
 from tests.servers import free_port, procfile, wait_for
 
 PHOTOS = 300
+ROUNDS = 3  # each on a freshly started system, between two timings of the detector alone
 CAMERAS = ("front_door", "garage", "back_yard")
 
 
@@ -113,8 +122,10 @@ def photographs(n: int) -> list[bytes]:
     return out
 
 
-def workload(env: dict[str, str], photos: list[bytes], timeout: float = 600) -> dict[str, object]:
-    """Write the photographs into the camera folders, wait for every detection; seconds and checks."""
+def workload(env: dict[str, str], photos: list[bytes], timeout: float = 600, tag: str = "") -> dict[str, object]:
+    """Write the photographs into the camera folders, wait for every detection; seconds and checks.
+    `tag` names this round's files, so a system that ran earlier rounds on the same Redis and
+    database gets new uploads, and only this round's jobs are counted."""
     client = redis.Redis.from_url(env["REDIS_URL"], decode_responses=True)
     root = Path(env["VIGIL_VAR_DIR"]) / "cameras"
     folders = []
@@ -123,20 +134,21 @@ def workload(env: dict[str, str], photos: list[bytes], timeout: float = 600) -> 
         folder.mkdir(parents=True, exist_ok=True)
         folders.append(folder)
     time.sleep(1.0)  # the watcher picks up new folders on its next scan
+
+    def completed() -> int:
+        return client.zcard("vigil:jobs:detection:completed") + client.zcard("vigil:jobs:detection:high:completed")
+
+    earlier = completed()
     paths = []
     t0, wall0 = time.monotonic(), time.time()
     for i, data in enumerate(photos):
-        path = folders[i % len(folders)] / f"photo_{i:04d}.jpg"
+        path = folders[i % len(folders)] / f"photo_{tag}{i:04d}.jpg"
         with open(path, "wb") as fh:
             fh.write(data)
         paths.append(str(path.resolve()))
     written = time.monotonic() - t0
     wanted = set(paths)
-
-    def completed() -> int:
-        return client.zcard("vigil:jobs:detection:completed") + client.zcard("vigil:jobs:detection:high:completed")
-
-    wait_for(lambda: completed() >= len(paths), timeout, interval=0.2, what="every photograph's detection")
+    wait_for(lambda: completed() >= earlier + len(paths), timeout, interval=0.2, what="every photograph's detection")
     polled = time.monotonic() - t0
     jobs: dict[str, list[dict]] = {}
     registry_ids = client.zrange("vigil:jobs:detection:completed", 0, -1) + client.zrange(
@@ -156,7 +168,8 @@ def workload(env: dict[str, str], photos: list[bytes], timeout: float = 600) -> 
     finished = [float(j["finished_at"]) for j in mine if j.get("finished_at")]
     elapsed = max(finished) - wall0 if len(finished) == len(mine) else polled
     created = sorted(float(j["created_at"]) - wall0 for j in mine)
-    runtimes = [float(j["finished_at"]) - float(j["started_at"]) for j in mine if j.get("started_at")]
+    spans = [(float(j["started_at"]), float(j["finished_at"])) for j in mine if j.get("started_at")]
+    runtimes = [end - start for start, end in spans]
     lost = sorted(wanted - set(jobs))
     twice = sorted(p for p, js in jobs.items() if p in wanted and (len(js) > 1 or int(js[0]["attempts"]) > 1))
     return {
@@ -171,7 +184,26 @@ def workload(env: dict[str, str], photos: list[bytes], timeout: float = 600) -> 
         "last_published_s": round(created[-1], 2) if created else None,
         "task_mean_s": round(statistics.fmean(runtimes), 3) if runtimes else None,
         "task_seconds_total": round(sum(runtimes), 1),
+        "pool_idle_ms_per_task": round(1000 * pool_idle(spans, detection_concurrency()) / len(spans), 2)
+        if spans
+        else None,
     }
+
+
+def pool_idle(spans: list[tuple[float, float]], pool: int) -> float:
+    """Slot-seconds the pool left unused between its first start and its last start (the hand-over
+    from one job to the next, not the tail when fewer jobs than processes are left)."""
+    if not spans:
+        return 0.0
+    last_start = max(start for start, _ in spans)
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    idle, running, at = 0.0, 0, events[0][0]
+    for t, change in events:
+        t = min(t, last_start)
+        if running < pool:
+            idle += (pool - running) * (t - at)
+        at, running = t, running + change
+    return idle
 
 
 def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
@@ -220,40 +252,56 @@ def detector_fps(ctx: Context, photos: list[bytes], n: int) -> float:
 
 
 def run(ctx: Context, quick: bool = False) -> list[Result]:
-    n = 60 if quick else PHOTOS
-    photos = photographs(n)
+    n, rounds = (60, 1) if quick else (PHOTOS, ROUNDS)
+    photos = photographs(n * rounds)
     pool = detection_concurrency()
-    fps_before = detector_fps(ctx, photos, 30 if quick else 90)
-    env, pids = start_system(ctx)
-    before = cpu_seconds(pids)
-    outcome = workload(env, photos)
-    spent = cpu_seconds(pids)
-    outcome["cpu_seconds"] = {name: round(spent[name] - before.get(name, 0.0), 2) for name in spent}
-    ctx.stop_processes()  # the system is stopped before the detector is timed again, alone
-    fps_after = detector_fps(ctx, photos, 30 if quick else 90)
-    detector = statistics.fmean([fps_before, fps_after])
-    value = outcome["photos"] / outcome["seconds"]
-    baseline = detector * pool
-    ratio = value / baseline
-    ok = outcome["lost"] == 0 and outcome["detected_twice"] == 0
+    frames = 30 if quick else 90
+    fps = [detector_fps(ctx, photos, frames)]
+    measured = []
+    for r in range(rounds):
+        env, pids = start_system(ctx)
+        before = cpu_seconds(pids)
+        outcome = workload(env, photos[r * n : (r + 1) * n], tag=f"r{r}_")
+        spent = cpu_seconds(pids)
+        outcome["cpu_seconds"] = {name: round(spent[name] - before.get(name, 0.0), 2) for name in spent}
+        ctx.stop_processes()  # the system is stopped before the detector is timed again, alone
+        fps.append(detector_fps(ctx, photos, frames))
+        detector = statistics.fmean(fps[-2:])
+        value = outcome["photos"] / outcome["seconds"]
+        measured.append(
+            {
+                **outcome,
+                "photos_per_s": round(value, 2),
+                "baseline": round(detector * pool, 2),
+                "ratio": round(value / (detector * pool), 3),
+                "seconds": round(outcome["seconds"], 2),
+                "pool_busy_fraction": round(outcome["task_seconds_total"] / (pool * outcome["seconds"]), 3),
+                "detector_fps_before": round(fps[-2], 2),
+                "detector_fps_after": round(fps[-1], 2),
+            }
+        )
+    middle = sorted(measured, key=lambda m: m["ratio"])[len(measured) // 2]
+    ok = all(m["lost"] == 0 and m["detected_twice"] == 0 for m in measured)
     return [
         Result(
             "P13",
-            f"pipeline: {outcome['photos']} photographs in {len(CAMERAS)} camera folders -> detections stored",
-            round(value, 2),
+            f"pipeline: {n} photographs in {len(CAMERAS)} camera folders -> detections stored"
+            + (f" (median of {rounds} rounds)" if rounds > 1 else ""),
+            middle["photos_per_s"],
             "photos/s",
             baseline=f"built-in detector frames/s (1 core) x {pool} detection pool processes, same frames",
-            baseline_value=round(baseline, 2),
-            ratio=round(ratio, 3),
+            baseline_value=middle["baseline"],
+            ratio=middle["ratio"],
             goal="ratio >= 0.8, nothing lost or detected twice",
-            met=ratio >= 0.8 and ok,
+            met=middle["ratio"] >= 0.8 and ok,
             details={
-                **outcome,
-                "seconds": round(outcome["seconds"], 2),
+                **{k: v for k, v in middle.items() if k not in ("photos_per_s", "baseline", "ratio")},
                 "pool_processes": pool,
-                "pool_busy_fraction": round(outcome["task_seconds_total"] / (pool * outcome["seconds"]), 3),
-                "detector_fps_before": round(fps_before, 2),
-                "detector_fps_after": round(fps_after, 2),
+                "round_ratios": [m["ratio"] for m in measured],
+                "rounds": [
+                    {k: m[k] for k in ("ratio", "photos_per_s", "baseline", "seconds", "lost", "detected_twice")}
+                    for m in measured
+                ],
             },
         )
     ]
