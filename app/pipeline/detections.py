@@ -17,11 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import redis
 from sqlalchemy import Row, select, update
 from sqlalchemy.orm import Session
 
 from app.core.db import session_scope
 from app.core.errors import NotFound
+from app.core.redis_client import get_redis
 from app.core.settings import Settings
 from app.core.time import iso_utc
 from app.jobs.enqueue import resolve_in_root
@@ -127,7 +129,16 @@ def _assign(settings: Settings, ids: list[int], batch_id: str) -> None:
         session.execute(update(Detection).where(Detection.id.in_(ids)).values(batch_id=batch_id))
 
 
-def _add_to_batch(settings: Settings, camera_id: str, ids: list[int], seen_at: float | None, detected_at: float) -> str:
+def _add_to_batch(
+    settings: Settings,
+    camera_id: str,
+    ids: list[int],
+    seen_at: float | None,
+    detected_at: float,
+    samples: list[tuple[str, float, float | None]] | None = None,
+) -> str:
+    """Add the detections to the camera's open batch. The `detect_to_batch` sample goes into
+    `samples` when the caller sends its samples itself, else straight to Redis."""
     config = runtime_config.effective(settings)
     batch_id, _count, _opened = get_aggregator(settings).add(
         camera_id,
@@ -137,7 +148,10 @@ def _add_to_batch(settings: Settings, camera_id: str, ids: list[int], seen_at: f
         seen_at=seen_at,
     )
     batched_at = time.time()
-    telemetry.record(settings, "detect_to_batch", (batched_at - detected_at) * 1000, batched_at)
+    if samples is None:
+        telemetry.record(settings, "detect_to_batch", (batched_at - detected_at) * 1000, batched_at)
+    else:
+        samples.append(("detect_to_batch", (batched_at - detected_at) * 1000, batched_at))
     _assign(settings, ids, batch_id)
     return batch_id
 
@@ -182,19 +196,54 @@ def process_image(
         return Outcome(camera_id, len(done), len(done), batch_id, ids, None, "", repeated=True)
 
     detector = get_detector(settings)
-    call_started = time.time()
-    result = breaker(detector.service, settings).call(detector.detect, real)
-    detected_at = time.time()
-    samples.append(("detect", (detected_at - call_started) * 1000, detected_at))
-    telemetry.record_many(settings, samples)
-    usage.record(
-        settings,
-        result.extra.get("model_times_ms") or {},
-        backend=result.backend,
-        at=detected_at,
-        load_times=getattr(detector, "load_times", None),
-    )
+    # The job's bookkeeping in Redis (the breaker's success, the stage samples, the model's usage) is
+    # queued here and sent in one round trip at the end, also when the job fails after the detector
+    # answered: on a saturated machine each synchronous round trip waits for Redis to be scheduled,
+    # and three of them cost the pool about as much as everything else around the detector.
+    bookkeeping = get_redis(settings).pipeline(transaction=False)
+    answered = False
+    try:
+        call_started = time.time()
+        result = breaker(detector.service, settings).call(detector.detect, real, record_on=bookkeeping)
+        detected_at, answered = time.time(), True
+        samples.append(("detect", (detected_at - call_started) * 1000, detected_at))
+        usage.queue_record(
+            bookkeeping,
+            settings,
+            result.extra.get("model_times_ms") or {},
+            backend=result.backend,
+            at=detected_at,
+            load_times=getattr(detector, "load_times", None),
+        )
+        return _store(settings, result, job_id, camera_id, real, file_hash, seen_at, detected_at, samples)
+    finally:
+        if answered:  # the stage samples describe a detection; a refused or failed call has none
+            telemetry.queue_samples(bookkeeping, settings, samples)
+        _send(bookkeeping)
 
+
+def _send(pipe: redis.client.Pipeline) -> None:
+    """Send queued bookkeeping; a Redis error loses it (logged), never the detections."""
+    try:
+        pipe.execute()
+    except redis.RedisError:
+        log.warning("could not record a detection's timings and model usage", exc_info=True)
+    finally:
+        pipe.reset()
+
+
+def _store(
+    settings: Settings,
+    result: Any,
+    job_id: str,
+    camera_id: str,
+    real: Path,
+    file_hash: str | None,
+    seen_at: float | None,
+    detected_at: float,
+    samples: list[tuple[str, float, float | None]],
+) -> Outcome:
+    """Keep the detections over the confidence threshold: thumbnails, rows, the camera's batch."""
     threshold = runtime_config.effective(settings)["detection_confidence_threshold"]
     kept = [d for d in result.detections if d.confidence >= threshold]
     if not kept:
@@ -226,7 +275,7 @@ def process_image(
         session.add_all(rows)
         session.flush()
         ids = [row.id for row in rows]
-    batch_id = _add_to_batch(settings, camera_id, ids, seen_at, detected_at)
+    batch_id = _add_to_batch(settings, camera_id, ids, seen_at, detected_at, samples)
     for row_id, d in zip(ids, kept):
         live.publish_quietly(
             "detection.new",

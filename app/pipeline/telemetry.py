@@ -59,22 +59,29 @@ def record_many(
 ) -> None:
     """Record (stage, duration ms, at) samples in one round trip: a task that times several stages
     pays one, not one per stage."""
+    try:
+        client = client or get_redis(settings)
+        with client.pipeline(transaction=False) as pipe:
+            queue_samples(pipe, settings, samples)
+            pipe.execute()
+    except redis.RedisError:
+        log.warning("could not record %s latency samples", ", ".join(s for s, _, _ in samples), exc_info=True)
+
+
+def queue_samples(
+    pipe: redis.client.Pipeline, settings: Settings, samples: list[tuple[str, float, float | None]]
+) -> None:
+    """`record_many`'s commands, queued on a pipeline the caller sends with its own writes."""
     now = time.time()
     retention = settings.latency_retention_hours * 3600
     for stage, _, _ in samples:
         if stage not in STAGES:
             raise ValueError(f"unknown pipeline stage {stage!r}")
-    try:
-        client = client or get_redis(settings)
-        with client.pipeline(transaction=False) as pipe:
-            for stage, duration_ms, at in samples:
-                at = now if at is None else at
-                member = f"{at:.6f}:{max(0.0, float(duration_ms)):.3f}:{os.urandom(3).hex()}"
-                pipe.zadd(SAMPLE_KEY + stage, {member: at})
-                pipe.zremrangebyscore(SAMPLE_KEY + stage, "-inf", at - retention)
-            pipe.execute()
-    except redis.RedisError:
-        log.warning("could not record %s latency samples", ", ".join(s for s, _, _ in samples), exc_info=True)
+    for stage, duration_ms, at in samples:
+        at = now if at is None else at
+        member = f"{at:.6f}:{max(0.0, float(duration_ms)):.3f}:{os.urandom(3).hex()}"
+        pipe.zadd(SAMPLE_KEY + stage, {member: at})
+        pipe.zremrangebyscore(SAMPLE_KEY + stage, "-inf", at - retention)
 
 
 def _samples(client: redis.Redis, stage: str, since: float, until: float = math.inf) -> list[tuple[float, float]]:

@@ -11,7 +11,7 @@ from app.core.db import session_scope
 from app.core.redis_client import get_redis
 from app.core.settings import replace
 from app.models import Detection
-from app.pipeline.ai.breakers import BreakerConfig, CircuitBreaker, CircuitOpenError, ServiceRejected
+from app.pipeline.ai.breakers import BreakerConfig, CircuitBreaker, CircuitOpenError, ServiceRejected, breaker
 from app.pipeline.ai.detectors import BuiltinDetector, DetectorUnavailable, HttpDetector, UnreadableImage
 from tests.ai_servers import YOLO_ANSWER
 
@@ -120,6 +120,37 @@ def test_breaker_opens_after_five_failures_ignores_4xx_and_recovers_through_half
     assert b.snapshot()["state"] == "closed"
 
 
+def test_a_success_recorded_on_a_pipeline_counts_once_it_is_sent_and_a_failure_at_once(
+    scripted_server, photos, settings
+):
+    """`record_on`: the detection task sends the breaker's success with its other bookkeeping. A
+    half-open breaker closes on successes sent that way; a failure never waits for the pipeline."""
+    mode = {"answer": (500, "boom", 0)}
+    server = scripted_server(lambda req: mode["answer"])
+    detector = HttpDetector(server.url, timeout=1)
+    r = get_redis(settings)
+    b = CircuitBreaker(
+        f"det-{uuid.uuid4().hex[:8]}",
+        r,
+        BreakerConfig(failure_threshold=2, recovery_seconds=0.5, half_open_max_calls=3, success_threshold=2),
+    )
+    path = photos["coffee"]
+    pipe = r.pipeline(transaction=False)
+    for _ in range(2):
+        with pytest.raises(DetectorUnavailable):
+            b.call(detector.detect, path, record_on=pipe)
+    assert b.snapshot()["state"] == "open" and len(pipe) == 0  # recorded at once, nothing queued
+
+    time.sleep(0.6)
+    mode["answer"] = (200, YOLO_ANSWER, 0)
+    for _ in range(2):
+        assert b.call(detector.detect, path, record_on=pipe).detections
+    assert b.snapshot()["state"] == "half_open" and len(pipe) == 2  # queued, not sent
+    pipe.execute()
+    snap = b.snapshot()
+    assert snap["state"] == "closed" and int(snap["success_count"]) == 2
+
+
 def test_process_image_with_http_backend_filters_stores_and_batches(
     scripted_server, photos, settings, tmp_path, reset_ai_breakers
 ):
@@ -138,6 +169,10 @@ def test_process_image_with_http_backend_filters_stores_and_batches(
     )
     job_id = str(uuid.uuid4())
     camera = f"porch_{uuid.uuid4().hex[:6]}"
+    r = get_redis(s)
+    stages = ("watch", "watch_to_detect", "detect", "detect_to_batch")
+    samples_before = {stage: r.zcard(f"vigil:lat:{stage}") for stage in stages}
+    successes_before = int(breaker("detector", s).snapshot()["success_count"])
     now = time.time()
     out = process_image(
         s,
@@ -158,6 +193,11 @@ def test_process_image_with_http_backend_filters_stores_and_batches(
     assert row.batch_id == out.batch_id and row.thumbnail_path and (tmp_path / "thumbs" / camera).is_dir()
     batch = get_aggregator(s).get(out.batch_id)
     assert batch["camera_id"] == camera and batch["detection_ids"] == [row.id]
+    # the bookkeeping sent together at the end: one sample per stage, the breaker's success
+    assert {stage: r.zcard(f"vigil:lat:{stage}") - samples_before[stage] for stage in stages} == dict.fromkeys(
+        stages, 1
+    )
+    assert int(breaker("detector", s).snapshot()["success_count"]) == successes_before + 1
 
     again = process_image(
         s,

@@ -53,32 +53,45 @@ def record(
     """One inference of each model in `timings` (name -> ms), all in one round trip."""
     if not timings:
         return
+    try:
+        client = client or get_redis(settings)
+        with client.pipeline(transaction=False) as pipe:
+            queue_record(pipe, settings, timings, backend=backend, at=at, load_times=load_times)
+            pipe.execute()
+    except redis.RedisError:
+        log.warning("could not record model usage of %s", ", ".join(timings), exc_info=True)
+
+
+def queue_record(
+    pipe: redis.client.Pipeline,
+    settings: Settings,
+    timings: dict[str, float],
+    *,
+    backend: str,
+    at: float | None = None,
+    load_times: dict[str, float] | None = None,
+) -> None:
+    """`record`'s commands, queued on a pipeline the caller sends with its own writes."""
     at = time.time() if at is None else at
     pid = os.getpid()
     cutoff = at - settings.latency_retention_hours * 3600
     trim = random.random() < 1 / TRIM_EVERY
-    try:
-        client = client or get_redis(settings)
-        with client.pipeline(transaction=False) as pipe:
-            for name, ms in timings.items():
-                ms = max(0.0, float(ms))
-                fields: dict[str, Any] = {
-                    "last_used": f"{at:.6f}",
-                    "last_ms": f"{ms:.3f}",
-                    "backend": backend,
-                    f"pid:{pid}": f"{at:.3f}",
-                }
-                if load_times and load_times.get(name) is not None:
-                    fields["load_time_ms"] = f"{float(load_times[name]):.3f}"
-                pipe.hincrby(USAGE_KEY + name, "inference_count", 1)
-                pipe.hset(USAGE_KEY + name, mapping=fields)
-                pipe.zadd(LATENCY_KEY + name, {f"{at:.6f}:{ms:.3f}:{os.urandom(3).hex()}": at})
-                if trim:
-                    pipe.zremrangebyscore(LATENCY_KEY + name, "-inf", cutoff)
-                    pipe.zremrangebyrank(LATENCY_KEY + name, 0, -(MAX_SAMPLES + 1))
-            pipe.execute()
-    except redis.RedisError:
-        log.warning("could not record model usage of %s", ", ".join(timings), exc_info=True)
+    for name, ms in timings.items():
+        ms = max(0.0, float(ms))
+        fields: dict[str, Any] = {
+            "last_used": f"{at:.6f}",
+            "last_ms": f"{ms:.3f}",
+            "backend": backend,
+            f"pid:{pid}": f"{at:.3f}",
+        }
+        if load_times and load_times.get(name) is not None:
+            fields["load_time_ms"] = f"{float(load_times[name]):.3f}"
+        pipe.hincrby(USAGE_KEY + name, "inference_count", 1)
+        pipe.hset(USAGE_KEY + name, mapping=fields)
+        pipe.zadd(LATENCY_KEY + name, {f"{at:.6f}:{ms:.3f}:{os.urandom(3).hex()}": at})
+        if trim:
+            pipe.zremrangebyscore(LATENCY_KEY + name, "-inf", cutoff)
+            pipe.zremrangebyrank(LATENCY_KEY + name, 0, -(MAX_SAMPLES + 1))
 
 
 def usage(settings: Settings, names: list[str], client: redis.Redis | None = None) -> dict[str, dict[str, Any]]:
