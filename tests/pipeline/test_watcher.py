@@ -45,7 +45,7 @@ class Recorder:
 def watch(tmp_path, settings):
     watchers = []
 
-    def start(observer="native", settle=0.3, **changes):
+    def start(observer="native", settle=0.3, cls=FileWatcher, **changes):
         root = changes.pop("camera_root", tmp_path / "cameras")
         root.mkdir(parents=True, exist_ok=True)
         s = replace(
@@ -57,7 +57,7 @@ def watch(tmp_path, settings):
             **changes,
         )
         rec = Recorder()
-        w = FileWatcher(s, enqueue_fn=rec)
+        w = cls(s, enqueue_fn=rec)
         stop = threading.Event()
         t = threading.Thread(target=w.run, args=(stop,), daemon=True)
         t.start()
@@ -182,6 +182,30 @@ def test_a_truncated_jpeg_is_reported_skipped_after_settling(watch):
         assert row.outcome == "skipped" and row.camera_id == "drive" and "truncated JPEG" in row.reason
     (cam / "cut.jpg").write_bytes(data)  # written again, whole: a new upload, enqueued
     assert _wait(lambda: rec.paths() == [str((cam / "cut.jpg").resolve())], 3)
+
+
+def test_a_frame_written_again_while_its_truncated_version_is_skipped_is_not_forgotten(watch):
+    """A camera overwrites a frame just as the watcher records its truncated version as skipped: the
+    new version is an upload of its own and is enqueued now, not left to the next reconcile scan
+    (the watcher used to forget the path once the skip was recorded, whatever had happened to it)."""
+    whole = jpeg()
+
+    class Racing(FileWatcher):
+        def _skip(self, path, reason):
+            recorded = super()._skip(path, reason)
+            if recorded:
+                with open(path, "wb") as fh:
+                    fh.write(whole)
+                # the observer's thread reports the new version before this one forgets the path
+                assert _wait(lambda: getattr(self._pending.get(path), "size", None) == len(whole), 3)
+            return recorded
+
+    w, rec, root = watch(settle=0.3, cls=Racing)
+    cam = root / "drive"
+    cam.mkdir()
+    (cam / "cut.jpg").write_bytes(whole[:1000])
+    assert _wait(lambda: rec.paths() == [str((cam / "cut.jpg").resolve())], 5)
+    assert w.skipped == 1
 
 
 def test_the_start_scan_enqueues_what_was_written_before_oldest_first_and_only_once(watch, tmp_path):

@@ -282,8 +282,8 @@ class FileWatcher(Service):
             entry = self._pending.get(path)
             if entry is None:
                 entry = self._pending[path] = _Pending(st.st_size, st.st_mtime, now, now)
-            elif (st.st_size, st.st_mtime) != (entry.size, entry.mtime):
-                entry.size, entry.mtime, entry.changed_at = st.st_size, st.st_mtime, now
+            elif (st.st_size, st.st_mtime) != (entry.size, entry.mtime):  # written again: closed by this event or not
+                entry.size, entry.mtime, entry.changed_at, entry.closed = st.st_size, st.st_mtime, now, closed
             entry.closed = entry.closed or closed
         if closed:
             self._wake.set()
@@ -295,6 +295,7 @@ class FileWatcher(Service):
         with self._lock:
             items = sorted(self._pending.items(), key=lambda item: item[1].mtime)
         ready: list[tuple[str, _Pending]] = []
+        seen: dict[str, tuple[int, float]] = {}  # (size, mtime) each decision was made on
         for path, entry in items:
             try:
                 st = os.lstat(path)
@@ -308,19 +309,25 @@ class FileWatcher(Service):
             if not (entry.closed or settled):
                 continue
             reason = incomplete_reason(Path(path))
+            seen[path] = (entry.size, entry.mtime)
             if reason is None:
                 ready.append((path, entry))
             elif settled:
                 if self._skip(path, reason):
-                    self._drop(path)
+                    self._drop(path, seen[path])
             # else closed but incomplete: a writer may still append; wait for it to settle
         for start in range(0, len(ready), SUBMIT_CHUNK):
             for path in self._submit_many(ready[start : start + SUBMIT_CHUNK]):
-                self._drop(path)
+                self._drop(path, seen.get(path))
 
-    def _drop(self, path: str) -> None:
+    def _drop(self, path: str, seen: tuple[int, float] | None = None) -> None:
+        """Forget a pending file, unless it changed since it was `seen` as (size, mtime): written again
+        while this version was being recorded, it is a new upload, and forgetting it would leave it
+        to the next reconcile scan, minutes away."""
         with self._lock:
-            self._pending.pop(path, None)
+            entry = self._pending.get(path)
+            if entry is not None and (seen is None or (entry.size, entry.mtime) == seen):
+                del self._pending[path]
 
     # ---- reconcile: the camera root against the upload record --------------------------------------
     def reconcile(self) -> int:
