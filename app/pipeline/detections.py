@@ -33,7 +33,7 @@ from app.pipeline import paging, runtime_config, telemetry
 from app.pipeline.ai import usage
 from app.pipeline.ai.breakers import breaker
 from app.pipeline.ai.detectors import Detection as Found
-from app.pipeline.ai.detectors import get_detector
+from app.pipeline.ai.detectors import DetectionResult, get_detector
 from app.pipeline.batches import get_aggregator
 from app.pipeline.cameras import camera_enabled, ensure_camera
 from app.pipeline.paging import Page, PageRequest
@@ -234,7 +234,7 @@ def _send(pipe: redis.client.Pipeline) -> None:
 
 def _store(
     settings: Settings,
-    result: Any,
+    result: DetectionResult,
     job_id: str,
     camera_id: str,
     real: Path,
