@@ -135,10 +135,10 @@ def _add_to_batch(
     ids: list[int],
     seen_at: float | None,
     detected_at: float,
-    samples: list[tuple[str, float, float | None]] | None = None,
+    samples: list[tuple[str, float, float | None]],
 ) -> str:
-    """Add the detections to the camera's open batch. The `detect_to_batch` sample goes into
-    `samples` when the caller sends its samples itself, else straight to Redis."""
+    """Add the detections to the camera's open batch; its `detect_to_batch` sample joins `samples`,
+    which the caller sends with its other bookkeeping."""
     config = runtime_config.effective(settings)
     batch_id, _count, _opened = get_aggregator(settings).add(
         camera_id,
@@ -148,10 +148,7 @@ def _add_to_batch(
         seen_at=seen_at,
     )
     batched_at = time.time()
-    if samples is None:
-        telemetry.record(settings, "detect_to_batch", (batched_at - detected_at) * 1000, batched_at)
-    else:
-        samples.append(("detect_to_batch", (batched_at - detected_at) * 1000, batched_at))
+    samples.append(("detect_to_batch", (batched_at - detected_at) * 1000, batched_at))
     _assign(settings, ids, batch_id)
     return batch_id
 
@@ -192,7 +189,11 @@ def process_image(
 
     if done:  # this job already stored its detections: finish what is missing, add nothing
         ids = [d.id for d in done]
-        batch_id = done[0].batch_id or _add_to_batch(settings, camera_id, ids, seen_at, time.time())
+        batch_id = done[0].batch_id
+        if batch_id is None:  # stored, then stopped before its batch: add them now
+            late: list[tuple[str, float, float | None]] = []
+            batch_id = _add_to_batch(settings, camera_id, ids, seen_at, time.time(), late)
+            telemetry.record_many(settings, late)
         return Outcome(camera_id, len(done), len(done), batch_id, ids, None, "", repeated=True)
 
     detector = get_detector(settings)

@@ -81,8 +81,8 @@ def claim_many(
     reason: str | None = None,
     file_hash: str | None = None,
 ) -> list[tuple[Recorded, bool]]:
-    """`claim` for many (file, camera id) pairs in two statements, whatever their number: one
-    multi-row insert that skips the files recorded already, one read of every row. A burst of
+    """`claim` for many (file, camera id) pairs in two statements per LOOKUP_CHUNK files: one
+    multi-row insert that skips the files recorded already, one read of their rows. A burst of
     uploads is the watcher's normal case, and a statement per file cost more CPU than the enqueue
     (CPU the detection pool needs on a small machine)."""
     if not files:

@@ -5,7 +5,7 @@ import time
 import uuid
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.core.db import session_scope
 from app.core.redis_client import get_redis
@@ -210,6 +210,25 @@ def test_process_image_with_http_backend_filters_stores_and_batches(
         first_attempt=False,
     )
     assert again.repeated and again.detection_ids == [row.id] and server.calls("/detect") == 1
+    # stored, then stopped before its batch (the batch-id update lost): a re-run batches them, detects nothing
+    with session_scope(s) as session:
+        session.execute(update(Detection).where(Detection.id == row.id).values(batch_id=None))
+    batched = r.zcard("vigil:lat:detect_to_batch")
+    late = process_image(
+        s,
+        job_id=job_id,
+        camera_id=camera,
+        path=str(image),
+        file_hash=None,
+        seen_at=now,
+        started_at=now,
+        first_attempt=False,
+    )
+    assert late.repeated and late.batch_id and server.calls("/detect") == 1
+    assert r.zcard("vigil:lat:detect_to_batch") == batched + 1
+    with session_scope(s) as session:
+        assert session.get(Detection, row.id).batch_id == late.batch_id
+    get_redis(s).zrem("vigil:batches:deadlines", late.batch_id)
     get_redis(s).zrem("vigil:batches:deadlines", out.batch_id)  # keep the session's closer out of it
 
 

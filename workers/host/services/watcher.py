@@ -282,8 +282,8 @@ class FileWatcher(Service):
             entry = self._pending.get(path)
             if entry is None:
                 entry = self._pending[path] = _Pending(st.st_size, st.st_mtime, now, now)
-            elif (st.st_size, st.st_mtime) != (entry.size, entry.mtime):  # written again: closed by this event or not
-                entry.size, entry.mtime, entry.changed_at, entry.closed = st.st_size, st.st_mtime, now, closed
+            elif (st.st_size, st.st_mtime) != (entry.size, entry.mtime):  # written again: complete once closed
+                entry.size, entry.mtime, entry.changed_at, entry.closed = st.st_size, st.st_mtime, now, False
             entry.closed = entry.closed or closed
         if closed:
             self._wake.set()
