@@ -192,7 +192,7 @@ class ServiceHost:
             w.restart_count = 0  # it ran fine for a long while: this is not a crash loop
         w.last_crashed_at, w.error, w.auto_restart = now, error[:500], False
         log.warning("worker %s crashed: %s", w.name, error)
-        self.history(w, "crashed", attempt=w.restart_count, error=error, node=node)
+        self.history(w, "crashed", attempt=w.restart_count, error=error, node=node, at=now)
         if not w.controllable or w.manual_stop:
             w.status = "crashed" if not w.manual_stop else w.status
         elif not w.enabled:
