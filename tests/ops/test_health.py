@@ -1,5 +1,6 @@
 """Health probes against real Redis and SQLite; workers are judged by heartbeats only."""
 
+import socket
 import time
 
 import pytest
@@ -17,18 +18,22 @@ def isolated(settings, redis_db):
 
 
 def test_liveness_does_no_io(settings):
-    dead = replace(
-        settings,
-        redis_url=f"redis://127.0.0.1:{free_port()}/0",
-        database_url="postgresql+psycopg2://nobody@127.0.0.1:1/none",
-    )
-    c = create_app(dead).test_client()
-    for path in ("/health", "/api/system/health/live"):
-        t0 = time.perf_counter()
-        r = c.get(path)
-        elapsed = time.perf_counter() - t0
-        assert r.status_code == 200 and r.get_json() == {"status": "alive"}
-        assert elapsed < 0.05
+    """Redis and the database on a server that takes connections and never answers: a liveness
+    check that asked either would wait for its socket timeout (seconds)."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        dead = replace(
+            settings,
+            redis_url=f"redis://127.0.0.1:{port}/0",
+            database_url=f"postgresql+psycopg2://nobody@127.0.0.1:{port}/none",
+        )
+        c = create_app(dead).test_client()
+        for path in ("/health", "/api/system/health/live"):
+            t0 = time.perf_counter()
+            r = c.get(path)
+            elapsed = time.perf_counter() - t0
+            assert r.status_code == 200 and r.get_json() == {"status": "alive"}
+            assert elapsed < 0.5, f"{path} took {elapsed:.2f}s: it waited on a dependency"
 
 
 def test_ready_is_503_without_pipeline_workers(isolated):
