@@ -82,7 +82,8 @@ log = logging.getLogger(__name__)
 AlertStatus = Literal["pending", "delivered", "acknowledged", "dismissed", "failed"]
 HIGH_PRIORITY = frozenset({"high", "critical"})
 ACKNOWLEDGEABLE = ("pending", "delivered")
-DISMISSABLE = ("pending", "delivered", "acknowledged", "failed")  # failed too (beyond 004): else it could never clear
+# Failed too (beyond the System Operations API): else a failed alert could never clear.
+DISMISSABLE = ("pending", "delivered", "acknowledged", "failed")
 RESENDABLE = ("failed", "unavailable")  # delivery statuses a re-send starts a new attempt for
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Who re-sends a failed alert's channels when its event is evaluated again, for the audit entry.
@@ -95,7 +96,7 @@ EARLIEST, LATEST = (
 
 
 def as_dict(alert: Alert) -> dict[str, Any]:
-    """An alert in 004's shape (id, status, rule_id, event_id, timestamps) plus what it was about
+    """An alert in the System Operations API's shape (id, status, rule_id, event_id, timestamps) plus what it was about
     and how each channel fared."""
     return {
         "id": alert.id,

@@ -3,7 +3,7 @@
 A delivery either succeeds, fails for good (`Rejected`: the server refused the message or the
 address; sending it again would not help), or fails for now (`Unavailable`: timeout, connection
 refused, a 4xx SMTP reply, a 5xx HTTP answer), which the task retries with backoff. The channel
-is what spec 000 calls the "SMTP Service"; its backlog is the notification queues' waiting jobs.
+is what the platform API calls the "SMTP Service"; its backlog is the notification queues' waiting jobs.
 """
 
 from __future__ import annotations

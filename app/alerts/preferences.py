@@ -1,4 +1,4 @@
-"""Notification preferences (spec 004 "Notification Preferences"): what the operator set, and the
+"""Notification preferences (System Operations API "Notification Preferences"): what the operator set, and the
 delivery decision that follows it.
 
 An alert is always recorded; its deliveries are decided once, when it is dispatched

@@ -1,4 +1,4 @@
-"""Alert rules (004 `/api/alerts/rules`): their validation, storage, and the matching criteria.
+"""Alert rules (System Operations API `/api/alerts/rules`): their validation, storage, and the matching criteria.
 
 A rule matches an event when it is enabled, the event's risk score is at least its threshold, one
 of the event's object types is among its `object_types` (null: any), the event's camera is among
@@ -280,7 +280,7 @@ class RuleUpdate(_RuleFields):
 
 # ---- storage ------------------------------------------------------------------------------------------------
 def as_dict(rule: AlertRule, warnings: list[str] | None = None) -> dict[str, Any]:
-    """A rule in 004's shape, plus its timestamps and, when given, its `warnings`."""
+    """A rule in the System Operations API's shape, plus its timestamps and, when given, its `warnings`."""
     out = {
         "id": rule.id,
         "name": rule.name,

@@ -42,7 +42,7 @@ BLUEPRINTS = (
     health.bp,
     openapi.bp,
     queues.bp,
-    infrastructure.bp,  # 000 queue operations
+    infrastructure.bp,  # platform API queue operations
     pipeline.bp,
     system_config.bp,
     breakers.bp,  # pipeline
@@ -64,7 +64,7 @@ BLUEPRINTS = (
     batches.bp,  # core resources
     websocket.bp,  # live events over WebSocket
     models.bp,  # model zoo and anomaly configuration
-    ai_monitoring.bp,  # AI monitoring (002)
+    ai_monitoring.bp,  # AI Monitoring API
 )
 
 

@@ -1,7 +1,7 @@
 """The AI monitoring API: /api/v1/monitoring/... dashboard, agents and their controls, metric alerts
 and rules, agent logs, metrics, system health.
 
-Bare-object answers; errors are the family's `{"code", "message", ...}` with 002's codes
+Bare-object answers; errors are the family's `{"code", "message", ...}` with the AI Monitoring API's codes
 (`invalid_metric`, `insufficient_permissions`, `agent_not_found`, `alert_not_found`,
 `agent_already_paused`). Agents are the AI services with their pools (app/monitoring/agents.py);
 every control is audited and shows in GET /agents/{id} right after. `tenant_id` filters where the spec lists
@@ -37,8 +37,8 @@ Severity = Literal["critical", "warning", "info"]
 # The spec types tenant_id as a UUID; Vigil's own tenant id (VIGIL_TENANT_ID) defaults to `default`, so both forms pass.
 TENANT_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 TENANT_DOC = "The tenant (the spec: a UUID): VIGIL_TENANT_ID (default `default`) owns every agent; any other has none"
-# Metric names are checked by the service, which names a wrong one (`invalid_metric`, 002) rather than failing
-# validation; the schema still lists them, so clients and the fuzzer know the valid ones.
+# Metric names are checked by the service, which names a wrong one (`invalid_metric`, AI Monitoring API) rather than
+# failing validation; the schema still lists them, so clients and the fuzzer know the valid ones.
 MetricName = Annotated[
     str, Field(max_length=64), WithJsonSchema({"type": "string", "enum": list(METRICS), "maxLength": 64})
 ]

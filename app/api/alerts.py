@@ -1,4 +1,4 @@
-"""Alert rules, alerts and where they send (004): /api/alerts/...
+"""Alert rules, alerts and where they send (System Operations API): /api/alerts/...
 
 Every operation declares its answers (the kit checks each one against its model) and every bound
 of its inputs; errors are the family's `{"detail", "errors"?, "request_id"}`, with the alert's
@@ -491,8 +491,9 @@ def acknowledge_alert(alert_id: str):
     errors=ALERT_ERRORS,
 )
 def dismiss_alert(alert_id: str):
-    """A failed alert can be dismissed too (004 lists pending, delivered and acknowledged): otherwise
-    an alert nothing could deliver would stay in the way for good. 409 once dismissed."""
+    """A failed alert can be dismissed too (the System Operations API lists pending, delivered and
+    acknowledged): otherwise an alert nothing could deliver would stay in the way for good. 409 once
+    dismissed."""
     with dependencies_required():
         return alerts.dismiss(current_settings(), alert_id, who())
 

@@ -1,4 +1,4 @@
-"""Circuit breakers (004)."""
+"""Circuit breakers (System Operations API)."""
 
 from __future__ import annotations
 

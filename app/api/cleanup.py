@@ -1,4 +1,4 @@
-"""Data cleanup (003/004): trigger retention cleanup, its status, orphaned files."""
+"""Data cleanup (System API, System Operations API): trigger retention cleanup, its status, orphaned files."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ class OrphanQuery(BaseModel):
 
 
 class CleanupCounts(Answer):
-    """003's counts and what the run did."""
+    """The System API's counts and what the run did."""
 
     events_deleted: int
     detections_deleted: int

@@ -1,4 +1,4 @@
-"""GPU statistics (003/004): the latest NVML sample and its history."""
+"""GPU statistics (System API, System Operations API): the latest NVML sample and its history."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class HistoryQuery(BaseModel):
 
 
 class GpuNow(Answer):
-    """003's fields for GPU 0, null without a fresh sample; `inference_fps` is live."""
+    """The System API's fields for GPU 0, null without a fresh sample; `inference_fps` is live."""
 
     gpu_name: str | None
     utilization: float | None = Field(description="Percent")

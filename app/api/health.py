@@ -1,4 +1,5 @@
-"""Health probes (003/004). Liveness does no I/O; readiness and health run the parallel checks.
+"""Health probes (System API, System Operations API). Liveness does no I/O; readiness and health run the
+parallel checks.
 
 Readiness and health answer the same body with 200 or 503: the status code is the verdict an
 orchestrator acts on, the body says why. Both bodies are documented for both statuses.

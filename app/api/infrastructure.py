@@ -1,4 +1,4 @@
-"""Infrastructure health and alerts (000): /api/v1/platform/system/infrastructure/..."""
+"""Infrastructure health and alerts (platform API): /api/v1/platform/system/infrastructure/..."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""Logs: /api/logs (004) and /api/v1/platform/system/logs (000).
+"""Logs: /api/logs (System Operations API) and /api/v1/platform/system/logs (platform API).
 
-004 lists, counts and ingests; 000 searches (full text or RE2 regex) and exports through a job on
-the `cleanup` queue. Both read the same `logs` table that every process's sink writes.
+The System Operations API lists, counts and ingests; the platform API searches (full text or RE2
+regex) and exports through a job on the `cleanup` queue. Both read the same `logs` table that every
+process's sink writes.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def _lower(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
 
-# --- 004: /api/logs -----------------------------------------------------------------------------------
+# --- System Operations API: /api/logs -----------------------------------------------------------------
 class SystemLogsQuery(BaseModel):
     level: Level | None = Field(None, description="DEBUG, INFO, WARNING, ERROR, CRITICAL (any case)")
     component: str | None = Field(None, max_length=64, description="Module/component name")
@@ -110,7 +111,7 @@ class FrontendAccepted(Answer):
 
 
 class FrontendRejected(BaseModel):
-    """004's frontend-ingest error shape, with the family's `detail` and `request_id`."""
+    """The System Operations API's frontend-ingest error shape, with the family's `detail` and `request_id`."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -188,7 +189,7 @@ class FrontendBatch(BaseModel):
 
 
 def _frontend_errors(batch: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Validation failures in 004's documented frontend-ingest shape:
+    """Validation failures in the System Operations API's documented frontend-ingest shape:
     `{"success": false, "count": 0, "message": ..., "errors": ["field: problem", ...]}` (plus `detail`
     and `request_id`, like every error of the family)."""
 
@@ -216,8 +217,8 @@ def _frontend_errors(batch: bool) -> Callable[[Callable[..., Any]], Callable[...
 
 
 FRONTEND_ERRORS = {
-    400: ("Body not JSON or not UTF-8, in 004's shape", FrontendRejected),
-    422: ("Invalid entry, in 004's shape", FrontendRejected),
+    400: ("Body not JSON or not UTF-8, in the System Operations API's shape", FrontendRejected),
+    422: ("Invalid entry, in the System Operations API's shape", FrontendRejected),
 }
 
 
@@ -245,7 +246,10 @@ def frontend_log(body: FrontendLogEntry):
     response=FrontendAccepted,
     summary="Submit 1-100 frontend log entries",
     tags=["logs"],
-    errors={**FRONTEND_ERRORS, 422: ("Invalid entries, or not 1-100 of them, in 004's shape", FrontendRejected)},
+    errors={
+        **FRONTEND_ERRORS,
+        422: ("Invalid entries, or not 1-100 of them, in the System Operations API's shape", FrontendRejected),
+    },
 )
 def frontend_batch(body: FrontendBatch):
     with _session() as session:
@@ -253,7 +257,7 @@ def frontend_batch(body: FrontendBatch):
     return {"success": True, "count": count, "message": f"{count} log entries recorded"}
 
 
-# --- 000: /api/v1/platform/system/logs -------------------------------------------------------------------------
+# --- platform API: /api/v1/platform/system/logs ----------------------------------------------------------------
 class PlatformLogFilter(BaseModel):
     query: str | None = Field(
         None,

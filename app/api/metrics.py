@@ -1,4 +1,4 @@
-"""Prometheus metrics (004): `/api/metrics`. The per-request HTTP metrics are recorded by
+"""Prometheus metrics (System Operations API): `/api/metrics`. The per-request HTTP metrics are recorded by
 app/api/kit/instrumentation.py."""
 
 from __future__ import annotations

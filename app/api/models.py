@@ -1,4 +1,5 @@
-"""Model zoo and anomaly detection configuration (004 "Model Zoo", "Anomaly Detection Configuration")."""
+"""Model zoo and anomaly detection configuration (System Operations API "Model Zoo",
+"Anomaly Detection Configuration")."""
 
 from __future__ import annotations
 

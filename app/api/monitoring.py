@@ -1,4 +1,4 @@
-"""Prometheus stack health and targets (001), read from the configured Prometheus HTTP API."""
+"""Prometheus stack health and targets (System Monitoring guide), read from the configured Prometheus HTTP API."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Notification channel configuration and a test send (004): /api/notification/..."""
+"""Notification channel configuration and a test send (System Operations API): /api/notification/..."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Performance metrics (004): the current snapshot and the stored history."""
+"""Performance metrics (System Operations API): the current snapshot and the stored history."""
 
 from __future__ import annotations
 

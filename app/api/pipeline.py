@@ -1,4 +1,4 @@
-"""Pipeline status, telemetry, latency and stats (001/003/004)."""
+"""Pipeline status, telemetry, latency and stats (System Monitoring guide, System API, System Operations API)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Queue and job operations (000): /api/v1/platform/system/queues, /enqueue.
+"""Queue and job operations (platform API): /api/v1/platform/system/queues, /enqueue.
 
 Handlers validate, call `app.jobs.queues` / `job_ops` / `jobs`, and wrap the result in the
-000 envelope. Every mutation is audited.
+platform API's envelope. Every mutation is audited.
 """
 
 from __future__ import annotations
@@ -262,7 +262,7 @@ class JobDeleted(Answer):
 
 
 def job_view(job: dict[str, Any]) -> dict[str, Any]:
-    """A registry record in the 000 job shape."""
+    """A registry record in the platform API's job shape."""
     error = None
     if job.get("error") or job.get("traceback"):
         error = {"message": job.get("error"), "stack_trace": job.get("traceback")}

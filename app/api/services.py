@@ -1,4 +1,4 @@
-"""Services management (004): list services by category; restart, start, enable, disable.
+"""Services management (System Operations API): list services by category; restart, start, enable, disable.
 
 Supervised workers (in-process services, Celery worker groups, beat, and under `make run` the API and
 Flower processes) are acted on through the supervisor. The database and Redis are external to Vigil:

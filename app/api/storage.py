@@ -1,4 +1,4 @@
-"""Storage statistics (003/004): disk, per-directory usage and table sizes."""
+"""Storage statistics (System API, System Operations API): disk, per-directory usage and table sizes."""
 
 from __future__ import annotations
 

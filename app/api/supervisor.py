@@ -1,4 +1,4 @@
-"""Worker supervisor (001): status, start/stop/restart/reset, restart history.
+"""Worker supervisor (System Monitoring guide): status, start/stop/restart/reset, restart history.
 
 Handlers only read what the supervisor publishes and hand commands to it
 (app/ops/supervisor.py); the supervisor itself runs in the service host.

@@ -1,4 +1,4 @@
-"""Runtime configuration and severity thresholds (003/004)."""
+"""Runtime configuration and severity thresholds (System API, System Operations API)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Live events: the WebSocket stream GET /ws/events, its event registry and its health (001/004).
+"""Live events: the WebSocket stream GET /ws/events, its event registry and its health (System Monitoring
+guide, System Operations API).
 
 The protocol is in docs/api.md ("Live events (WebSocket)"); why the connection leaves gunicorn's
 thread right after the handshake is in app/live/hub.py.

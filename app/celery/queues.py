@@ -25,7 +25,7 @@ QUEUE_NAMES: tuple[str, ...] = tuple(q.name for q in QUEUES)
 QUEUES_BY_NAME: dict[str, QueueSpec] = {q.name: q for q in QUEUES}
 
 # Worker group (Celery node name prefix) -> queues it consumes, high priority first. The names are
-# the supervisor's worker names (spec 001), so a node `detection_worker@host` is that worker.
+# the supervisor's worker names (System Monitoring guide), so a node `detection_worker@host` is that worker.
 WORKER_GROUPS: dict[str, tuple[str, ...]] = {
     "detection_worker": ("detection:high", "detection"),
     "analysis_worker": ("analysis",),

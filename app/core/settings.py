@@ -509,7 +509,7 @@ class Settings(BaseSettings):
     )
     prometheus_timeout: float = _env("VIGIL_PROMETHEUS_TIMEOUT", 2.0, "Seconds per call to the Prometheus HTTP API.")
 
-    # --- AI monitoring (002) -------------------------------------------------------------------
+    # --- AI Monitoring API ---------------------------------------------------------------------
     model_prices: str = _env(
         "VIGIL_MODEL_PRICES",
         "",

@@ -53,7 +53,7 @@ def require_queue(name: str) -> None:
 
 
 def queue_status(waiting: int, failed: int, consumers: int | None = None) -> str:
-    """000's thresholds: healthy < 100 waiting; warning 100-1000; critical > 1000 or > 10 failures.
+    """The platform API's thresholds: healthy < 100 waiting; warning 100-1000; critical > 1000 or > 10 failures.
     Jobs waiting with no consumer (paused, stopped or no worker at all) are at least a warning:
     they will not run until someone acts."""
     if waiting > CRITICAL_WAITING or failed > CRITICAL_FAILURES:

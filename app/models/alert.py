@@ -1,4 +1,5 @@
-"""Alert rules, the alerts they raise, and the cooldown clock per rule and camera (spec 004 "Alert Rules")."""
+"""Alert rules, the alerts they raise, and the cooldown clock per rule and camera (System Operations API
+"Alert Rules")."""
 
 from __future__ import annotations
 

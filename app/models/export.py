@@ -9,7 +9,7 @@ from app.models.base import Base, JSONType, UTCDateTime, utcnow
 
 
 class LogExport(Base):
-    """One log export (000 `GET /logs/export`): its filters, its job and the file it produced.
+    """One log export (platform API `GET /logs/export`): its filters, its job and the file it produced.
 
     The status lives in SQL rather than only in the job registry because the export outlives the
     job: the file stays downloadable for VIGIL_EXPORT_RETENTION_HOURS, and the row says where it is.

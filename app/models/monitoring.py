@@ -1,4 +1,4 @@
-"""Tables of the AI monitoring API (spec 002): per-agent rollups of finished jobs, metric alert
+"""Tables of the AI Monitoring API: per-agent rollups of finished jobs, metric alert
 rules and the alerts they raise.
 
 Rollups are additive counters per (span, bucket, agent, model), written by the registry archiver in

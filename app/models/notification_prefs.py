@@ -1,4 +1,4 @@
-"""Notification preferences (spec 004 "Notification Preferences"): the global switch and risk filters,
+"""Notification preferences (System Operations API "Notification Preferences"): the global switch and risk filters,
 per-camera settings, quiet-hours periods, and the alerts held back until quiet hours end."""
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ class GpuStat(Base):
 
 
 class WorkerRestartEvent(Base):
-    """The supervisor's restart history (001 `restart-history`): crashes, restarts, give-ups and
+    """The supervisor's restart history (System Monitoring guide `restart-history`): crashes, restarts, give-ups and
     manual actions, kept in SQL so it survives the supervisor and Redis."""
 
     __tablename__ = "worker_restart_events"

@@ -1,4 +1,4 @@
-"""The agents of spec 002: each AI service the pipeline calls, together with the Celery pool that calls it.
+"""The agents of the AI Monitoring API: each AI service the pipeline calls, together with the Celery pool that calls it.
 
 | id               | service (backend, breaker) | pool (supervised group) | queues                      |
 | ---------------- | -------------------------- | ----------------------- | --------------------------- |

@@ -1,6 +1,6 @@
-"""GET /api/v1/monitoring/health: the parts of 002's system health that Vigil has. The API itself
+"""GET /api/v1/monitoring/health: the parts of the AI Monitoring API's system health that Vigil has. The API itself
 (with its database round trip), the model providers behind each agent (the backends' health calls,
-breakers included) and the cache (Redis, with the hit rate from `INFO stats`). 002's `vector_db`
+breakers included) and the cache (Redis, with the hit rate from `INFO stats`). The AI Monitoring API's `vector_db`
 and other components Vigil does not have are left out, not faked."""
 
 from __future__ import annotations

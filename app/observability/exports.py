@@ -1,4 +1,4 @@
-"""Log exports (000 `GET /logs/export`): a job on the `cleanup` queue writes the file, the API
+"""Log exports (platform API `GET /logs/export`): a job on the `cleanup` queue writes the file, the API
 reports its status and serves the download.
 
 The export streams: rows come from the database in chunks (`yield_per`: a server-side cursor on

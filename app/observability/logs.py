@@ -80,7 +80,7 @@ class LogFilter:
 
 
 def parse_query(query: str | None, mode: str = "auto") -> dict[str, Any]:
-    """The 000 `query` parameter as LogFilter fields: `mode=text|regex`, or `auto`, where
+    """The platform API's `query` parameter as LogFilter fields: `mode=text|regex`, or `auto`, where
     `/pattern/` (or `/pattern/i`) is a regular expression and anything else is full text."""
     if not query:
         return {}
@@ -305,7 +305,7 @@ def ingest_frontend(session: Session, entries: list[dict[str, Any]]) -> int:
 
 
 def as_system(row: Any) -> dict[str, Any]:
-    """A log in 004's shape (integer id, upper-case level, component)."""
+    """A log in the System Operations API's shape (integer id, upper-case level, component)."""
     return {
         "id": row.id,
         "timestamp": iso_utc(row.timestamp),
@@ -323,7 +323,7 @@ def as_system(row: Any) -> dict[str, Any]:
 
 
 def as_platform(row: Any) -> dict[str, Any]:
-    """A log in 000's shape (`log_<id>`, lower-case level, service, metadata)."""
+    """A log in the platform API's shape (`log_<id>`, lower-case level, service, metadata)."""
     metadata = dict(row.extra or {})
     for key in ("job_id", "camera_id", "duration_ms", "source"):
         value = getattr(row, key)

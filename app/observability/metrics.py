@@ -174,7 +174,7 @@ def observe_stage(stage: str, seconds: float) -> None:
     """Record one pipeline stage's latency (stage names: detection, batching, analysis, notification...)."""
     STAGE_LATENCY.labels(stage).observe(seconds)
     if stage == "detection":
-        DETECTION_LATENCY.observe(seconds)  # the name 004's example shows
+        DETECTION_LATENCY.observe(seconds)  # the name the System Operations API's example shows
 
 
 @contextmanager

@@ -1,8 +1,8 @@
-"""Health of the monitoring stack (001): what the configured Prometheus server says about its
+"""Health of the monitoring stack (System Monitoring guide): what the configured Prometheus server says about its
 scrape targets, read from its HTTP API (`/api/v1/targets`, `/api/v1/status/tsdb`).
 
 Every call has a timeout (VIGIL_PROMETHEUS_TIMEOUT), so a Prometheus that hangs costs a request
-at most that long per call. Health rules (001, "Health Determination"): Prometheus unreachable,
+at most that long per call. Health rules (System Monitoring guide, "Health Determination"): Prometheus unreachable,
 or a majority of targets down, is unhealthy; some targets down while more are up is healthy.
 A tie (as many down as up) is not a majority, so it stays healthy, with the down targets listed
 as issues.
@@ -21,7 +21,7 @@ from app.core.errors import Unavailable
 from app.core.settings import Settings
 from app.core.time import iso_now, iso_utc
 
-# 001 "Known Exporters Tracked": job name -> default endpoint.
+# The System Monitoring guide's "Known Exporters Tracked": job name -> default endpoint.
 KNOWN_EXPORTERS = {
     "redis-exporter": "redis-exporter:9121",
     "json-exporter": "json-exporter:7979",
@@ -118,7 +118,8 @@ def _target(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def targets(settings: Settings) -> dict[str, Any]:
-    """001 `GET /monitoring/targets`; raises Unavailable (503) when Prometheus cannot be read."""
+    """The System Monitoring guide's `GET /monitoring/targets`; raises Unavailable (503) when Prometheus cannot be
+    read."""
     try:
         data = client_for(settings).get("/api/v1/targets?state=active")
     except PrometheusUnreachable as exc:
@@ -143,7 +144,8 @@ def targets(settings: Settings) -> dict[str, Any]:
 
 
 def health(settings: Settings) -> dict[str, Any]:
-    """001 `GET /monitoring/health`: always an answer; `healthy` follows the documented rules."""
+    """The System Monitoring guide's `GET /monitoring/health`: always an answer; `healthy` follows the documented
+    rules."""
     client = client_for(settings)
     body: dict[str, Any] = {
         "healthy": False,

@@ -1,4 +1,5 @@
-"""Retention cleanup, orphaned files and storage figures (003/004 cleanup and storage endpoints).
+"""Retention cleanup, orphaned files and storage figures (System API and System Operations API cleanup and
+storage endpoints).
 
 Retention cleanup deletes events, detections, GPU stats and logs older than `retention_days`, the
 thumbnails of the deleted detections and, with `delete_images` on, their original images. It runs

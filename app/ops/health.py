@@ -25,7 +25,8 @@ from app.pipeline.ai.probes import probe_all
 
 _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="vigil-health")
 
-# Supervised processes as 001/003/004 name them; `critical` ones gate readiness.
+# Supervised processes as the System Monitoring guide, the System API and the System Operations API name them;
+# `critical` ones gate readiness.
 WORKERS: tuple[tuple[str, bool], ...] = (
     ("gpu_monitor", False),
     ("cleanup_service", False),
@@ -149,7 +150,8 @@ def overall(services: dict[str, CheckResult]) -> str:
 
 
 def readiness(settings: Settings) -> dict[str, Any]:
-    """The readiness verdict (003/004): database and Redis healthy, pipeline workers running."""
+    """The readiness verdict (System API, System Operations API): database and Redis healthy, pipeline workers
+    running."""
     results = run_checks(
         {
             "database": lambda: check_database(settings),

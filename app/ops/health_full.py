@@ -1,6 +1,6 @@
-"""GET /api/system/health/full (001): every component, and whether the system can do its job.
+"""GET /api/system/health/full (System Monitoring guide): every component, and whether the system can do its job.
 
-Critical (001, "Critical Services"): the database, Redis, the detector, the analyser and the
+Critical (System Monitoring guide, "Critical Services"): the database, Redis, the detector, the analyser and the
 file watcher; Vigil adds the detection and analysis workers, without which nothing is processed
 (readiness already requires them). Any critical component unhealthy: `unhealthy`, not ready,
 503. Only non-critical ones unhealthy: `degraded`, ready, 200.

@@ -1,4 +1,4 @@
-"""Infrastructure health and alerts (000), from real signals.
+"""Infrastructure health and alerts (platform API), from real signals.
 
 Health reads, in parallel with short timeouts: API request timings of every API process (last
 `VIGIL_API_LATENCY_WINDOW` seconds), the database (a timed query, and pool usage from

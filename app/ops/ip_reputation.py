@@ -1,4 +1,4 @@
-"""IP reputation of the e-mail channel (spec 000 "Get IP Reputation"): the addresses it sends from, their
+"""IP reputation of the e-mail channel (platform API "Get IP Reputation"): the addresses it sends from, their
 DNS blacklist listings, and a score from the channel's own outcomes.
 
 Addresses: `VIGIL_SMTP_SOURCE_IPS` when set, else the local addresses of the SMTP connections the

@@ -1,4 +1,4 @@
-"""The model zoo (004 "Model Zoo"): every model a detector or analyser backend uses, with what it did.
+"""The model zoo (System Operations API "Model Zoo"): every model a detector or analyser backend uses, with what it did.
 
 Entries, by backend:
 

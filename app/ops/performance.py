@@ -1,4 +1,4 @@
-"""Performance figures (004 `GET /api/system/performance`) and their stored history.
+"""Performance figures (System Operations API `GET /api/system/performance`) and their stored history.
 
 `collect` builds the snapshot from what is already published (the GPU monitor's latest sample, the
 job registry, heartbeats) plus cheap direct reads (PostgreSQL/SQLite size and connections, Redis

@@ -75,7 +75,8 @@ def read_workers(client: redis.Redis) -> dict[str, dict[str, Any]]:
 
 
 def public_worker(state: dict[str, Any]) -> dict[str, Any]:
-    """A worker in the shape 001 shows, plus what ops need to act on it (kind, nodes, enabled)."""
+    """A worker in the shape the System Monitoring guide shows, plus what ops need to act on it (kind, nodes,
+    enabled)."""
     return {
         "name": state["name"],
         "status": state["status"],

@@ -1,4 +1,5 @@
-"""Anomaly detection against each camera's own activity baseline (004 "Anomaly Detection Configuration").
+"""Anomaly detection against each camera's own activity baseline (System Operations API
+"Anomaly Detection Configuration").
 
 What is normal differs by camera and by hour: a busy street at 08:00 on a Monday is not a quiet
 back yard at 03:00 on a Sunday. So each camera keeps, per hour of the week (168 slots, site time,

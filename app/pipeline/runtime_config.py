@@ -74,7 +74,7 @@ class SeverityUpdate(BaseModel):
         return self
 
 
-# Runtime-configurable keys (003/004); defaults come from Settings of the same name.
+# Runtime-configurable keys (System API, System Operations API); defaults come from Settings of the same name.
 CONFIG_FIELDS: dict[str, type] = {
     "retention_days": int,
     "batch_window_seconds": int,

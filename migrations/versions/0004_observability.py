@@ -1,4 +1,4 @@
-"""observability tables: log exports, and an index for the 000 log search by user
+"""observability tables: log exports, and an index for the platform API's log search by user
 
 Revision ID: 0004
 Revises: 0003

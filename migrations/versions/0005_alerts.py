@@ -1,4 +1,4 @@
-"""alert rules, alerts and the cooldown clock per rule and camera (spec 004 "Alert Rules")
+"""alert rules, alerts and the cooldown clock per rule and camera (System Operations API "Alert Rules")
 
 Revision ID: 0005
 Revises: 0004

@@ -1,4 +1,4 @@
-"""Alert rules and alerts (004 /api/alerts/...): matching, cooldown, idempotent firing, delivery
+"""Alert rules and alerts (System Operations API /api/alerts/...): matching, cooldown, idempotent firing, delivery
 status, acknowledge/dismiss, the rule test, on SQLite and PostgreSQL; and one run of the whole
 flow with real workers: a closed batch is analysed, its event fires a rule, the webhook is called
 and the alert becomes `delivered` (or `failed` when the receiver refuses it)."""

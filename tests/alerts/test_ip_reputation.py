@@ -1,4 +1,4 @@
-"""IP reputation of the e-mail channel (000 GET .../infrastructure/ip-reputation) against a real local DNS
+"""IP reputation of the e-mail channel (platform API GET .../infrastructure/ip-reputation) against a real local DNS
 server (dnslib) listing one address and not another, a real SMTP server (aiosmtpd) for the observed
 address and outcomes, and an unreachable resolver (`unknown`, 200)."""
 

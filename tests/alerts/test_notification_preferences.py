@@ -1,5 +1,5 @@
-"""Notification preferences (004 /api/notification-preferences/...): the operations, their validation and
-audit, and the delivery decision, on SQLite and PostgreSQL; the decision in the firing path (drop mode)
+"""Notification preferences (System Operations API /api/notification-preferences/...): the operations, their
+validation and audit, and the delivery decision, on SQLite and PostgreSQL; the decision in the firing path (drop mode)
 without workers; and the whole flow with a real notification worker, a real webhook receiver and a real
 SMTP server (aiosmtpd) on both databases: quiet hours hold an alert back (recorded, suppressed, nothing
 sent), a critical one breaks through, a disabled camera, a camera threshold and the risk filters hold,

@@ -86,7 +86,7 @@ def test_jwt_roles(auth_app, roles, platform, monitoring):
     r = c.post("/api/v1/monitoring/authprobe", headers=h)
     assert r.status_code == monitoring
     if monitoring == 403:
-        assert r.get_json()["code"] == "insufficient_permissions"  # 002's code for its family
+        assert r.get_json()["code"] == "insufficient_permissions"  # the AI Monitoring API's code for its family
 
 
 @pytest.mark.parametrize(

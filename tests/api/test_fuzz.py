@@ -55,8 +55,8 @@ MAY_ANSWER_503 = [
     "/api/system/services/{name}/restart",
     "/api/system/services/{name}/enable",
     "/api/system/services/{name}/disable",
-    # 002's agent restart goes through that supervisor (503 likewise); scale answers 503 while the agent's pool
-    # has no live worker (a fuzzed restart or pause of the same run can leave it so for a moment).
+    # The AI Monitoring API's agent restart goes through that supervisor (503 likewise); scale answers 503 while the
+    # agent's pool has no live worker (a fuzzed restart or pause of the same run can leave it so for a moment).
     "/api/v1/monitoring/agents/{agent_id}/restart",
     "/api/v1/monitoring/agents/{agent_id}/scale",
 ]
@@ -174,7 +174,7 @@ def stack(pg, redis_databases, tmp_path_factory):
         tmp_path_factory.mktemp("fuzz"),
         ("detection_worker", "analysis_worker", "cleanup_service"),
         VIGIL_CLEANUP_WAIT_SECONDS="2",
-        # fuzzed agent controls (002): small pools, short waits
+        # fuzzed agent controls (AI Monitoring API): small pools, short waits
         VIGIL_MONITORING_MAX_REPLICAS="2",
         VIGIL_MONITORING_DRAIN_SECONDS="1",
         VIGIL_MONITORING_SCALE_TIMEOUT="2",

@@ -81,7 +81,7 @@ def _drifting_app(settings):
     @bp.get("/api/v1/platform/system/drift")
     @endpoint(response=Shape)
     def platform_drift():
-        return {"name": "x"}  # not in the 000 envelope
+        return {"name": "x"}  # not in the platform envelope
 
     flask_app = create_app(settings)
     flask_app.register_blueprint(bp)

@@ -134,7 +134,7 @@ def test_a_token_without_an_operator_role_reads_but_cannot_act(console_app, cons
     from app.jobs import queues
 
     client = console_app.test_client()
-    sign_in(client, make_jwt(["ai_admin"], sub="bob"), kind="jwt")  # a 002 role: no say over queues
+    sign_in(client, make_jwt(["ai_admin"], sub="bob"), kind="jwt")  # an AI Monitoring API role: no say over queues
     page = client.get("/console/queues").data
     assert b"read-only" in page and b'title="Pause' not in page
     r = client.post("/console/queues/cleanup/pause", data={"csrf_token": _token(page)})

@@ -1,4 +1,4 @@
-"""Queue and job operations (000) against real Redis and real Celery workers."""
+"""Queue and job operations (platform API) against real Redis and real Celery workers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The AI monitoring API (002) against a running Vigil: gunicorn, real detection, analysis, notification and
+"""The AI Monitoring API against a running Vigil: gunicorn, real detection, analysis, notification and
 cleanup workers, the service host (supervisor, archiver, batch closer, the `ai_monitor` service), a real local
 detector and an LLM-shaped server that returns `usage`, a real local webhook receiver and SMTP server.
 

@@ -97,7 +97,7 @@ def test_request_id_finds_its_log_lines_and_the_job_logs_it_caused(obs_client, c
 
     job = get_registry().get(job_id)
     assert job["request_id"] == rid and job["queue"] == "cleanup" and job["started_at"] <= job["finished_at"]
-    # The 004 listing sees the same lines (filter by component; each carries the request id).
+    # The System Operations API listing sees the same lines (filter by component; each carries the request id).
     listed = obs_client.get("/api/logs?component=cleanup_service&limit=1000").get_json()["logs"]
     assert any(item["request_id"] == rid and item["job_id"] == job_id for item in listed)
 

@@ -1,5 +1,5 @@
-"""Structured logs: the database sink, the 004 /api/logs family and the 000 search, on SQLite and
-PostgreSQL."""
+"""Structured logs: the database sink, the System Operations API's /api/logs family and the platform API's
+search, on SQLite and PostgreSQL."""
 
 import logging
 import time
@@ -186,7 +186,7 @@ def test_search_deadline_stops_a_runaway_query(session_factory, db_url):
         assert time.perf_counter() - started < 3
 
 
-# --- 004: /api/logs -----------------------------------------------------------------------------------------------
+# --- System Operations API: /api/logs -----------------------------------------------------------------------------
 @pytest.fixture
 def seeded(db_url):
     now = datetime.now(UTC)
@@ -349,7 +349,7 @@ def test_frontend_batch_violations_use_the_documented_shape(obs_client, api_head
     assert body["detail"] == body["message"] and body["request_id"]
 
 
-# --- 000: search ----------------------------------------------------------------------------------------------
+# --- platform API: search -------------------------------------------------------------------------------------
 def test_platform_search_text_regex_and_filters(obs_client, seeded):
     def search(qs):
         r = obs_client.get(f"{PLATFORM}?{qs}")

@@ -1,4 +1,4 @@
-"""/api/system/monitoring/health and /targets (001) against a real Prometheus server scraping a
+"""/api/system/monitoring/health and /targets (System Monitoring guide) against a real Prometheus server scraping a
 real Vigil API (gunicorn), and against Prometheus servers that are not there."""
 
 import socket

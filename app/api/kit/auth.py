@@ -23,9 +23,9 @@ from app.core.settings import Settings
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 ADMIN = "admin"
-# Roles of 002 ("S2"): its endpoints accept these.
+# Roles of the AI Monitoring API ("S2"): its endpoints accept these.
 MONITORING_ROLES = frozenset({"platform_admin", "system_admin", "super_admin", "ai_admin", "tenant_admin"})
-# 000 says "Ops role"; platform/system administrators may operate the queues too.
+# The platform API says "Ops role"; platform/system administrators may operate the queues too.
 OPS_ROLES = frozenset({"ops", "platform_admin", "system_admin", "super_admin"})
 
 FAMILY_ROLES = {"platform": OPS_ROLES, "system": OPS_ROLES, "monitoring": MONITORING_ROLES}
@@ -112,7 +112,8 @@ def enforce() -> None:
     if principal is None:
         raise _unauthorized("Credentials required: send X-API-Key or Authorization: Bearer <token>.")
     monitoring = family_of(request.path) == "monitoring"
-    if mutating or monitoring:  # 002 requires its roles for reads too (once VIGIL_AUTH_READS asks for credentials)
+    # The AI Monitoring API requires its roles for reads too (once VIGIL_AUTH_READS asks for credentials).
+    if mutating or monitoring:
         needed = required_roles()
         if not principal.allowed(needed):
             raise ApiError(

@@ -9,7 +9,8 @@ and its OpenAPI entry from it.
 Query strings and JSON bodies are validated with pydantic models; path parameters with an
 optional `path` model. A validation failure raises `ApiError` with every bad field named, which
 the error handlers render in the family's envelope. Query/path errors are 400; body errors are
-422 (003/004 say so for PATCH /config), except in the 000 family, whose document says 400.
+422 (the System API and the System Operations API say so for PATCH /config), except in the
+platform family, whose document says 400.
 
 Before a model sees a body, the body must be JSON (`application/json` or `application/*+json`,
 else 415), UTF-8, parse (no `NaN`, no number that does not fit a double), nest at most
@@ -263,7 +264,7 @@ def endpoint(
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Attach input models, answers and documentation to a view; see the module docstring.
 
-    `response` is the model of the `status` answer (in the 000 family the generator and the check
+    `response` is the model of the `status` answer (in the platform family the generator and the check
     wrap it in `{"success": true, "data": ...}`); `responses` adds other success statuses; `content`
     documents non-JSON success bodies (media type -> schema). `errors` maps each error status the
     handler itself can cause to why, or to `(why, model)` when its body adds fields to the family's

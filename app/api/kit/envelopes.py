@@ -1,9 +1,9 @@
 """The three path families and their envelopes, as pydantic models (spec README, docs/api.md):
 
-* `/api/v1/platform/...` (000): `{"success": true, "data": ...}`; errors
+* `/api/v1/platform/...` (platform API): `{"success": true, "data": ...}`; errors
   `{"success": false, "error": {"code", "message", "details"?, "request_id"?}}`
-* `/api/v1/monitoring/...` (002): bare objects; errors `{"code", "message", "errors"?, "request_id"?}`
-* everything else (001/003/004, probes): bare objects; errors `{"detail", "errors"?, "request_id"?}`
+* `/api/v1/monitoring/...` (AI Monitoring API): bare objects; errors `{"code", "message", "errors"?, "request_id"?}`
+* everything else (the system family, probes): bare objects; errors `{"detail", "errors"?, "request_id"?}`
 
 The OpenAPI document takes its error schemas from these models and `render_error` checks every
 error body against them (or against the operation's own error model), so the two cannot disagree.
@@ -57,7 +57,7 @@ class PlatformErrorInfo(BaseModel):
 
 
 class PlatformError(BaseModel):
-    """Errors of the 000 family."""
+    """Errors of the platform family."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -66,7 +66,7 @@ class PlatformError(BaseModel):
 
 
 class MonitoringError(BaseModel):
-    """Errors of the 002 family."""
+    """Errors of the AI Monitoring family."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -77,7 +77,7 @@ class MonitoringError(BaseModel):
 
 
 class SystemError(BaseModel):
-    """Errors of the 001/003/004 family and the probes."""
+    """Errors of the system family and the probes."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -95,14 +95,14 @@ FAMILY_ERROR: dict[str, type[BaseModel]] = {
 
 @cache
 def platform_ok(model: type[BaseModel]) -> type[BaseModel]:
-    """The 000 success envelope around `model`: `{"success": true, "data": <model>}`."""
+    """The platform family's success envelope around `model`: `{"success": true, "data": <model>}`."""
     envelope: Any = create_model(
         f"{model.__name__}Envelope",
         __config__=ConfigDict(extra="forbid"),
         success=(Literal[True], ...),
         data=(model, ...),
     )
-    envelope.__doc__ = f"`{model.__name__}` in the 000 family's success envelope."
+    envelope.__doc__ = f"`{model.__name__}` in the platform family's success envelope."
     return envelope
 
 

@@ -1,8 +1,8 @@
 """Errors in the envelope of the family a path belongs to (spec README, `envelopes.py`):
 
-* `/api/v1/platform/...` (000): `{"success": false, "error": {"code", "message", ...}}`
-* `/api/v1/monitoring/...` (002): `{"code", "message", ...}`
-* everything else (001/003/004, probes): `{"detail": "..."}`
+* `/api/v1/platform/...` (platform API): `{"success": false, "error": {"code", "message", ...}}`
+* `/api/v1/monitoring/...` (AI Monitoring API): `{"code", "message", ...}`
+* everything else (the system family, probes): `{"detail": "..."}`
 
 Every error a client can see goes through `render_error`, including 404/405 from routing, 413 from
 the body limit, Redis or the database going away (503, never a 500) and unexpected exceptions (a

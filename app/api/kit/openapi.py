@@ -7,7 +7,7 @@ bodies are the very models the responses are checked against (`endpoint.check_re
 `errors.render_error`), so the document cannot drift from the routes. Why not flask-openapi3 or
 spectree: see docs/api.md.
 
-Statuses every route of a kind can answer are added here, once: 400 (and 422 outside the 000
+Statuses every route of a kind can answer are added here, once: 400 (and 422 outside the platform
 family) for invalid input, 413 and 415 for bodies, 414 for a query string that makes the URL too
 long, 401/403 for credentials, 503 when Redis or the database is unavailable. Every input string
 refuses NUL characters (the request parser does), and the schemas say so.

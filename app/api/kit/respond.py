@@ -18,7 +18,7 @@ from app.observability.audit import Audit
 
 
 def ok(data: Any, status: int = 200) -> tuple[dict[str, Any], int]:
-    """The 000 family's success envelope."""
+    """The platform family's success envelope."""
     return {"success": True, "data": data}, status
 
 

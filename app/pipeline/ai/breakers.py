@@ -9,7 +9,7 @@ transition here is one Lua call, so the detection workers, the analysis workers 
 agree on one state, and a half-open breaker admits exactly `half_open_max_calls` trial calls
 across all of them.
 
-States and rules (spec 004, "Circuit Breaker Pattern"):
+States and rules (System Operations API, "Circuit Breaker Pattern"):
 
     closed     calls pass; `failure_threshold` consecutive failures open it
     open       calls are refused at once (`CircuitOpenError`) until `recovery_seconds` passed
@@ -43,7 +43,8 @@ BREAKER_KEY = KEY_PREFIX + "breaker:"  # + name (hash), + name + ":permits" (zse
 NAME = re.compile(r"^[a-z][a-z0-9_\-]{0,63}$")
 STATES = ("closed", "open", "half_open")
 
-# The AI services the pipeline calls, and so the breakers that exist (001/004 list them by name).
+# The AI services the pipeline calls, and so the breakers that exist (the System Monitoring guide and the System
+# Operations API list them by name).
 SERVICES = {
     "detector": "Object detection",
     "analyser": "Risk analysis",
