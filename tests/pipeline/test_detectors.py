@@ -199,31 +199,25 @@ def test_process_image_with_http_backend_filters_stores_and_batches(
     )
     assert int(breaker("detector", s).snapshot()["success_count"]) == successes_before + 1
 
-    again = process_image(
-        s,
-        job_id=job_id,
-        camera_id=camera,
-        path=str(image),
-        file_hash=None,
-        seen_at=now,
-        started_at=now,
-        first_attempt=False,
-    )
+    def rerun():  # the same job delivered again
+        return process_image(
+            s,
+            job_id=job_id,
+            camera_id=camera,
+            path=str(image),
+            file_hash=None,
+            seen_at=now,
+            started_at=now,
+            first_attempt=False,
+        )
+
+    again = rerun()
     assert again.repeated and again.detection_ids == [row.id] and server.calls("/detect") == 1
     # stored, then stopped before its batch (the batch-id update lost): a re-run batches them, detects nothing
     with session_scope(s) as session:
         session.execute(update(Detection).where(Detection.id == row.id).values(batch_id=None))
     batched = r.zcard("vigil:lat:detect_to_batch")
-    late = process_image(
-        s,
-        job_id=job_id,
-        camera_id=camera,
-        path=str(image),
-        file_hash=None,
-        seen_at=now,
-        started_at=now,
-        first_attempt=False,
-    )
+    late = rerun()
     assert late.repeated and late.batch_id and server.calls("/detect") == 1
     assert r.zcard("vigil:lat:detect_to_batch") == batched + 1
     with session_scope(s) as session:
