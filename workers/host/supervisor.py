@@ -206,6 +206,7 @@ class ServiceHost:
                 attempt=w.restart_count,
                 error=f"gave up after {w.restart_count} restarts; last error: {error}"[:1000],
                 node=node,
+                at=now,
             )
         else:
             delay = self.backoff[w.restart_count]
